@@ -1,0 +1,292 @@
+"""The `watcher` command: run | check | once | status | notify-test | simulate | demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+import httpx
+import structlog
+
+from . import __version__, logs, notify
+from . import config as config_mod
+from .cli_run import open_components
+from .config import Config
+from .errors import ConfigError, DeliveryError, StoreError, WatcherError
+from .model import Event, EventType
+from .store import Store
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+_log = structlog.get_logger("watcher.cli")
+
+
+def _secrets(config: Config) -> list[str]:
+    values = [config.api.token.get_secret_value()]
+    for n in config.notifiers:
+        secret = getattr(n, "secret", None)
+        if secret is not None:
+            values.append(secret.get_secret_value())
+        if n.kind == "slack":
+            values.append(n.url.get_secret_value())
+    return values
+
+
+def _setup_logging(config: Config, args: argparse.Namespace) -> None:
+    logs.configure(
+        level=getattr(args, "log_level", None) or config.log.level,
+        fmt=getattr(args, "log_format", None) or config.log.format,
+        secrets=_secrets(config),
+    )
+
+
+async def _run(config: Config) -> int:
+    if not config.notifiers:
+        _log.warning("config.no_notifiers", hint="events are stored but sent nowhere; add a [[notifiers]] entry")
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with open_components(config) as (daemon, dispatcher, _store), anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            async for signum in signals:
+                _log.info("watcher.stopping", signal=signal.Signals(signum).name)
+                dispatcher.shutdown()
+                tg.cancel_scope.cancel()
+                break
+    _log.info("watcher.stopped")
+    return EXIT_OK
+
+
+async def _once(config: Config) -> int:
+    async with open_components(config) as (daemon, dispatcher, store):
+        await dispatcher.drain()  # what an earlier run left undelivered goes first
+        polled = await daemon.poll_all()
+        await dispatcher.drain()
+        pending = sum(c.count for c in store.outbox_counts() if c.state == "pending")
+    _log.info("once.finished", polls_ok=polled, pending_deliveries=pending)
+    return EXIT_OK if polled and not pending else EXIT_FAILURE
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the config file."""
+    config = config_mod.load(config_mod.default_path(args.config))
+    out = args.stdout
+    print(f"{config_mod.default_path(args.config)}: OK", file=out)
+    print(f"  api: {config.api.base_url} (timeout {config.api.timeout:g}s)", file=out)
+    print(
+        f"  watch: {len(config.watch.tasks)} task(s) every {config.watch.interval:g}s; progress step "
+        f"{config.watch.progress_step}%, stalled after {config.watch.stall_after:g}s",
+        file=out,
+    )
+    print(f"  store: {config.store.path}", file=out)
+    for n in config.notifiers:
+        events = n.events if n.events is not None else notify.DEFAULT_EVENTS[n.kind]
+        print(f"  notifier {n.name}: {n.kind}, events {', '.join(events)}", file=out)
+    if not config.notifiers:
+        print("  warning: no [[notifiers]]: events would be stored but sent nowhere", file=out)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM or SIGINT."""
+    config = config_mod.load(config_mod.default_path(args.config))
+    _setup_logging(config, args)
+    return anyio.run(_run, config)
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    """One poll round and delivery, then exit."""
+    config = config_mod.load(config_mod.default_path(args.config))
+    _setup_logging(config, args)
+    return anyio.run(_once, config)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show the last known state of each task from the store, without calling the API."""
+    config = config_mod.load(config_mod.default_path(args.config))
+    if not Path(config.store.path).exists():
+        print(f"{config.store.path}: no state yet (the watcher has not run with this store)", file=args.stdout)
+        return EXIT_OK
+    store = Store.open(config.store.path)
+    try:
+        states = store.load_states()
+        counts = store.outbox_counts()
+    finally:
+        store.close()
+    if args.json:
+        doc = {
+            "tasks": [
+                {
+                    **s.snapshot.to_dict(),
+                    "progressSince": s.progress_since.isoformat(),
+                    "stalled": s.stalled,
+                    "missing": s.missing,
+                    "watched": tid in config.watch.tasks,
+                }
+                for tid, s in sorted(states.items())
+            ],
+            "outbox": [{"receiver": c.receiver, "state": c.state, "count": c.count} for c in counts],
+        }
+        print(json.dumps(doc, indent=2, ensure_ascii=False), file=args.stdout)
+        return EXIT_OK
+    out = args.stdout
+    print(f"{'TASK':>8}  {'STATUS':<14}{'PROGRESS':>9}  {'SINCE':<20}  NAME", file=out)
+    for tid in config.watch.tasks:
+        s = states.get(tid)
+        if s is None:
+            print(f"{tid:>8}  {'(not polled)':<14}", file=out)
+            continue
+        flags = " [stalled]" if s.stalled else "" + (" [missing]" if s.missing else "")
+        progress = f"{s.snapshot.progress}%" if s.snapshot.progress is not None else "–"
+        since = s.progress_since.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{tid:>8}  {s.snapshot.status:<14}{progress:>9}  {since:<20}  {s.snapshot.name}{flags}", file=out)
+    for tid in sorted(set(states) - set(config.watch.tasks)):
+        print(f"{tid:>8}  (no longer in watch.tasks)", file=out)
+    if counts:
+        print("\nOUTBOX", file=out)
+        for c in counts:
+            print(f"  {c.receiver:<20} {c.state:<10} {c.count}", file=out)
+    return EXIT_OK
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    """Send a test event to every notifier (or one) directly, and report each result."""
+    config = config_mod.load(config_mod.default_path(args.config))
+    _setup_logging(config, args)
+    names = [n.name for n in config.notifiers]
+    if args.notifier and args.notifier not in names:
+        raise ConfigError(
+            [f"no notifier named {args.notifier!r} (configured: {', '.join(names) or 'none'})"], "--notifier"
+        )
+    if not names:
+        raise ConfigError(["no [[notifiers]] configured: nothing to test"], str(config_mod.default_path(args.config)))
+    now = datetime.now(UTC)
+    event = Event(
+        id=f"test-{int(now.timestamp())}-{os.getpid()}",
+        type=EventType.TEST.value,
+        time=now,
+        subject="test",
+        data={"message": "If you can read this, voicefox-watcher can reach you."},
+    )
+
+    async def send_all() -> int:
+        failed = 0
+        async with httpx.AsyncClient(timeout=config.delivery.timeout, follow_redirects=False) as http:
+            for name, notifier in notify.build(config.notifiers, http).items():
+                if args.notifier and name != args.notifier:
+                    continue
+                try:
+                    await notifier.send(event)
+                except DeliveryError as exc:
+                    failed += 1
+                    kind = "permanent" if exc.permanent else "temporary"
+                    print(f"{name}: FAILED ({kind}): {exc}", file=args.stdout)
+                else:
+                    print(f"{name}: sent", file=args.stdout)
+        return EXIT_FAILURE if failed else EXIT_OK
+
+    return anyio.run(send_all)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Serve the simulator until interrupted."""
+    from .simulator import Simulator, demo_scenario
+
+    sim = Simulator(token=args.token)
+    if not args.empty:
+        demo_scenario(sim)
+    for task_id in args.task or []:
+        sim.add_task(task_id, status="running", progress=0)
+
+    async def serve() -> int:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with anyio.create_task_group() as tg:
+                port = await tg.start(sim.serve, args.host, args.port)
+                print(f"simulator: http://{args.host}:{port}  token: {sim.token}", file=args.stdout, flush=True)
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+                    break
+        return EXIT_OK
+
+    return anyio.run(serve)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Simulator + watcher + a webhook receiver, in one process: a campaign day in under a minute."""
+    from .demo import run_demo
+
+    return anyio.run(run_demo, args.stdout, args.scale)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="watcher", description="Watch VoiceFox outbound-calling tasks and notify on every transition."
+    )
+    parser.add_argument("--version", action="version", version=f"voicefox-watcher {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help_: str, config: bool = True, log: bool = True
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        if config:
+            p.add_argument(
+                "-c",
+                "--config",
+                metavar="FILE",
+                help=f"config file (default: ${config_mod.CONFIG_ENV}, then ./{config_mod.DEFAULT_CONFIG_NAME})",
+            )
+        if log:
+            p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides [log] level")
+            p.add_argument("--log-format", choices=["auto", "json", "console"], help="overrides [log] format")
+        return p
+
+    add("run", cmd_run, "run the daemon")
+    add("check", cmd_check, "validate a config file (exit 0 valid, 2 invalid)", log=False)
+    add("once", cmd_once, "poll every task once, deliver, exit (for cron and timers)")
+    p = add("status", cmd_status, "show the last known state of each task (no API call)", log=False)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = add("notify-test", cmd_notify_test, "send a test notification to each notifier")
+    p.add_argument("--notifier", metavar="NAME", help="only this notifier")
+    p = add("simulate", cmd_simulate, "serve the bundled VoiceFox simulator", config=False, log=False)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--token", default="sim-token-0123456789", help="the bearer token it accepts")
+    p.add_argument("--empty", action="store_true", help="start without the demo campaigns")
+    p.add_argument("--task", type=int, action="append", metavar="ID", help="add a running task (repeatable)")
+    p = add("demo", cmd_demo, "play a campaign day against the simulator (no account needed)", config=False, log=False)
+    p.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int:
+    """Entry point; returns the exit status. No user mistake ends in a traceback."""
+    args = build_parser().parse_args(argv)
+    args.stdout = stdout or sys.stdout
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"error: {exc.source}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except WatcherError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def entrypoint() -> None:
+    """console_scripts entry point."""
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The VoiceFox API client: the only module that knows httpx exceptions exist.
+
+httpx in, `TaskSnapshot` or a `WatcherError` out; transient failures are retried per `retry.API_RETRY`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+import anyio
+import httpx
+import tenacity
+
+from . import __version__
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    RateLimited,
+    TaskNotFound,
+    TransientApiError,
+)
+from .model import TaskSnapshot, parse_task_body
+from .retry import API_RETRY, ApiRetry
+
+MAX_BODY_BYTES = 1024 * 1024  # a task body is a few KiB; more is a broken or hostile server
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class VoiceFoxClient:
+    """Asks VoiceFox for task details; seams: `transport`, `sleep`, `wall_clock`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: ApiRetry = API_RETRY,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/json",
+                "User-Agent": f"voicefox-watcher/{__version__}",
+            },
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+        )
+        self._timeout = timeout
+        self._retry = retry
+        self._sleep = sleep
+        self._wall_clock = wall_clock
+
+    async def __aenter__(self) -> VoiceFoxClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def get_task(self, task_id: int) -> TaskSnapshot:
+        """Fetch one task, retrying transient failures; raise an ApiError subclass when it cannot."""
+        retrying = tenacity.AsyncRetrying(sleep=self._sleep, **self._retry.tenacity_kwargs())  # type: ignore[arg-type]
+        async for attempt in retrying:
+            with attempt:
+                return await self._get_task_once(task_id)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _get_task_once(self, task_id: int) -> TaskSnapshot:
+        try:
+            async with self._http.stream("GET", f"/openapi/tasks/{task_id}") as response:
+                status = response.status_code
+                if status == 200:
+                    body = await self._read_capped(response, task_id)
+                else:
+                    await response.aclose()
+        except httpx.TimeoutException:
+            raise TransientApiError(f"task {task_id}: no answer within {self._timeout:g}s") from None
+        except (httpx.HTTPError, httpx.StreamError) as exc:
+            # The message of a transport error can name the URL; the class name says enough.
+            raise TransientApiError(f"task {task_id}: cannot reach the API ({exc.__class__.__name__})") from None
+
+        if status == 200:
+            return parse_task_body(body, task_id)
+        if status in (401, 403):
+            cause = (
+                "the token is missing or invalid"
+                if status == 401
+                else "the token may not read this task (another workspace?)"
+            )
+            raise AuthenticationError(f"task {task_id}: API answered {status}: {cause}", status)
+        if status == 404:
+            raise TaskNotFound(f"task {task_id}: API answered 404 (no such task)")
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), self._wall_clock())
+            raise RateLimited(f"task {task_id}: API answered 429 (rate limited)", retry_after)
+        if status >= 500 or status == 408:
+            raise TransientApiError(f"task {task_id}: API answered {status}")
+        raise ApiError(f"task {task_id}: API answered unexpected status {status}")
+
+    @staticmethod
+    async def _read_capped(response: httpx.Response, task_id: int) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise TransientApiError(f"task {task_id}: response body exceeds {MAX_BODY_BYTES // 1024} KiB")
+            chunks.append(chunk)
+        return b"".join(chunks)

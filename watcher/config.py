@@ -1,0 +1,271 @@
+"""TOML configuration -> validated, immutable settings; every problem is reported with its key path."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from .errors import ConfigError
+
+DEFAULT_BASE_URL = "https://openapi.voicefox.ai"
+DEFAULT_CONFIG_NAME = "watcher.toml"
+CONFIG_ENV = "WATCHER_CONFIG"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def parse_duration(value: Any) -> float:
+    """ "500ms", "30s", "5m", "2h", "1d" or a bare number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    else:
+        raise ValueError(f'{value!r} is not a duration (write e.g. "500ms", "30s", "5m", "2h" or a number of seconds)')
+    if seconds < 0:
+        raise ValueError(f"{value!r} is negative; a duration must be 0 or more")
+    return seconds
+
+
+Duration = Annotated[float, pydantic.BeforeValidator(parse_duration)]
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+def _check_secret_url(value: SecretStr) -> SecretStr:
+    _check_http_url(value.get_secret_value())
+    return value
+
+
+HttpUrl = Annotated[str, pydantic.AfterValidator(_check_http_url)]
+SecretHttpUrl = Annotated[SecretStr, pydantic.AfterValidator(_check_secret_url)]
+
+
+def _check_whsec(value: SecretStr | None) -> SecretStr | None:
+    import base64
+    import binascii
+
+    if value is None:
+        return None
+    raw = value.get_secret_value()
+    try:
+        key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64") from None
+    if len(key) < 16:
+        raise ValueError("is too short: use at least 16 random bytes, e.g. whsec_$(openssl rand -base64 32)")
+    return value
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors (a typo must not silently fall back to a default); settings are immutable.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class ApiConfig(_Section):
+    """`[api]`: where VoiceFox is and how to ask it."""
+
+    base_url: HttpUrl = DEFAULT_BASE_URL
+    token: SecretStr
+    timeout: Duration = 10.0
+
+
+class WatchConfig(_Section):
+    """`[watch]`: which tasks, how often, and the detection knobs."""
+
+    tasks: list[Annotated[int, Field(strict=True, gt=0)]] = Field(min_length=1)
+    interval: Annotated[Duration, Field(ge=0.1)] = 30.0
+    progress_step: Annotated[int, Field(strict=True, ge=0, le=100)] = 10
+    stall_after: Annotated[Duration, Field(gt=0)] = 900.0
+    concurrency: Annotated[int, Field(strict=True, ge=1, le=1000)] = 8
+
+    @pydantic.field_validator("tasks")
+    @classmethod
+    def _unique(cls, tasks: list[int]) -> list[int]:
+        dupes = sorted({t for t in tasks if tasks.count(t) > 1})
+        if dupes:
+            raise ValueError(f"lists task {', '.join(map(str, dupes))} more than once")
+        return tasks
+
+
+class StoreConfig(_Section):
+    """`[store]`: the SQLite file holding snapshots and the outbox."""
+
+    path: Path = Path("voicefox-watcher.db")
+
+
+class DeliveryConfig(_Section):
+    """`[delivery]`: how hard to try each receiver."""
+
+    timeout: Annotated[Duration, Field(gt=0)] = 10.0
+    max_age: Annotated[Duration, Field(gt=0)] = 86400.0
+    backoff_max: Annotated[Duration, Field(gt=0)] = 300.0
+    shutdown_grace: Duration = 10.0
+
+
+class LogConfig(_Section):
+    """`[log]`: level and rendering."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class _NotifierBase(_Section):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    events: list[str] | None = None  # None: the kind's default filter
+
+
+class WebhookNotifierConfig(_NotifierBase):
+    """A `[[notifiers]]` entry of kind "webhook": CloudEvents over Standard Webhooks."""
+
+    kind: Literal["webhook"]
+    url: HttpUrl
+    secret: Annotated[SecretStr | None, pydantic.AfterValidator(_check_whsec)] = None
+
+
+class SlackNotifierConfig(_NotifierBase):
+    """A `[[notifiers]]` entry of kind "slack": an incoming-webhook URL (its path is a secret)."""
+
+    kind: Literal["slack"]
+    url: SecretHttpUrl
+
+
+class LogNotifierConfig(_NotifierBase):
+    """A `[[notifiers]]` entry of kind "log": one structured log line per event."""
+
+    kind: Literal["log"]
+
+
+NotifierConfig = Annotated[WebhookNotifierConfig | SlackNotifierConfig | LogNotifierConfig, Field(discriminator="kind")]
+NOTIFIER_KINDS = ("webhook", "slack", "log")
+
+
+class Config(_Section):
+    """The whole validated configuration."""
+
+    api: ApiConfig
+    watch: WatchConfig
+    store: StoreConfig = StoreConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    log: LogConfig = LogConfig()
+    notifiers: list[NotifierConfig] = Field(default_factory=list)
+
+    @pydantic.field_validator("notifiers")
+    @classmethod
+    def _unique_names(cls, notifiers: list[Any]) -> list[Any]:
+        names = [n.name for n in notifiers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(
+                f"notifier name {', '.join(map(repr, dupes))} is used more than once; names must be unique"
+            )
+        return notifiers
+
+
+def _expand(node: Any, path: str, env: dict[str, str], problems: list[str]) -> Any:
+    """Replace ${VAR} in every string value; record a problem per unset variable."""
+    if isinstance(node, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in env:
+                problems.append(f"{path}: environment variable {name} is not set")
+                return ""
+            return env[name]
+
+        return _VAR.sub(sub, node)
+    if isinstance(node, dict):
+        return {k: _expand(v, f"{path}.{k}" if path else k, env, problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, f"{path}[{i}]", env, problems) for i, v in enumerate(node)]
+    return node
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key (a typo? see config.example.toml for the valid keys)",
+    "missing": "is required",
+}
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    parts = list(loc)
+    # A discriminated union puts the tag in the path (notifiers.0.webhook.url): drop it.
+    if len(parts) >= 3 and parts[0] == "notifiers" and parts[2] in NOTIFIER_KINDS:
+        del parts[2]
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _describe(err: Any) -> str:
+    kind = err["type"]
+    if kind == "union_tag_invalid":
+        return f"{err['ctx']['tag']!r} is not a notifier kind (use one of: {', '.join(NOTIFIER_KINDS)})"
+    if kind == "union_tag_not_found":
+        return f"kind is required (one of: {', '.join(NOTIFIER_KINDS)})"
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
+    msg: str = err["msg"]
+    return msg.removeprefix("Value error, ")
+
+
+def validate(
+    raw: dict[str, Any], *, source: str, env: dict[str, str] | None = None, base_dir: Path | None = None
+) -> Config:
+    """Expand variables in a parsed TOML document and validate it; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    expanded = _expand(raw, "", dict(os.environ) if env is None else env, problems)
+    try:
+        config = Config.model_validate(expanded)
+    except pydantic.ValidationError as exc:
+        for err in exc.errors():
+            loc = _loc(err["loc"]) + (".kind" if err["type"].startswith("union_tag") else "")
+            line = f"{loc}: {_describe(err)}" if loc else _describe(err)
+            if line not in problems:
+                problems.append(line)
+        raise ConfigError(problems, source) from None
+    if problems:
+        raise ConfigError(problems, source)
+    if base_dir is not None and not config.store.path.is_absolute():
+        # A relative store path is relative to the config file, not to wherever the daemon was started from.
+        config = config.model_copy(update={"store": StoreConfig(path=base_dir / config.store.path)})
+    return config
+
+
+def load(path: Path, *, env: dict[str, str] | None = None) -> Config:
+    """Read and validate a TOML config file; raise ConfigError (never anything else) on any problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"no such file (pass -c FILE or set ${CONFIG_ENV})"], str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            [f"cannot read it: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}"], str(path)
+        ) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"TOML syntax error: {exc}"], str(path)) from None
+    return validate(raw, source=str(path), env=env, base_dir=path.resolve().parent)
+
+
+def default_path(explicit: str | None) -> Path:
+    """-c FILE, else $WATCHER_CONFIG, else ./watcher.toml."""
+    return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_NAME)

@@ -1,0 +1,109 @@
+"""`watcher demo`: the simulator, the real daemon and a signed-webhook receiver, all in one process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+
+from . import config as config_mod
+from . import logs
+from .cli_run import open_components
+from .httpserver import Request, Response, serve
+from .model import Event, EventType
+from .notify import describe
+from .notify.webhook import sign
+from .simulator import Simulator, demo_scenario
+
+_SYMBOL = {"good": "✔", "danger": "✖", "warning": "▲", "info": "•"}
+_FINAL = {EventType.FINISHED.value, EventType.FAILED.value}
+DEMO_SECRET = "whsec_" + base64.b64encode(b"voicefox-watcher-demo-secret-32b").decode()
+
+
+async def run_demo(out: TextIO, scale: float = 1.0) -> int:
+    """Play the demo scenario; print each webhook as it arrives; exit 0 when every campaign has ended."""
+    sim = Simulator()
+    task_ids = demo_scenario(sim, scale)
+    finals: set[str] = set()
+    all_final = anyio.Event()
+    received: list[Event] = []
+    bad_signatures = 0
+    t0 = anyio.current_time()
+
+    async def receiver(request: Request) -> Response:
+        nonlocal bad_signatures
+        msg_id, ts = request.headers.get("webhook-id", ""), request.headers.get("webhook-timestamp", "0")
+        expected = sign(DEMO_SECRET, msg_id, int(ts), request.body)
+        if not hmac.compare_digest(expected, request.headers.get("webhook-signature", "")):
+            bad_signatures += 1
+            return Response(401)
+        doc = json.loads(request.body)
+        event = Event.from_dict({k: doc[k] for k in ("id", "type", "time", "subject", "data")})
+        received.append(event)
+        severity, _emoji, headline = describe(event)
+        task = event.data.get("task") or {}
+        print(
+            f"{anyio.current_time() - t0:5.1f}s  {_SYMBOL[severity]} {headline:<72} "
+            f"[{task.get('status')}, {task.get('progress')}%]",
+            file=out,
+            flush=True,
+        )
+        if event.type in _FINAL:
+            finals.add(event.subject)
+            if len(finals) >= 2 and {e.subject for e in received if e.type == EventType.FINISHED.value} >= {
+                "1001",
+                "1003",
+            }:
+                all_final.set()
+        return Response(204)
+
+    logs.configure(level="warning", fmt="console", stream=out)
+    with tempfile.TemporaryDirectory(prefix="voicefox-watcher-demo-") as tmp:
+        async with anyio.create_task_group() as tg:
+            api_port = await tg.start(sim.serve)
+            hook_port = await tg.start(serve, receiver)
+            config = config_mod.validate(
+                {
+                    "api": {"base_url": f"http://127.0.0.1:{api_port}", "token": sim.token, "timeout": "2s"},
+                    "watch": {
+                        "tasks": task_ids,
+                        "interval": max(0.2, scale),
+                        "progress_step": 25,
+                        "stall_after": 5 * scale,
+                    },
+                    "store": {"path": str(Path(tmp) / "state.db")},
+                    "notifiers": [
+                        {
+                            "kind": "webhook",
+                            "name": "demo-hook",
+                            "url": f"http://127.0.0.1:{hook_port}/hook",
+                            "secret": DEMO_SECRET,
+                        }
+                    ],
+                },
+                source="demo",
+            )
+            print(
+                f"voicefox-watcher demo: simulator on 127.0.0.1:{api_port}, signed webhooks to 127.0.0.1:{hook_port}, "
+                f"{len(task_ids)} campaigns, polling every {config.watch.interval:g}s\n",
+                file=out,
+                flush=True,
+            )
+            async with open_components(config) as (daemon, _dispatcher, _store):
+                await tg.start(daemon.run)
+                with anyio.move_on_after(60 * max(scale, 1.0)) as timer:
+                    await all_final.wait()
+                tg.cancel_scope.cancel()
+    duplicates = len(received) - len({e.id for e in received})
+    ok = not timer.cancelled_caught and bad_signatures == 0 and duplicates == 0
+    print(
+        f"\n{len(received)} events delivered, {duplicates} duplicates, {bad_signatures} bad signatures"
+        + ("" if not timer.cancelled_caught else "; the campaigns did not all end in time"),
+        file=out,
+    )
+    return 0 if ok else 1

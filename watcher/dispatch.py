@@ -1,0 +1,137 @@
+"""Outbox -> notifiers: one worker per receiver, in order, with retry, isolation and dead letters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+import anyio
+import structlog
+
+from .errors import DeliveryError, StoreError
+from .notify import Notifier
+from .retry import delivery_delay
+from .store import Delivery, Store
+
+_log = structlog.get_logger("watcher.dispatch")
+
+
+class Dispatcher:
+    """Delivers pending outbox rows; each receiver has its own worker so a slow or dead one delays no other."""
+
+    def __init__(
+        self,
+        store: Store,
+        notifiers: Mapping[str, Notifier],
+        *,
+        timeout: float = 10.0,
+        max_age: float = 86400.0,
+        backoff_max: float = 300.0,
+        shutdown_grace: float = 10.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self._store = store
+        self._notifiers = dict(notifiers)
+        self._timeout = timeout
+        self._max_age = max_age
+        self._backoff_max = backoff_max
+        self._grace = shutdown_grace
+        self._clock = clock
+        self._sleep = sleep
+        self._wakeups = {name: anyio.Event() for name in self._notifiers}
+        self._in_flight: set[anyio.CancelScope] = set()
+
+    def receivers_for(self, event_type: str) -> list[str]:
+        """Names of the notifiers that want this event type."""
+        return [name for name, n in self._notifiers.items() if n.wants(event_type)]
+
+    def wake(self) -> None:
+        """New rows were committed: let idle workers look again."""
+        for event in self._wakeups.values():
+            event.set()
+
+    def shutdown(self) -> None:
+        """Shorten every attempt in flight to the shutdown grace period (call before cancelling `run`)."""
+        deadline = anyio.current_time() + self._grace
+        for scope in self._in_flight:
+            scope.deadline = min(scope.deadline, deadline)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run one worker per notifier until cancelled."""
+        orphans = set(self._store.pending_receivers()) - set(self._notifiers)
+        for name in sorted(orphans):
+            _log.warning(
+                "outbox.orphaned", receiver=name, hint="pending deliveries for a notifier no longer configured"
+            )
+        async with anyio.create_task_group() as tg:
+            for name in self._notifiers:
+                tg.start_soon(self._worker, name)
+            task_status.started()
+
+    async def drain(self) -> None:
+        """Try every due pending delivery once per receiver, in order, stopping a receiver at its first failure."""
+        async with anyio.create_task_group() as tg:
+            for name in self._notifiers:
+                tg.start_soon(self._drain_one, name)
+
+    async def _drain_one(self, name: str) -> None:
+        while (row := self._store.head(name)) is not None and row.next_attempt_at <= self._clock():
+            if not await self._attempt(row):
+                return
+
+    async def _worker(self, name: str) -> None:
+        while True:
+            try:
+                row = self._store.head(name)
+            except StoreError as exc:
+                _log.error("outbox.read_failed", receiver=name, error=str(exc))
+                await self._sleep(5.0)
+                continue
+            if row is None:
+                await self._wakeups[name].wait()
+                self._wakeups[name] = anyio.Event()
+                continue
+            wait = row.next_attempt_at - self._clock()
+            if wait > 0:
+                # The head of the queue waits its backoff; rows behind it wait too, so order is kept.
+                await self._sleep(wait)
+                continue
+            await self._attempt(row)
+
+    async def _attempt(self, row: Delivery) -> bool:
+        """One delivery attempt; returns whether the row left the pending queue as delivered or dead."""
+        notifier = self._notifiers[row.receiver]
+        now = self._clock()
+        log = _log.bind(receiver=row.receiver, event_id=row.event.id, type=row.event.type, task_id=row.event.subject)
+        if now - row.created_at > self._max_age:
+            self._store.mark_dead(row.seq, f"gave up after {row.attempts} attempts in {self._max_age:g}s", now)
+            log.error("delivery.dead_lettered", attempts=row.attempts, reason="max_age exceeded")
+            return True
+        # Shielded from cancellation: on shutdown an attempt in flight may finish within the grace period (see
+        # `shutdown`) rather than be cut off after the receiver got it but before we recorded that.
+        scope = anyio.CancelScope(shield=True, deadline=anyio.current_time() + self._timeout)
+        self._in_flight.add(scope)
+        try:
+            with scope:
+                await notifier.send(row.event)
+        except DeliveryError as exc:
+            return self._failed(row, exc, log)
+        finally:
+            self._in_flight.discard(scope)
+        if scope.cancelled_caught:
+            return self._failed(row, DeliveryError(f"{row.receiver}: no answer in time"), log)
+        self._store.mark_delivered(row.seq, self._clock())
+        log.info("delivery.sent", attempts=row.attempts + 1)
+        return True
+
+    def _failed(self, row: Delivery, exc: DeliveryError, log: structlog.stdlib.BoundLogger) -> bool:
+        now = self._clock()
+        if exc.permanent:
+            self._store.mark_dead(row.seq, str(exc), now)
+            log.error("delivery.dead_lettered", attempts=row.attempts + 1, error=str(exc))
+            return True
+        delay = delivery_delay(row.attempts + 1, self._backoff_max, exc.retry_after)
+        self._store.mark_retry(row.seq, str(exc), now + delay)
+        log.warning("delivery.failed", attempts=row.attempts + 1, error=str(exc), retry_in=round(delay, 1))
+        return False

@@ -1,0 +1,202 @@
+"""Value types: task status, task snapshots, events; and the tolerant parser of API bodies."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import pydantic
+
+from .errors import TransientApiError
+
+
+class Status(StrEnum):
+    """The task statuses VoiceFox documents; an undocumented status is kept as its raw string."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    STOP_OPERATE = "stop.operate"
+    STOP_TIMEOUT = "stop.timeout"
+    STOP_ABNORMAL = "stop.abnormal"
+    DONE = "done"
+
+
+class EventType(StrEnum):
+    """Every event type the watcher emits; the names are a public interface."""
+
+    OBSERVED = "voicefox.task.observed"
+    STARTED = "voicefox.task.started"
+    PROGRESSED = "voicefox.task.progressed"
+    FINISHED = "voicefox.task.finished"
+    STOPPED = "voicefox.task.stopped"
+    TIMED_OUT = "voicefox.task.timed_out"
+    FAILED = "voicefox.task.failed"
+    RESUMED = "voicefox.task.resumed"
+    CHANGED = "voicefox.task.changed"
+    STALLED = "voicefox.task.stalled"
+    MISSING = "voicefox.task.missing"
+    TEST = "voicefox.watcher.test"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskSnapshot:
+    """What the watcher keeps of one API answer: only fields safe to log and send (no numbers, tokens or emails)."""
+
+    id: int
+    status: str
+    name: str = ""
+    progress: int | None = None
+    total: int | None = None
+    collection_rate: int | None = None
+    summary: str = ""
+    suggestion: str = ""
+    updated_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The snapshot in the API's own field names, as events carry it."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "progress": self.progress,
+            "total": self.total,
+            "collectionRate": self.collection_rate,
+            "summary": self.summary,
+            "suggestion": self.suggestion,
+            "updatedAt": self.updated_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TaskSnapshot:
+        """Inverse of `to_dict`, for the store."""
+        return cls(
+            id=int(d["id"]),
+            status=str(d["status"]),
+            name=d.get("name") or "",
+            progress=d.get("progress"),
+            total=d.get("total"),
+            collection_rate=d.get("collectionRate"),
+            summary=d.get("summary") or "",
+            suggestion=d.get("suggestion") or "",
+            updated_at=d.get("updatedAt") or "",
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskState:
+    """The watcher's memory of a task between polls: the last snapshot plus what detection needs."""
+
+    snapshot: TaskSnapshot
+    progress_since: datetime  # when progress (or status) last changed: the start of a possible stall
+    stalled: bool = False  # a `stalled` event was already emitted for the current episode
+    missing: bool = False  # a `missing` event was already emitted; cleared when the task reappears
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """One notification-worthy fact; `id` is its idempotency key on every delivery attempt."""
+
+    id: str
+    type: str
+    time: datetime
+    subject: str
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as stored and as the log notifier prints it."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "time": self.time.isoformat(),
+            "subject": self.subject,
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Event:
+        """Inverse of `to_dict`."""
+        return cls(
+            id=d["id"], type=d["type"], time=datetime.fromisoformat(d["time"]), subject=d["subject"], data=d["data"]
+        )
+
+
+def _lenient_int(value: Any) -> int | None:
+    # VoiceFox documents integers; accept "42", 42.0 and 41.6 too, and treat anything else as absent rather than
+    # failing the whole body for one odd optional field.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value == value and abs(value) < 1e15:
+        return round(value)
+    if isinstance(value, str):
+        try:
+            return round(float(value.strip()))
+        except ValueError:
+            return None
+    return None
+
+
+def _lenient_str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+class _TaskBody(pydantic.BaseModel):
+    # Only the fields we keep are declared: `assistant` (with websocketToken), `option` (with the phone numbers)
+    # and `creator` are never parsed, so they cannot leak into anything downstream.
+    model_config = pydantic.ConfigDict(extra="ignore", populate_by_name=True)
+
+    id: int | None = None
+    status: str
+    name: Any = ""
+    progress: Any = None
+    total: Any = None
+    collectionRate: Any = None
+    summary: Any = ""
+    suggestion: Any = ""
+    updatedAt: Any = ""
+
+
+_ENVELOPE_OK_CODES = (0, 200, "0", "200", "OK", "ok", "success")
+
+
+def parse_task_body(raw: bytes | str, task_id: int) -> TaskSnapshot:
+    """Parse a task-details body (bare or wrapped in `{code, message, data}`); raise TransientApiError if unusable."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TransientApiError(f"task {task_id}: response body is not JSON ({exc.__class__.__name__})") from None
+    if not isinstance(doc, dict):
+        raise TransientApiError(f"task {task_id}: response body is a JSON {type(doc).__name__}, not an object")
+    if "status" not in doc and "code" in doc:
+        # An envelope: {code, message, data}. A failure code is an API error, not a task state.
+        code = doc.get("code")
+        if code not in _ENVELOPE_OK_CODES or not isinstance(doc.get("data"), dict):
+            message = doc.get("message")
+            said = f": {message[:200]!r}" if isinstance(message, str) and message else ""
+            raise TransientApiError(f"task {task_id}: API answered code {code!r}{said}")
+        doc = doc["data"]
+    try:
+        body = _TaskBody.model_validate(doc)
+    except pydantic.ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors())
+        raise TransientApiError(f"task {task_id}: response body lacks a usable {fields}") from None
+    if body.id is not None and body.id != task_id:
+        raise TransientApiError(f"task {task_id}: response is for task {body.id}, not the one asked for")
+    status = body.status.strip()
+    if not status:
+        raise TransientApiError(f"task {task_id}: response body has an empty status")
+    return TaskSnapshot(
+        id=task_id,
+        status=status[:64],
+        name=_lenient_str(body.name)[:500],
+        progress=_lenient_int(body.progress),
+        total=_lenient_int(body.total),
+        collection_rate=_lenient_int(body.collectionRate),
+        summary=_lenient_str(body.summary)[:4000],
+        suggestion=_lenient_str(body.suggestion)[:4000],
+        updated_at=_lenient_str(body.updatedAt)[:64],
+    )

@@ -1,0 +1,36 @@
+"""POST to a receiver over HTTP and translate every outcome into success or a DeliveryError."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from ..client import parse_retry_after
+from ..errors import DeliveryError
+
+# 408 and 429 mean "later", like 5xx; every other 4xx means this request will never be accepted as it is.
+_RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
+async def post(http: httpx.AsyncClient, url: str, content: bytes, headers: dict[str, str], *, shown_url: str) -> None:
+    """POST `content`; return on 2xx, raise DeliveryError otherwise. `shown_url` is what messages may name."""
+    try:
+        response = await http.post(url, content=content, headers=headers)
+    except httpx.TimeoutException:
+        raise DeliveryError(f"{shown_url}: no answer in time") from None
+    except (httpx.HTTPError, httpx.StreamError) as exc:
+        # httpx messages may carry the URL (a Slack URL is a secret): name the class only, plus TLS detail if any.
+        detail = "TLS handshake failed" if "SSL" in str(exc) or "CERTIFICATE" in str(exc) else exc.__class__.__name__
+        raise DeliveryError(f"{shown_url}: cannot connect ({detail})") from None
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    reason = response.text[:200].strip().replace("\n", " ") if response.content else ""
+    message = f"{shown_url}: receiver answered {status}" + (f" {reason!r}" if reason else "")
+    if 300 <= status < 400:
+        raise DeliveryError(message + " (a redirect: configure the final URL)", permanent=True)
+    if status in _RETRYABLE_4XX or status >= 500:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+        raise DeliveryError(message, retry_after=retry_after)
+    raise DeliveryError(message, permanent=True)

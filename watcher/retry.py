@@ -1,0 +1,65 @@
+"""Every backoff number in one place: retry policy is data, declared once."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import tenacity
+
+from .errors import RateLimited, TransientApiError
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ApiRetry:
+    """Retries of one API request inside one poll; beyond them the poll fails and the next one is scheduled."""
+
+    attempts: int = 3
+    initial: float = 0.5
+    maximum: float = 5.0
+    jitter: float = 0.5
+    budget: float = 20.0  # never spend longer than this retrying one poll
+
+    def tenacity_kwargs(self) -> dict[str, object]:
+        """The tenacity arguments for this policy (sleep is the caller's seam)."""
+        return {
+            "stop": tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(self.budget),
+            "wait": tenacity.wait_exponential_jitter(initial=self.initial, max=self.maximum, jitter=self.jitter),
+            # A 429 is not retried here: the daemon pauses every poller for Retry-After instead.
+            "retry": tenacity.retry_if_exception(
+                lambda e: isinstance(e, TransientApiError) and not isinstance(e, RateLimited)
+            ),
+            "reraise": True,
+        }
+
+
+API_RETRY = ApiRetry()
+
+# 401/403: the token is wrong for every task at once; ask again slowly rather than hammer the API.
+AUTH_BACKOFF = 300.0
+# 429 without Retry-After: pause all polls this long (doubling, capped) before asking again.
+RATE_LIMIT_DEFAULT = 5.0
+RATE_LIMIT_MAX = 300.0
+# Consecutive failed polls of one task back off from the interval up to this many intervals.
+POLL_FAILURE_MAX_INTERVALS = 8
+
+# Deliveries: 1 s, 2 s, 4 s ... capped by [delivery] backoff_max, each with up to 20% jitter.
+DELIVERY_INITIAL = 1.0
+DELIVERY_JITTER = 0.2
+
+
+def delivery_delay(
+    attempts: int, cap: float, retry_after: float | None = None, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait before delivery attempt number `attempts + 1`; honours a receiver's Retry-After."""
+    base = min(cap, DELIVERY_INITIAL * 2.0 ** max(0, attempts - 1))
+    delay = base * (1 + DELIVERY_JITTER * (rng or random).random())
+    delay = min(delay, cap)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def poll_failure_delay(interval: float, failures: int) -> float:
+    """Seconds until the next poll of a task whose last `failures` polls failed."""
+    return interval * min(POLL_FAILURE_MAX_INTERVALS, 2.0 ** max(0, failures - 1))

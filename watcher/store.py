@@ -1,0 +1,308 @@
+"""SQLite state: the last snapshot of each task and the outbox, written together in one transaction.
+
+A row of the outbox is one (event, receiver) delivery. It is written in the same transaction as the snapshot that
+produced the event, and marked delivered only after the receiver accepted it: a crash at any moment either loses
+the poll (it is detected again on restart) or leaves the delivery pending (it is sent again with the same id).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import StoreError
+from .model import Event, TaskSnapshot, TaskState
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id        INTEGER PRIMARY KEY,
+    snapshot       TEXT NOT NULL,
+    progress_since TEXT NOT NULL,
+    stalled        INTEGER NOT NULL DEFAULT 0,
+    missing        INTEGER NOT NULL DEFAULT 0,
+    changed_at     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id      TEXT PRIMARY KEY,
+    task_id INTEGER NOT NULL,
+    type    TEXT NOT NULL,
+    time    TEXT NOT NULL,
+    body    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_task ON events (task_id, time);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id        TEXT NOT NULL REFERENCES events (id),
+    receiver        TEXT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
+    created_at      REAL NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error      TEXT,
+    done_at         REAL,
+    UNIQUE (event_id, receiver)
+);
+CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (receiver, state, seq);
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    """One pending outbox row: an event for one receiver."""
+
+    seq: int
+    receiver: str
+    event: Event
+    created_at: float
+    attempts: int
+    next_attempt_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxCount:
+    """Outbox rows of one receiver in one state."""
+
+    receiver: str
+    state: str
+    count: int
+    oldest: float | None
+
+
+class Store:
+    """The state database; use `Store.open(path)` (":memory:" for tests)."""
+
+    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        """Open or create the database (and its directory); raise StoreError with the reason if it cannot."""
+        spath = str(path)
+        try:
+            if spath != ":memory:":
+                Path(spath).parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly what we say.
+            db = sqlite3.connect(spath, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            # WAL + synchronous=NORMAL survives a process crash (kill -9) without loss; only a power cut can drop
+            # the last commits, and those polls are simply detected again.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{spath}: written by a newer voicefox-watcher (schema {row[0]} > {SCHEMA_VERSION}); upgrade it"
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{spath}: cannot open the state database: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"{spath}: cannot create its directory: {exc.strerror}") from None
+        return cls(db, spath)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: write failed: {exc}") from None
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: read failed: {exc}") from None
+
+    # -- task state ------------------------------------------------------------------------------------------------
+
+    def load_states(self) -> dict[int, TaskState]:
+        """Every task's last known state."""
+        states = {}
+        for task_id, snapshot, since, stalled, missing in self._read(
+            "SELECT task_id, snapshot, progress_since, stalled, missing FROM tasks"
+        ):
+            states[task_id] = TaskState(
+                snapshot=TaskSnapshot.from_dict(json.loads(snapshot)),
+                progress_since=datetime.fromisoformat(since),
+                stalled=bool(stalled),
+                missing=bool(missing),
+            )
+        return states
+
+    def record(
+        self,
+        state: TaskState,
+        events: list[Event],
+        receivers_for: Callable[[Event], Iterable[str]],
+        now: float,
+    ) -> None:
+        """In one transaction: save the task's new state, its events, and one outbox row per interested receiver."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO tasks (task_id, snapshot, progress_since, stalled, missing, changed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET snapshot=excluded.snapshot,"
+                " progress_since=excluded.progress_since, stalled=excluded.stalled, missing=excluded.missing,"
+                " changed_at=excluded.changed_at",
+                (
+                    state.snapshot.id,
+                    json.dumps(state.snapshot.to_dict(), separators=(",", ":")),
+                    state.progress_since.isoformat(),
+                    int(state.stalled),
+                    int(state.missing),
+                    datetime.fromtimestamp(now, UTC).isoformat(),
+                ),
+            )
+            for event in events:
+                self._insert_event(db, event, receivers_for(event), now)
+
+    def record_event(self, event: Event, receivers: Iterable[str], now: float) -> None:
+        """Save an event that belongs to no task state (a test notification, a watcher event) with its outbox rows."""
+        with self._transaction() as db:
+            self._insert_event(db, event, receivers, now)
+
+    @staticmethod
+    def _insert_event(db: sqlite3.Connection, event: Event, receivers: Iterable[str], now: float) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO events (id, task_id, type, time, body) VALUES (?, ?, ?, ?, ?)",
+            (
+                event.id,
+                int(event.subject) if event.subject.isdigit() else 0,
+                event.type,
+                event.time.isoformat(),
+                json.dumps(event.to_dict(), separators=(",", ":")),
+            ),
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO outbox (event_id, receiver, created_at, next_attempt_at) VALUES (?, ?, ?, ?)",
+            [(event.id, r, now, now) for r in receivers],
+        )
+
+    # -- outbox ----------------------------------------------------------------------------------------------------
+
+    def head(self, receiver: str) -> Delivery | None:
+        """The oldest pending delivery for a receiver (deliveries to one receiver keep their order)."""
+        rows = self._read(
+            "SELECT o.seq, o.receiver, e.body, o.created_at, o.attempts, o.next_attempt_at FROM outbox o"
+            " JOIN events e ON e.id = o.event_id WHERE o.receiver = ? AND o.state = 'pending' ORDER BY o.seq LIMIT 1",
+            (receiver,),
+        )
+        if not rows:
+            return None
+        seq, rcv, body, created, attempts, next_at = rows[0]
+        return Delivery(seq, rcv, Event.from_dict(json.loads(body)), created, attempts, next_at)
+
+    def mark_delivered(self, seq: int, now: float) -> None:
+        """The receiver accepted the delivery."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE outbox SET state='delivered', done_at=?, attempts=attempts+1, last_error=NULL WHERE seq=?",
+                (now, seq),
+            )
+
+    def mark_retry(self, seq: int, error: str, next_attempt_at: float) -> None:
+        """The attempt failed but may succeed later."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt_at=? WHERE seq=?",
+                (error[:500], next_attempt_at, seq),
+            )
+
+    def mark_dead(self, seq: int, error: str, now: float) -> None:
+        """Give up on the delivery; it stays in the outbox as a dead letter."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE outbox SET state='dead', attempts=attempts+1, last_error=?, done_at=? WHERE seq=?",
+                (error[:500], now, seq),
+            )
+
+    def pending_receivers(self) -> list[str]:
+        """Receivers that have pending deliveries."""
+        return [r for (r,) in self._read("SELECT DISTINCT receiver FROM outbox WHERE state='pending'")]
+
+    def outbox_counts(self) -> list[OutboxCount]:
+        """How many rows each receiver has in each state, and the oldest creation time."""
+        return [
+            OutboxCount(*row)
+            for row in self._read(
+                "SELECT receiver, state, COUNT(*), MIN(created_at) FROM outbox GROUP BY receiver, state"
+                " ORDER BY receiver, state"
+            )
+        ]
+
+    def prune(self, delivered_before: float) -> int:
+        """Forget delivered rows, and events nobody waits for, older than a cut-off; return rows removed."""
+        with self._transaction() as db:
+            n = db.execute("DELETE FROM outbox WHERE state='delivered' AND done_at < ?", (delivered_before,)).rowcount
+            db.execute(
+                "DELETE FROM events WHERE time < ? AND id NOT IN (SELECT event_id FROM outbox)",
+                (datetime.fromtimestamp(delivered_before, UTC).isoformat(),),
+            )
+        return n
+
+    def events(self, task_id: int | None = None, limit: int = 50) -> list[Event]:
+        """The most recent events, newest first."""
+        if task_id is None:
+            rows = self._read("SELECT body FROM events ORDER BY time DESC LIMIT ?", (limit,))
+        else:
+            rows = self._read("SELECT body FROM events WHERE task_id=? ORDER BY time DESC LIMIT ?", (task_id, limit))
+        return [Event.from_dict(json.loads(b)) for (b,) in rows]
+
+
+class StoreLock:
+    """An exclusive lock beside the database, so two daemons never deliver from one store."""
+
+    def __init__(self, db_path: str | Path) -> None:
+        self.path = Path(f"{db_path}.lock")
+        self._fh: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise StoreError naming the holder."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path, "a+")  # noqa: SIM115 - held for the life of the daemon
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot create the lock file: {exc.strerror}") from None
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise StoreError(
+                f"{self.path.with_suffix('')}: already in use by watcher pid {holder}; only one daemon may use a store"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        """Drop the lock."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
