@@ -12,11 +12,14 @@ from .client import VoiceFoxClient
 from .config import Config
 from .daemon import Daemon
 from .dispatch import Dispatcher
+from .retry import API_RETRY, ApiRetry
 from .store import Store, StoreLock
 
 
 @asynccontextmanager
-async def open_components(config: Config) -> AsyncIterator[tuple[Daemon, Dispatcher, Store]]:
+async def open_components(
+    config: Config, *, api_retry: ApiRetry = API_RETRY
+) -> AsyncIterator[tuple[Daemon, Dispatcher, Store]]:
     """Open the store (under its lock), the API client and the notifiers; close them all on the way out."""
     lock = StoreLock(config.store.path)
     lock.acquire()
@@ -26,7 +29,10 @@ async def open_components(config: Config) -> AsyncIterator[tuple[Daemon, Dispatc
             async with (
                 httpx.AsyncClient(timeout=config.delivery.timeout, follow_redirects=False) as http,
                 VoiceFoxClient(
-                    config.api.base_url, config.api.token.get_secret_value(), timeout=config.api.timeout
+                    config.api.base_url,
+                    config.api.token.get_secret_value(),
+                    timeout=config.api.timeout,
+                    retry=api_retry,
                 ) as client,
             ):
                 d = config.delivery

@@ -24,7 +24,9 @@ class ApiRetry:
         """The tenacity arguments for this policy (sleep is the caller's seam)."""
         return {
             "stop": tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(self.budget),
-            "wait": tenacity.wait_exponential_jitter(initial=self.initial, max=self.maximum, jitter=self.jitter),
+            # = wait_exponential_jitter, spelt in parts that mean the same in every tenacity 8.x/9.x.
+            "wait": tenacity.wait_exponential(multiplier=self.initial, max=self.maximum)
+            + tenacity.wait_random(0, self.jitter),
             # A 429 is not retried here: the daemon pauses every poller for Retry-After instead.
             "retry": tenacity.retry_if_exception(
                 lambda e: isinstance(e, TransientApiError) and not isinstance(e, RateLimited)

@@ -1,0 +1,225 @@
+"""End to end: the installed `watcher` command as a subprocess against the simulator and a receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import pytest
+
+from watcher.httpserver import Response
+from watcher.simulator import Simulator
+
+from .conftest import Receiver
+
+pytestmark = pytest.mark.anyio
+WATCHER = str(Path(sys.executable).parent / "watcher")
+SECRET = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"  # base64 of 24 bytes
+
+
+def write_config(path: Path, api_url: str, token: str, hook_url: str, tasks: list[int], extra: str = "") -> Path:
+    path.write_text(
+        f"""
+[api]
+base_url = "{api_url}"
+token = "${{TEST_VOICEFOX_TOKEN}}"
+timeout = "1s"
+
+[watch]
+tasks = {tasks}
+interval = "200ms"
+
+[store]
+path = "state.db"
+
+[delivery]
+timeout = "2s"
+
+[[notifiers]]
+kind = "webhook"
+name = "hook"
+url = "{hook_url}"
+secret = "{SECRET}"
+
+[[notifiers]]
+kind = "log"
+name = "log"
+{extra}
+"""
+    )
+    return path
+
+
+def env(token: str) -> dict[str, str]:
+    return {**os.environ, "TEST_VOICEFOX_TOKEN": token}
+
+
+async def run(args: list[str], token: str = "x") -> subprocess.CompletedProcess[bytes]:
+    return await anyio.run_process([WATCHER, *args], env=env(token), check=False)
+
+
+async def read_all(stream: anyio.abc.ByteReceiveStream | None) -> bytes:
+    assert stream is not None
+    chunks = []
+    try:
+        while True:
+            chunks.append(await stream.receive())
+    except anyio.EndOfStream:
+        return b"".join(chunks)
+
+
+def accepted_ids(receiver: Receiver, since: int) -> list[str]:
+    return [r.headers["webhook-id"] for r in receiver.requests[since:]]
+
+
+async def test_check_accepts_the_example_config(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "config.example.toml"
+    result = await anyio.run_process(
+        [WATCHER, "check", "-c", str(example)],
+        env={
+            **os.environ,
+            "VOICEFOX_TOKEN": "t" * 20,
+            "WEBHOOK_SECRET": SECRET,
+            "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/X",
+        },
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"OK" in result.stdout
+
+
+async def test_check_reports_every_problem_with_exit_2_and_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[api]\ntoken = "${NOT_SET_ANYWHERE}"\n[watch]\ntasks = []\ninterval = "often"\nsurprise = 1\n')
+    result = await run(["check", "-c", str(bad)])
+    err = result.stderr.decode()
+    assert result.returncode == 2
+    assert "Traceback" not in err
+    for needle in ("NOT_SET_ANYWHERE", "watch.tasks", "watch.interval", '"often"', "watch.surprise"):
+        assert needle.strip('"') in err, needle
+
+
+async def test_config_path_defaults_to_the_environment_variable(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1])
+    result = await anyio.run_process(
+        [WATCHER, "check"], env={**env("token-value"), "WATCHER_CONFIG": str(cfg)}, check=False, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr.decode()
+
+
+async def test_once_polls_delivers_and_status_shows_it_without_leaking(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    sim.add_task(11, "Renewals", status="running", progress=20)
+    cfg = write_config(tmp_path / "w.toml", url, sim.token, receiver.url, [11])
+    result = await run(["once", "-c", str(cfg)], token=sim.token)
+    assert result.returncode == 0, result.stderr.decode()
+    assert [b["type"] for b in receiver.bodies()] == ["voicefox.task.observed"]
+    status = await run(["status", "-c", str(cfg)])
+    assert b"Renewals" in status.stdout and b"running" in status.stdout
+    as_json = await run(["status", "-c", str(cfg), "--json"])
+    doc = json.loads(as_json.stdout)
+    assert doc["tasks"][0]["id"] == 11
+    everything = (
+        result.stdout + result.stderr + status.stdout + as_json.stdout + b"".join(r.body for r in receiver.requests)
+    )
+    everything += (tmp_path / "state.db").read_bytes()
+    for secret in (sim.token, "ws-token-secret", "wsurl-secret", "819012345678", "campaign.owner@example.com", SECRET):
+        assert secret.encode() not in everything, secret
+
+
+async def test_sigterm_stops_the_daemon_cleanly(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    sim.add_task(1, status="running")
+    cfg = write_config(tmp_path / "w.toml", url, sim.token, receiver.url, [1])
+    async with await anyio.open_process([WATCHER, "run", "-c", str(cfg)], env=env(sim.token)) as proc:
+        await receiver.wait_for(1)
+        proc.send_signal(signal.SIGTERM)
+        with anyio.fail_after(15):
+            code = await proc.wait()
+        out = await read_all(proc.stdout)
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith(b"{")]
+    assert any(line["event"] == "watcher.started" for line in lines)
+
+
+async def test_kill_9_while_the_receiver_is_down_then_restart_delivers_once_with_the_same_id(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    sim.add_task(1, status="running", progress=0)
+    cfg = write_config(tmp_path / "w.toml", url, sim.token, receiver.url, [1])
+    receiver.default = Response(503, b"")
+    async with await anyio.open_process([WATCHER, "run", "-c", str(cfg)], env=env(sim.token)) as proc:
+        await receiver.wait_for(1)
+        proc.kill()  # SIGKILL: no chance to clean up
+        await proc.wait()
+    failed_id = receiver.requests[0].headers["webhook-id"]
+    sim.set(1, status="done", progress=100)  # changes while the watcher is dead
+    receiver.default = Response(204, b"")
+    seen = len(receiver.requests)
+    async with await anyio.open_process([WATCHER, "run", "-c", str(cfg)], env=env(sim.token)) as proc:
+        await receiver.wait_for(seen + 2)
+        proc.send_signal(signal.SIGTERM)
+        with anyio.fail_after(15):
+            assert await proc.wait() == 0
+    ids = accepted_ids(receiver, seen)
+    types = [json.loads(r.body)["type"] for r in receiver.requests[seen:]]
+    assert ids[0] == failed_id
+    assert types == ["voicefox.task.observed", "voicefox.task.finished"]
+    assert len(set(ids)) == len(ids)
+
+
+async def test_a_second_daemon_on_the_same_store_refuses(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    sim.add_task(1, status="running")
+    cfg = write_config(tmp_path / "w.toml", url, sim.token, receiver.url, [1])
+    async with await anyio.open_process([WATCHER, "run", "-c", str(cfg)], env=env(sim.token)) as first:
+        await receiver.wait_for(1)
+        second = await run(["run", "-c", str(cfg)], token=sim.token)
+        first.send_signal(signal.SIGTERM)
+        await first.wait()
+    assert second.returncode == 1
+    assert b"already in use" in second.stderr
+    assert b"Traceback" not in second.stderr
+
+
+async def test_notify_test_reports_each_notifier(receiver: Receiver, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", receiver.url, [1])
+    ok = await run(["notify-test", "-c", str(cfg)], token="token-value")
+    assert ok.returncode == 0, ok.stderr.decode()
+    assert b"hook: sent" in ok.stdout
+    assert receiver.bodies()[0]["type"] == "voicefox.watcher.test"
+    receiver.default = Response(410, b"gone")
+    gone = await run(["notify-test", "-c", str(cfg), "--notifier", "hook"], token="token-value")
+    assert gone.returncode == 1
+    assert b"permanent" in gone.stdout
+    unknown = await run(["notify-test", "-c", str(cfg), "--notifier", "nope"], token="token-value")
+    assert unknown.returncode == 2
+    assert b"nope" in unknown.stderr
+
+
+async def test_a_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = await run(["run", "-c", str(tmp_path / "absent.toml")])
+    assert result.returncode == 2
+    assert b"no such file" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+async def test_the_demo_plays_a_campaign_day_and_exits_0() -> None:
+    result = await anyio.run_process([WATCHER, "demo", "--scale", "0.25"], check=False)
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    for needle in ("finished", "stopped abnormally", "stalled", "resumed", "0 duplicates", "0 bad signatures"):
+        assert needle in out, needle

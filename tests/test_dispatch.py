@@ -1,0 +1,192 @@
+"""The dispatcher: per-receiver order, isolation, retry with backoff, dead letters, graceful shutdown."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import anyio
+import pytest
+from structlog.testing import capture_logs
+
+from watcher.detect import Rules, detect
+from watcher.dispatch import Dispatcher
+from watcher.errors import DeliveryError
+from watcher.model import Event, TaskSnapshot
+from watcher.store import Store
+
+pytestmark = pytest.mark.anyio
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+class FakeNotifier:
+    """Records what it is sent; fails according to a script of outcomes."""
+
+    def __init__(self, name: str, outcomes: list[DeliveryError | None] | None = None) -> None:
+        self.name = name
+        self.outcomes = list(outcomes or [])
+        self.sent: list[str] = []
+        self.attempts = 0
+        self.release: anyio.Event | None = None  # when set, `send` waits for it
+        self.entered = anyio.Event()
+
+    def wants(self, event_type: str) -> bool:
+        return True
+
+    async def send(self, event: Event) -> None:
+        self.attempts += 1
+        self.entered.set()
+        if self.release is not None:
+            await self.release.wait()
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        if outcome is not None:
+            raise outcome
+        self.sent.append(event.subject)
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()
+
+
+def _queue(store: Store, dispatcher: Dispatcher, task_ids: list[int], now: float) -> None:
+    for task_id in task_ids:
+        state, events = detect(None, TaskSnapshot(id=task_id, status="running"), T0, Rules())
+        store.record(state, events, lambda e: dispatcher.receivers_for(e.type), now)
+
+
+async def test_drain_delivers_each_receivers_rows_in_order() -> None:
+    store, clock = Store.open(":memory:"), Clock()
+    a, b = FakeNotifier("a"), FakeNotifier("b")
+    dispatcher = Dispatcher(store, {"a": a, "b": b}, clock=clock, sleep=clock.sleep)
+    _queue(store, dispatcher, [1, 2, 3], clock.now)
+    await dispatcher.drain()
+    assert a.sent == b.sent == ["1", "2", "3"]
+    assert {(c.receiver, c.state, c.count) for c in store.outbox_counts()} == {
+        ("a", "delivered", 3),
+        ("b", "delivered", 3),
+    }
+
+
+async def test_a_failing_receiver_keeps_its_order_and_delays_no_other() -> None:
+    store, clock = Store.open(":memory:"), Clock()
+    down = FakeNotifier("down", [DeliveryError("503")] * 5)
+    up = FakeNotifier("up")
+    dispatcher = Dispatcher(store, {"down": down, "up": up}, clock=clock, sleep=clock.sleep)
+    _queue(store, dispatcher, [1, 2], clock.now)
+    with capture_logs() as logs:
+        await dispatcher.drain()
+    assert up.sent == ["1", "2"]
+    assert down.sent == []
+    assert down.attempts == 1  # it stopped at its head; the row behind it was not sent out of order
+    head = store.head("down")
+    assert head is not None and head.event.subject == "1" and head.attempts == 1
+    assert head.next_attempt_at > clock.now
+    assert any(log["event"] == "delivery.failed" and log["receiver"] == "down" for log in logs)
+
+
+async def test_retry_after_from_the_receiver_is_honoured() -> None:
+    store, clock = Store.open(":memory:"), Clock()
+    slow = FakeNotifier("slow", [DeliveryError("429", retry_after=120.0)])
+    dispatcher = Dispatcher(store, {"slow": slow}, clock=clock, sleep=clock.sleep)
+    _queue(store, dispatcher, [1], clock.now)
+    await dispatcher.drain()
+    head = store.head("slow")
+    assert head is not None and head.next_attempt_at >= clock.now + 120.0
+
+
+async def test_backoff_grows_and_is_capped() -> None:
+    store, clock = Store.open(":memory:"), Clock()
+    flaky = FakeNotifier("flaky", [DeliveryError("500")] * 20)
+    dispatcher = Dispatcher(store, {"flaky": flaky}, clock=clock, sleep=clock.sleep, backoff_max=30.0)
+    _queue(store, dispatcher, [1], clock.now)
+    waits = []
+    for _ in range(10):
+        await dispatcher.drain()
+        head = store.head("flaky")
+        assert head is not None
+        waits.append(head.next_attempt_at - clock.now)
+        clock.now = head.next_attempt_at
+    assert waits[0] < waits[3]
+    assert max(waits) <= 30.0
+
+
+async def test_a_permanent_error_dead_letters_the_row_and_moves_on() -> None:
+    store, clock = Store.open(":memory:"), Clock()
+    picky = FakeNotifier("picky", [DeliveryError("400 invalid_payload", permanent=True)])
+    dispatcher = Dispatcher(store, {"picky": picky}, clock=clock, sleep=clock.sleep)
+    _queue(store, dispatcher, [1, 2], clock.now)
+    with capture_logs() as logs:
+        await dispatcher.drain()
+    assert picky.sent == ["2"]
+    assert {(c.state, c.count) for c in store.outbox_counts()} == {("dead", 1), ("delivered", 1)}
+    assert any(log["event"] == "delivery.dead_lettered" and log["log_level"] == "error" for log in logs)
+
+
+async def test_rows_older_than_max_age_are_dead_lettered_not_sent() -> None:
+    store, clock = Store.open(":memory:"), Clock()
+    late = FakeNotifier("late")
+    dispatcher = Dispatcher(store, {"late": late}, clock=clock, sleep=clock.sleep, max_age=60.0)
+    _queue(store, dispatcher, [1], clock.now)
+    clock.now += 61.0
+    await dispatcher.drain()
+    assert late.attempts == 0
+    assert [(c.state, c.count) for c in store.outbox_counts()] == [("dead", 1)]
+
+
+async def test_workers_deliver_what_is_queued_after_they_start() -> None:
+    store = Store.open(":memory:")
+    hook = FakeNotifier("hook")
+    dispatcher = Dispatcher(store, {"hook": hook})
+    async with anyio.create_task_group() as tg:
+        await tg.start(dispatcher.run)
+        _queue(store, dispatcher, [7], time.time())
+        hook.entered = anyio.Event()
+        dispatcher.wake()
+        with anyio.fail_after(5):
+            await hook.entered.wait()
+            while store.head("hook") is not None:
+                await anyio.lowlevel.checkpoint()
+        tg.cancel_scope.cancel()
+    assert hook.sent == ["7"]
+
+
+async def test_shutdown_lets_a_delivery_in_flight_finish() -> None:
+    store = Store.open(":memory:")
+    hook = FakeNotifier("hook")
+    hook.release = anyio.Event()
+    dispatcher = Dispatcher(store, {"hook": hook}, shutdown_grace=5.0)
+    _queue(store, dispatcher, [1], time.time())
+    async with anyio.create_task_group() as tg:
+        await tg.start(dispatcher.run)
+        with anyio.fail_after(5):
+            await hook.entered.wait()
+        dispatcher.shutdown()
+        tg.cancel_scope.cancel()
+        hook.release.set()
+    assert hook.sent == ["1"]
+    assert [(c.state, c.count) for c in store.outbox_counts()] == [("delivered", 1)]
+
+
+async def test_shutdown_leaves_a_delivery_that_outlives_the_grace_in_the_outbox() -> None:
+    store = Store.open(":memory:")
+    hook = FakeNotifier("hook")
+    hook.release = anyio.Event()  # never set: the receiver hangs
+    dispatcher = Dispatcher(store, {"hook": hook}, shutdown_grace=0.0)
+    _queue(store, dispatcher, [1], time.time())
+    async with anyio.create_task_group() as tg:
+        await tg.start(dispatcher.run)
+        with anyio.fail_after(5):
+            await hook.entered.wait()
+        dispatcher.shutdown()
+        tg.cancel_scope.cancel()
+    assert hook.sent == []
+    head = store.head("hook")
+    assert head is not None and head.event.subject == "1"

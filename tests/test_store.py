@@ -1,0 +1,160 @@
+"""The SQLite store: snapshots and outbox rows commit together; the outbox keeps order, dead letters and retries."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from watcher.detect import Rules, detect
+from watcher.errors import StoreError
+from watcher.model import Event, TaskSnapshot, TaskState
+from watcher.store import SCHEMA_VERSION, Store, StoreLock
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def _observe(store: Store, task_id: int, receivers: list[str], status: str = "running") -> list[Event]:
+    state, events = detect(None, TaskSnapshot(id=task_id, status=status, progress=0), T0, Rules())
+    store.record(state, events, lambda e: receivers, now=1000.0)
+    return events
+
+
+def test_record_saves_state_event_and_one_row_per_receiver() -> None:
+    store = Store.open(":memory:")
+    events = _observe(store, 1, ["a", "b"])
+    assert store.load_states()[1].snapshot.status == "running"
+    assert store.head("a") is not None
+    assert store.head("b") is not None
+    assert store.head("a").event == events[0]  # type: ignore[union-attr]
+    assert {(c.receiver, c.state, c.count) for c in store.outbox_counts()} == {("a", "pending", 1), ("b", "pending", 1)}
+
+
+def test_state_round_trips_with_stall_and_missing_flags() -> None:
+    store = Store.open(":memory:")
+    state = TaskState(TaskSnapshot(id=5, status="running", progress=40, name="n"), T0, stalled=True, missing=True)
+    store.record(state, [], lambda e: [], now=1.0)
+    assert store.load_states() == {5: state}
+
+
+def test_a_failed_transaction_writes_neither_state_nor_outbox() -> None:
+    store = Store.open(":memory:")
+
+    def boom(_event: Event) -> list[str]:
+        raise RuntimeError("receiver lookup failed mid-transaction")
+
+    state, events = detect(None, TaskSnapshot(id=1, status="pending"), T0, Rules())
+    with pytest.raises(RuntimeError):
+        store.record(state, events, boom, now=1.0)
+    assert store.load_states() == {}
+    assert store.outbox_counts() == []
+
+
+def test_head_is_the_oldest_pending_row_and_moves_on_when_delivered() -> None:
+    store = Store.open(":memory:")
+    first = _observe(store, 1, ["a"])[0]
+    second = _observe(store, 2, ["a"])[0]
+    head = store.head("a")
+    assert head is not None and head.event.id == first.id
+    store.mark_delivered(head.seq, now=2.0)
+    head = store.head("a")
+    assert head is not None and head.event.id == second.id
+
+
+def test_retry_keeps_the_row_at_the_head_with_its_next_attempt_time() -> None:
+    store = Store.open(":memory:")
+    _observe(store, 1, ["a"])
+    _observe(store, 2, ["a"])
+    head = store.head("a")
+    assert head is not None
+    store.mark_retry(head.seq, "503", next_attempt_at=99.0)
+    again = store.head("a")
+    assert again is not None
+    assert (again.seq, again.attempts, again.next_attempt_at) == (head.seq, 1, 99.0)
+
+
+def test_dead_letters_leave_the_queue_but_stay_counted() -> None:
+    store = Store.open(":memory:")
+    _observe(store, 1, ["a"])
+    head = store.head("a")
+    assert head is not None
+    store.mark_dead(head.seq, "410 gone", now=3.0)
+    assert store.head("a") is None
+    assert [(c.state, c.count) for c in store.outbox_counts()] == [("dead", 1)]
+
+
+def test_the_same_event_is_queued_once_per_receiver() -> None:
+    store = Store.open(":memory:")
+    state, events = detect(None, TaskSnapshot(id=1, status="pending"), T0, Rules())
+    store.record(state, events, lambda e: ["a"], now=1.0)
+    store.record(state, events, lambda e: ["a"], now=1.0)
+    assert [c.count for c in store.outbox_counts()] == [1]
+
+
+def test_prune_forgets_old_delivered_rows_only() -> None:
+    store = Store.open(":memory:")
+    _observe(store, 1, ["a"])
+    _observe(store, 2, ["a"])
+    head = store.head("a")
+    assert head is not None
+    store.mark_delivered(head.seq, now=10.0)
+    assert store.prune(delivered_before=20.0) == 1
+    assert [(c.state, c.count) for c in store.outbox_counts()] == [("pending", 1)]
+
+
+def test_state_survives_reopening_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "dir" / "state.db"
+    store = Store.open(path)
+    _observe(store, 1, ["a"])
+    store.close()
+    reopened = Store.open(path)
+    assert 1 in reopened.load_states()
+    assert reopened.head("a") is not None
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open the state database"):
+        Store.open(path)
+
+
+def test_a_store_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    Store.open(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(StoreError, match="newer voicefox-watcher"):
+        Store.open(path)
+
+
+def test_an_uncreatable_directory_is_a_clear_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match="cannot create its directory"):
+        Store.open(blocker / "sub" / "state.db")
+
+
+def test_the_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> None:
+    first = StoreLock(tmp_path / "state.db")
+    first.acquire()
+    try:
+        with pytest.raises(StoreError, match=r"already in use by watcher pid \d+"):
+            StoreLock(tmp_path / "state.db").acquire()
+    finally:
+        first.release()
+    second = StoreLock(tmp_path / "state.db")
+    second.acquire()
+    second.release()
+
+
+def test_recent_events_are_listed_newest_first() -> None:
+    store = Store.open(":memory:")
+    state, events = detect(None, TaskSnapshot(id=1, status="pending", progress=0), T0, Rules())
+    store.record(state, events, lambda e: [], now=1.0)
+    later = TaskSnapshot(id=1, status="running", progress=0)
+    state2, events2 = detect(state, later, T0 + timedelta(minutes=1), Rules())
+    store.record(state2, events2, lambda e: [], now=2.0)
+    assert [e.type for e in store.events(1)] == ["voicefox.task.started", "voicefox.task.observed"]
