@@ -135,13 +135,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2, ensure_ascii=False), file=args.stdout)
         return EXIT_OK
     out = args.stdout
-    print(f"{'TASK':>8}  {'STATUS':<14}{'PROGRESS':>9}  {'SINCE':<20}  NAME", file=out)
+    print(f"{'TASK':>8}  {'STATUS':<14}{'PROGRESS':>9}  {'LAST CHANGE':<20}  NAME", file=out)
     for tid in config.watch.tasks:
         s = states.get(tid)
         if s is None:
             print(f"{tid:>8}  {'(not polled)':<14}", file=out)
             continue
-        flags = " [stalled]" if s.stalled else "" + (" [missing]" if s.missing else "")
+        flags = (" [stalled]" if s.stalled else "") + (" [missing]" if s.missing else "")
         progress = f"{s.snapshot.progress}%" if s.snapshot.progress is not None else "–"
         since = s.progress_since.astimezone().strftime("%Y-%m-%d %H:%M:%S")
         print(f"{tid:>8}  {s.snapshot.status:<14}{progress:>9}  {since:<20}  {s.snapshot.name}{flags}", file=out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -32,7 +33,8 @@ def parse_duration(value: Any) -> float:
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
     else:
-        raise ValueError(f'{value!r} is not a duration (write e.g. "500ms", "30s", "5m", "2h" or a number of seconds)')
+        shown = json.dumps(value) if isinstance(value, str) else repr(value)
+        raise ValueError(f'{shown} is not a duration (write e.g. "500ms", "30s", "5m", "2h" or a number of seconds)')
     if seconds < 0:
         raise ValueError(f"{value!r} is negative; a duration must be 0 or more")
     return seconds
@@ -84,6 +86,10 @@ class ApiConfig(_Section):
     base_url: HttpUrl = DEFAULT_BASE_URL
     token: SecretStr
     timeout: Duration = 10.0
+    # TLS certificate verification; turning it off is an explicit choice, logged at start.
+    verify_tls: Annotated[bool, Field(strict=True)] = True
+    # After this long without one successful poll, emit voicefox.watcher.api_unreachable (and api_recovered later).
+    unreachable_after: Annotated[Duration, Field(gt=0)] = 300.0
 
 
 class WatchConfig(_Section):
@@ -117,6 +123,7 @@ class DeliveryConfig(_Section):
     max_age: Annotated[Duration, Field(gt=0)] = 86400.0
     backoff_max: Annotated[Duration, Field(gt=0)] = 300.0
     shutdown_grace: Duration = 10.0
+    verify_tls: Annotated[bool, Field(strict=True)] = True
 
 
 class LogConfig(_Section):
@@ -197,6 +204,75 @@ def _expand(node: Any, path: str, env: dict[str, str], problems: list[str]) -> A
     return node
 
 
+# `token_file`, `secret_file`, `url_file`: the value is read from a file (systemd credentials, Docker secrets).
+_FILE_KEYS = ("token", "secret", "url")
+
+
+def _read_secret_files(node: Any, path: str, base_dir: Path | None, problems: list[str]) -> Any:
+    if isinstance(node, list):
+        return [_read_secret_files(v, f"{path}[{i}]", base_dir, problems) for i, v in enumerate(node)]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _read_secret_files(v, f"{path}.{k}" if path else k, base_dir, problems) for k, v in node.items()}
+    for key in _FILE_KEYS:
+        file_key = f"{key}_file"
+        if file_key not in out:
+            continue
+        where = f"{path}.{file_key}" if path else file_key
+        name = out.pop(file_key)
+        if key in out:
+            problems.append(f"{where}: give {key} or {file_key}, not both")
+            continue
+        if not isinstance(name, str) or not name:
+            problems.append(f"{where}: must be a file path")
+            continue
+        file = Path(name)
+        if not file.is_absolute() and base_dir is not None:
+            file = base_dir / file
+        try:
+            value = file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{where}: cannot read {file}: {getattr(exc, 'strerror', None) or exc}")
+            continue
+        if not value:
+            problems.append(f"{where}: {file} is empty")
+            continue
+        out[key] = value
+    return out
+
+
+_TABLE = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-]+)\s*\]\]?")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """Line number of each `table.key` (and of each table header) in a TOML text, for error messages."""
+    lines: dict[str, int] = {}
+    table = ""
+    counts: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if m := _TABLE.match(line):
+            name = m.group(2)
+            if m.group(1) == "[[":
+                counts[name] = counts.get(name, -1) + 1
+                table = f"{name}[{counts[name]}]"
+            else:
+                table = name
+            lines.setdefault(table, number)
+        elif m := _KEY.match(line):
+            lines.setdefault(f"{table}.{m.group(1)}" if table else m.group(1), number)
+    return lines
+
+
+def _with_line(problem: str, lines: dict[str, int]) -> str:
+    key = problem.split(":", 1)[0]
+    while key:
+        if key in lines:
+            return f"{problem} (line {lines[key]})"
+        key = key.rpartition(".")[0] if "." in key else key.rpartition("[")[0]
+    return problem
+
+
 _MESSAGES = {
     "extra_forbidden": "unknown key (a typo? see config.example.toml for the valid keys)",
     "missing": "is required",
@@ -232,6 +308,7 @@ def validate(
     """Expand variables in a parsed TOML document and validate it; raise ConfigError listing every problem."""
     problems: list[str] = []
     expanded = _expand(raw, "", dict(os.environ) if env is None else env, problems)
+    expanded = _read_secret_files(expanded, "", base_dir, problems)
     try:
         config = Config.model_validate(expanded)
     except pydantic.ValidationError as exc:
@@ -263,7 +340,11 @@ def load(path: Path, *, env: dict[str, str] | None = None) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"TOML syntax error: {exc}"], str(path)) from None
-    return validate(raw, source=str(path), env=env, base_dir=path.resolve().parent)
+    try:
+        return validate(raw, source=str(path), env=env, base_dir=path.resolve().parent)
+    except ConfigError as exc:
+        lines = key_lines(text)
+        raise ConfigError([_with_line(p, lines) for p in exc.problems], str(path)) from None
 
 
 def default_path(explicit: str | None) -> Path:

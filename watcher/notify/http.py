@@ -16,7 +16,8 @@ _RETRYABLE_4XX = frozenset({408, 425, 429})
 async def post(http: httpx.AsyncClient, url: str, content: bytes, headers: dict[str, str], *, shown_url: str) -> None:
     """POST `content`; return on 2xx, raise DeliveryError otherwise. `shown_url` is what messages may name."""
     try:
-        response = await http.post(url, content=content, headers=headers)
+        # Never follow a redirect, whatever client we were given: the signed body goes only where configured.
+        response = await http.post(url, content=content, headers=headers, follow_redirects=False)
     except httpx.TimeoutException:
         raise DeliveryError(f"{shown_url}: no answer in time") from None
     except (httpx.HTTPError, httpx.StreamError) as exc:

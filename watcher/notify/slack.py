@@ -29,7 +29,7 @@ def message(event: Event) -> dict[str, Any]:
     """The Slack payload for an event."""
     _severity, emoji, headline = describe(event)
     task: dict[str, Any] = event.data.get("task") or {}
-    text = f"{emoji} {headline}"
+    text = f"{emoji} {_escape(headline)}"  # Slack formats the fallback text too: no <!channel> from a name
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": f"{emoji} *{_escape(headline)}*"}},
     ]

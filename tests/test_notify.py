@@ -1,0 +1,448 @@
+"""Notifiers: the webhook and Slack channels over real sockets, event filters, the log channel, and no leaks."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import structlog.testing
+from cloudevents.core.bindings.http import HTTPMessage, from_http
+from cloudevents.core.formats.json import JSONFormat
+from slack_sdk.models.blocks import Block
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from watcher.detect import make_event
+from watcher.errors import DeliveryError
+from watcher.httpserver import Response
+from watcher.model import Event, EventType, TaskSnapshot, parse_task_body
+from watcher.notify import DEFAULT_EVENTS, EventFilter, describe
+from watcher.notify.log import LogNotifier
+from watcher.notify.slack import SlackNotifier, message
+from watcher.notify.webhook import CONTENT_TYPE, WebhookNotifier
+from watcher.simulator import task_body
+
+from .conftest import Receiver
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+OTHER_SECRET = "whsec_" + base64.b64encode(b"fedcba9876543210fedcba9876543210").decode()
+NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+TASK = 1001
+# A path and query that look like credentials, as in many webhook URLs: errors must name neither.
+SECRET_PATH = "/hooks/ZXhhbXBsZS1zZWNyZXQtcGF0aA"
+SECRET_QUERY = "token=q-secret-6f1c2a"
+SLACK_PATH = "/services/T0000/B0000/XXXXslacksecretXXXX"
+
+# (previous status, current status) for each event type; None: no previous snapshot.
+TRANSITIONS: dict[EventType, tuple[str | None, str]] = {
+    EventType.OBSERVED: (None, "pending"),
+    EventType.STARTED: ("pending", "running"),
+    EventType.PROGRESSED: ("running", "running"),
+    EventType.FINISHED: ("running", "done"),
+    EventType.STOPPED: ("running", "stop.operate"),
+    EventType.TIMED_OUT: ("running", "stop.timeout"),
+    EventType.FAILED: ("running", "stop.abnormal"),
+    EventType.RESUMED: ("stop.operate", "running"),
+    EventType.CHANGED: ("running", "paused.by.vendor"),
+    EventType.STALLED: ("running", "running"),
+    EventType.MISSING: ("running", "running"),
+}
+EXTRAS: dict[EventType, dict[str, Any]] = {
+    EventType.PROGRESSED: {"milestone": 50},
+    EventType.STALLED: {"stalledSince": "2026-11-23T09:10:00+00:00", "stalledForSeconds": 1200},
+}
+TERMINAL = {EventType.FINISHED, EventType.STOPPED, EventType.TIMED_OUT, EventType.FAILED}
+SUMMARY = "1,200 numbers dialled; 812 answered."
+SUGGESTION = "Call the 388 unanswered numbers again."
+
+
+def snapshot(status: str = "running", *, name: str = "Spring renewal reminders", **fields: Any) -> TaskSnapshot:
+    """A snapshot whose summary and suggestion are filled, so tests can see where they are (not) shown."""
+    values: dict[str, Any] = {
+        "progress": 50,
+        "total": 1200,
+        "collection_rate": 33,
+        "summary": SUMMARY,
+        "suggestion": SUGGESTION,
+    } | fields
+    return TaskSnapshot(id=TASK, status=status, name=name, **values)
+
+
+def event_of(type_: EventType, *, name: str = "Spring renewal reminders") -> Event:
+    """An event of this type, as detection would build it."""
+    if type_ is EventType.TEST:
+        return Event(id="test-1", type=type_.value, time=NOW, subject="test", data={"message": "Can you read this?"})
+    before, after = TRANSITIONS[type_]
+    previous = snapshot(before, name=name, progress=40) if before is not None else None
+    return make_event(type_, NOW, snapshot(after, name=name), previous, **EXTRAS.get(type_, {}))
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP client as the daemon builds it for notifiers."""
+    async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
+        yield client
+
+
+def secret_url(receiver: Receiver) -> str:
+    return receiver.url.removesuffix("/hook") + SECRET_PATH + "?" + SECRET_QUERY
+
+
+# -- webhook ---------------------------------------------------------------------------------------------------
+
+
+async def test_webhook_body_is_a_structured_cloudevent_the_sdk_parses(
+    receiver: Receiver, http: httpx.AsyncClient
+) -> None:
+    event = event_of(EventType.FINISHED)
+    await WebhookNotifier("hook", receiver.url, http).send(event)
+    (request,) = receiver.requests
+    assert request.method == "POST"
+    assert request.headers["content-type"] == CONTENT_TYPE == "application/cloudevents+json"
+    parsed = from_http(HTTPMessage(headers=request.headers, body=request.body), JSONFormat())
+    assert parsed.get_specversion() == "1.0"
+    assert parsed.get_id() == event.id
+    assert parsed.get_type() == "voicefox.task.finished"
+    assert parsed.get_subject() == str(TASK)
+    assert parsed.get_source() == "voicefox-watcher"
+    assert parsed.get_time() == NOW
+    assert parsed.get_data() == event.data
+
+
+async def test_webhook_signature_verifies_with_standardwebhooks(receiver: Receiver, http: httpx.AsyncClient) -> None:
+    event = event_of(EventType.FAILED)
+    await WebhookNotifier("hook", receiver.url, http, secret=SECRET).send(event)
+    (request,) = receiver.requests
+    assert request.headers["webhook-id"] == event.id
+    assert request.headers["webhook-timestamp"].isdigit()
+    assert request.headers["webhook-signature"].startswith("v1,")
+    verified = Webhook(SECRET).verify(request.body, request.headers)
+    assert verified["id"] == event.id
+
+
+async def test_webhook_signature_does_not_verify_with_another_secret(
+    receiver: Receiver, http: httpx.AsyncClient
+) -> None:
+    await WebhookNotifier("hook", receiver.url, http, secret=SECRET).send(event_of(EventType.FAILED))
+    (request,) = receiver.requests
+    with pytest.raises(WebhookVerificationError):
+        Webhook(OTHER_SECRET).verify(request.body, request.headers)
+
+
+async def test_webhook_without_secret_sends_no_signature(receiver: Receiver, http: httpx.AsyncClient) -> None:
+    event = event_of(EventType.STARTED)
+    await WebhookNotifier("hook", receiver.url, http).send(event)
+    (request,) = receiver.requests
+    assert "webhook-signature" not in request.headers
+    assert request.headers["webhook-id"] == event.id
+    assert request.headers["webhook-timestamp"].isdigit()
+
+
+async def test_webhook_timestamp_comes_from_the_injected_clock(receiver: Receiver, http: httpx.AsyncClient) -> None:
+    notifier = WebhookNotifier("hook", receiver.url, http, clock=lambda: 1_800_000_000.9)
+    await notifier.send(event_of(EventType.STARTED))
+    assert receiver.requests[0].headers["webhook-timestamp"] == "1800000000"
+
+
+async def test_webhook_second_send_carries_the_same_event_id(receiver: Receiver, http: httpx.AsyncClient) -> None:
+    """The event id is the receiver's idempotency key on every attempt."""
+    event = event_of(EventType.FINISHED)
+    notifier = WebhookNotifier("hook", receiver.url, http, secret=SECRET)
+    await notifier.send(event)
+    await notifier.send(event)
+    first, second = receiver.requests
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == event.id
+    assert [b["id"] for b in receiver.bodies()] == [event.id, event.id]
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204])
+async def test_webhook_2xx_reply_is_success(receiver: Receiver, http: httpx.AsyncClient, status: int) -> None:
+    receiver.replies.append(Response(status, b'{"ok":true}' if status != 204 else b""))
+    await WebhookNotifier("hook", receiver.url, http).send(event_of(EventType.STARTED))
+    assert len(receiver.requests) == 1
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 408, 429])
+async def test_webhook_retryable_status_is_transient_with_retry_after(
+    receiver: Receiver, http: httpx.AsyncClient, status: int
+) -> None:
+    receiver.replies.append(Response(status, b"busy", (("Retry-After", "30"),)))
+    with pytest.raises(DeliveryError) as caught:
+        await WebhookNotifier("hook", receiver.url, http).send(event_of(EventType.STARTED))
+    assert caught.value.permanent is False
+    assert caught.value.retry_after == 30.0
+    assert str(status) in str(caught.value)
+
+
+async def test_webhook_retryable_status_without_retry_after_has_none(
+    receiver: Receiver, http: httpx.AsyncClient
+) -> None:
+    receiver.replies.append(Response(503, b""))
+    with pytest.raises(DeliveryError) as caught:
+        await WebhookNotifier("hook", receiver.url, http).send(event_of(EventType.STARTED))
+    assert (caught.value.permanent, caught.value.retry_after) == (False, None)
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410])
+async def test_webhook_client_error_is_permanent(receiver: Receiver, http: httpx.AsyncClient, status: int) -> None:
+    receiver.replies.append(Response(status, b'{"error":"no"}'))
+    with pytest.raises(DeliveryError) as caught:
+        await WebhookNotifier("hook", receiver.url, http).send(event_of(EventType.STARTED))
+    assert caught.value.permanent is True
+    assert str(status) in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_webhook_redirect_is_permanent_and_not_followed(
+    receiver: Receiver, http: httpx.AsyncClient, status: int
+) -> None:
+    receiver.replies.append(Response(status, b"", (("Location", receiver.url + "/moved"),)))
+    with pytest.raises(DeliveryError) as caught:
+        await WebhookNotifier("hook", receiver.url, http).send(event_of(EventType.STARTED))
+    assert caught.value.permanent is True
+    assert [r.path for r in receiver.requests] == ["/hook"]
+
+
+async def test_webhook_connection_refused_is_transient(http: httpx.AsyncClient) -> None:
+    url = f"http://127.0.0.1:{closed_port()}{SECRET_PATH}?{SECRET_QUERY}"
+    with pytest.raises(DeliveryError) as caught:
+        await WebhookNotifier("hook", url, http).send(event_of(EventType.STARTED))
+    assert caught.value.permanent is False
+    assert SECRET_PATH not in str(caught.value)
+    assert SECRET_QUERY not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [Response(500, b"oops"), Response(404, b"unknown hook"), Response(302, b"", (("Location", "/elsewhere"),))],
+    ids=["500", "404", "302"],
+)
+async def test_webhook_error_never_names_the_url_path_or_query(
+    receiver: Receiver, http: httpx.AsyncClient, reply: Response
+) -> None:
+    receiver.replies.append(reply)
+    url = secret_url(receiver)
+    with pytest.raises(DeliveryError) as caught:
+        await WebhookNotifier("hook", url, http).send(event_of(EventType.STARTED))
+    assert receiver.requests[0].target == SECRET_PATH + "?" + SECRET_QUERY  # the secret URL was used...
+    for part in (SECRET_PATH, SECRET_QUERY, "ZXhhbXBsZS1zZWNyZXQtcGF0aA", "q-secret-6f1c2a"):
+        assert part not in str(caught.value)  # ...but is never shown
+    assert "hook (http://127.0.0.1:" in str(caught.value)
+
+
+# -- slack -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("type_", list(EventType), ids=[t.name for t in EventType])
+def test_slack_payload_has_text_and_blocks_that_slack_sdk_validates(type_: EventType) -> None:
+    payload = message(event_of(type_))
+    assert set(payload) == {"text", "blocks"}
+    assert isinstance(payload["text"], str)
+    assert payload["text"]
+    assert payload["blocks"]
+    for raw in payload["blocks"]:
+        block = Block.parse(raw)
+        assert block is not None, raw
+        block.validate_json()
+        assert block.to_dict() == raw  # slack_sdk kept every field: nothing unknown to Slack was sent
+
+
+def _block_texts(payload: dict[str, Any]) -> str:
+    return json.dumps(payload["blocks"], ensure_ascii=False)
+
+
+def test_slack_finished_includes_summary_and_suggestion() -> None:
+    texts = _block_texts(message(event_of(EventType.FINISHED)))
+    assert SUMMARY in texts
+    assert SUGGESTION in texts
+
+
+@pytest.mark.parametrize(
+    "type_", [t for t in EventType if t not in TERMINAL and t is not EventType.TEST], ids=lambda t: t.name
+)
+def test_slack_non_final_event_omits_summary_and_suggestion(type_: EventType) -> None:
+    texts = _block_texts(message(event_of(type_)))
+    assert SUMMARY not in texts
+    assert SUGGESTION not in texts
+
+
+def test_slack_finished_and_failed_have_different_emoji() -> None:
+    finished = message(event_of(EventType.FINISHED))
+    failed = message(event_of(EventType.FAILED))
+    finished_emoji = describe(event_of(EventType.FINISHED))[1]
+    failed_emoji = describe(event_of(EventType.FAILED))[1]
+    assert finished_emoji != failed_emoji
+    assert finished["text"].startswith(finished_emoji)
+    assert failed["text"].startswith(failed_emoji)
+    assert failed_emoji not in json.dumps(finished)
+
+
+NASTY_NAME = "<!channel> R&D <https://evil.test|click> >_<"
+
+
+def test_slack_campaign_name_is_escaped_in_blocks() -> None:
+    payload = message(event_of(EventType.FINISHED, name=NASTY_NAME))
+    headline = payload["blocks"][0]["text"]["text"]
+    assert "&lt;!channel&gt; R&amp;D &lt;https://evil.test|click&gt; &gt;_&lt;" in headline
+    texts = _block_texts(payload)
+    assert "<!channel>" not in texts
+    assert "<https://evil.test" not in texts
+
+
+def test_slack_campaign_name_is_escaped_in_the_fallback_text() -> None:
+    """The top-level `text` (used in push notifications) is mrkdwn too: `<!channel>` there would ping everyone."""
+    payload = message(event_of(EventType.FINISHED, name=NASTY_NAME))
+    assert "<!channel>" not in payload["text"]
+    assert "&lt;!channel&gt;" in payload["text"]
+
+
+async def test_slack_posts_the_message_as_json(receiver: Receiver, http: httpx.AsyncClient) -> None:
+    event = event_of(EventType.FAILED)
+    await SlackNotifier("team", receiver.url.removesuffix("/hook") + SLACK_PATH, http).send(event)
+    (request,) = receiver.requests
+    assert request.path == SLACK_PATH
+    assert request.headers["content-type"] == "application/json"
+    assert json.loads(request.body) == message(event)
+
+
+@pytest.mark.parametrize(
+    ("reply", "permanent"),
+    [
+        (Response(404, b"no_service", (("Content-Type", "text/plain"),)), True),
+        (Response(400, b"invalid_payload", (("Content-Type", "text/plain"),)), True),
+        (Response(500, b"rollup_error", (("Content-Type", "text/plain"),)), False),
+    ],
+    ids=["404", "400", "500"],
+)
+async def test_slack_error_never_names_the_url(
+    receiver: Receiver, http: httpx.AsyncClient, reply: Response, permanent: bool
+) -> None:
+    receiver.replies.append(reply)
+    url = receiver.url.removesuffix("/hook") + SLACK_PATH
+    with pytest.raises(DeliveryError) as caught:
+        await SlackNotifier("team", url, http).send(event_of(EventType.FAILED))
+    assert caught.value.permanent is permanent
+    for part in (url, SLACK_PATH, "XXXXslacksecretXXXX", "/services/"):
+        assert part not in str(caught.value)
+    assert "team (slack)" in str(caught.value)
+
+
+async def test_slack_connection_refused_is_transient_and_names_no_url(http: httpx.AsyncClient) -> None:
+    url = f"http://127.0.0.1:{closed_port()}{SLACK_PATH}"
+    with pytest.raises(DeliveryError) as caught:
+        await SlackNotifier("team", url, http).send(event_of(EventType.FAILED))
+    assert caught.value.permanent is False
+    assert "XXXXslacksecretXXXX" not in str(caught.value)
+    assert "127.0.0.1" not in str(caught.value)
+
+
+# -- event filters ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("patterns", "event_type", "wanted"),
+    [
+        (["*"], "voicefox.task.finished", True),
+        (["*"], "voicefox.watcher.test", True),
+        (["voicefox.task.*"], "voicefox.task.stalled", True),
+        (["voicefox.task.*"], "voicefox.watcher.test", False),
+        (["voicefox.task.f*"], "voicefox.task.finished", True),
+        (["voicefox.task.f*"], "voicefox.task.failed", True),
+        (["voicefox.task.f*"], "voicefox.task.stopped", False),
+        (["voicefox.task.finished"], "voicefox.task.finished", True),
+        (["voicefox.task.finished"], "voicefox.task.finished.extra", False),
+        (["*", "!voicefox.task.progressed"], "voicefox.task.progressed", False),
+        (["*", "!voicefox.task.progressed"], "voicefox.task.started", True),
+        (["*", "!*.stalled", "!*.missing"], "voicefox.task.missing", False),
+        (["!voicefox.task.progressed", "*"], "voicefox.task.progressed", False),  # order does not matter
+        (["!voicefox.task.progressed"], "voicefox.task.started", False),  # exclusions alone include nothing
+        ([], "voicefox.task.finished", False),
+        (["VOICEFOX.TASK.*"], "voicefox.task.finished", False),  # case-sensitive
+    ],
+)
+def test_event_filter_globs_and_exclusions(patterns: list[str], event_type: str, wanted: bool) -> None:
+    assert EventFilter(patterns)(event_type) is wanted
+
+
+@pytest.mark.parametrize(
+    ("kind", "unwanted"),
+    [("slack", {EventType.OBSERVED, EventType.PROGRESSED}), ("webhook", set()), ("log", set())],
+)
+def test_default_filter_per_kind(kind: str, unwanted: set[EventType]) -> None:
+    """Chat skips first sightings and progress milestones; webhook and log get everything."""
+    wants = EventFilter(DEFAULT_EVENTS[kind])
+    assert {t for t in EventType if not wants(t.value)} == unwanted
+
+
+async def test_notifiers_use_their_kind_default_unless_events_are_configured(http: httpx.AsyncClient) -> None:
+    slack = SlackNotifier("s", "http://127.0.0.1:9/x", http)
+    webhook = WebhookNotifier("w", "http://127.0.0.1:9/x", http)
+    log = LogNotifier("l")
+    only_finished = WebhookNotifier("f", "http://127.0.0.1:9/x", http, events=["voicefox.task.finished"])
+    assert not slack.wants(EventType.OBSERVED.value)
+    assert not slack.wants(EventType.PROGRESSED.value)
+    assert slack.wants(EventType.FINISHED.value)
+    assert webhook.wants(EventType.OBSERVED.value)
+    assert log.wants(EventType.PROGRESSED.value)
+    assert only_finished.wants(EventType.FINISHED.value)
+    assert not only_finished.wants(EventType.FAILED.value)
+
+
+# -- log -------------------------------------------------------------------------------------------------------
+
+
+async def test_log_notifier_emits_one_task_notified_line_per_event() -> None:
+    events = [event_of(EventType.STARTED), event_of(EventType.FINISHED), event_of(EventType.FAILED)]
+    notifier = LogNotifier("audit")
+    with structlog.testing.capture_logs() as logs:
+        for event in events:
+            await notifier.send(event)
+    assert [line["event"] for line in logs] == ["task.notified"] * 3
+    assert [line["event_id"] for line in logs] == [e.id for e in events]
+    assert [line["type"] for line in logs] == [e.type for e in events]
+    assert [line["log_level"] for line in logs] == ["info", "info", "warning"]
+    assert all(line["notifier"] == "audit" and line["task_id"] == str(TASK) for line in logs)
+
+
+# -- secrets from a real-looking API body reach no channel ------------------------------------------------------
+
+
+async def test_secrets_of_a_full_api_body_reach_no_notification(receiver: Receiver, http: httpx.AsyncClient) -> None:
+    """websocketToken, websocketUrl, phone numbers and the creator's email never leave the parser."""
+    body = task_body(TASK, "Spring renewal reminders", status="done", progress=100, summary=SUMMARY)
+    secrets = [
+        body["assistant"]["websocketToken"],
+        body["assistant"]["websocketUrl"],
+        "wsurl-secret",
+        body["assistant"]["creator"]["email"],
+        *(str(n) for n in body["option"]["numbers"]),
+    ]
+    current = parse_task_body(json.dumps(body, ensure_ascii=False), TASK)
+    previous = parse_task_body(json.dumps(body | {"status": "running", "progress": 90}), TASK)
+    event = make_event(EventType.FINISHED, NOW, current, previous)
+
+    await WebhookNotifier("hook", receiver.url, http, secret=SECRET).send(event)
+    await SlackNotifier("team", receiver.url, http).send(event)
+    with structlog.testing.capture_logs() as logs:
+        await LogNotifier("audit").send(event)
+
+    sent = [r.body.decode() + json.dumps(r.headers) for r in receiver.requests]
+    assert len(sent) == 2
+    assert SUMMARY in sent[0]  # the payloads did carry the task
+    everything = "\n".join([*sent, repr(logs), json.dumps(event.to_dict())])
+    for secret in secrets:
+        assert secret not in everything
