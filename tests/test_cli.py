@@ -223,3 +223,35 @@ async def test_the_demo_plays_a_campaign_day_and_exits_0() -> None:
     assert result.returncode == 0, out + result.stderr.decode()
     for needle in ("finished", "stopped abnormally", "stalled", "resumed", "0 duplicates", "0 bad signatures"):
         assert needle in out, needle
+
+
+async def test_sighup_reloads_tasks_and_refuses_an_invalid_config(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    sim.add_task(1, status="running")
+    sim.add_task(2, status="pending")
+    cfg = write_config(tmp_path / "w.toml", url, sim.token, receiver.url, [1])
+    async with await anyio.open_process([WATCHER, "run", "-c", str(cfg)], env=env(sim.token)) as proc:
+        await receiver.wait_for(1)
+        write_config(cfg, url, sim.token, receiver.url, [1, 2])
+        proc.send_signal(signal.SIGHUP)
+        await receiver.wait_for(2)
+        cfg.write_text(cfg.read_text().replace('interval = "200ms"', 'interval = "often"'))
+        proc.send_signal(signal.SIGHUP)
+        sim.set(2, status="running")  # the old config keeps running: this is still seen
+        await receiver.wait_for(3)
+        proc.send_signal(signal.SIGTERM)
+        with anyio.fail_after(15):
+            assert await proc.wait() == 0
+        out = await read_all(proc.stdout)
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith(b"{")]
+    assert [(b["subject"], b["type"]) for b in receiver.bodies()] == [
+        ("1", "voicefox.task.observed"),
+        ("2", "voicefox.task.observed"),
+        ("2", "voicefox.task.started"),
+    ]
+    reloaded = [line for line in lines if line["event"] == "config.reloaded"]
+    assert reloaded[0]["tasks_added"] == [2]
+    failed = [line for line in lines if line["event"] == "config.reload_failed"]
+    assert "watch.interval" in failed[0]["problems"][0]

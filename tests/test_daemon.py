@@ -45,8 +45,8 @@ FAST_RETRY = ApiRetry(attempts=3, initial=0.001, maximum=0.001, jitter=0.0)
 @asynccontextmanager
 async def components(config: Config) -> AsyncIterator[tuple[Daemon, Dispatcher, Store]]:
     """The daemon's real wiring, with API retries that do not wait."""
-    async with open_components(config, api_retry=FAST_RETRY) as parts:
-        yield parts
+    async with open_components(config, api_retry=FAST_RETRY) as c:
+        yield c.daemon, c.dispatcher, c.store
 
 
 def types(receiver: Receiver) -> list[tuple[str, str]]:
@@ -245,3 +245,51 @@ async def test_a_store_write_failure_loses_nothing(
         await daemon.poll(1)  # the same transition is detected again
         await dispatcher.drain()
     assert types(receiver) == [("1", "voicefox.task.observed"), ("1", "voicefox.task.finished")]
+
+
+async def test_an_unreachable_api_is_announced_once_and_its_recovery_too(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    sim.add_task(1, status="running")
+    config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", [1])
+    config = config.model_copy(update={"api": config.api.model_copy(update={"unreachable_after": 600.0})})
+    mono = [0.0]
+    async with components(config) as (real, dispatcher, store):
+        daemon = Daemon(config, client=real._client, store=store, dispatcher=dispatcher, monotonic=lambda: mono[0])
+        assert await daemon.poll(1)
+        sim.inject("503", times=1000)
+        for minute in (1, 5, 11, 12, 30):  # unreachable from minute 0; announced once past 10 minutes
+            mono[0] = minute * 60.0
+            assert not await daemon.poll(1)
+        sim.clear_faults()
+        mono[0] = 31 * 60.0
+        assert await daemon.poll(1)
+        assert await daemon.poll(1)
+        await dispatcher.drain()
+    assert types(receiver) == [
+        ("1", "voicefox.task.observed"),
+        ("api", "voicefox.watcher.api_unreachable"),
+        ("api", "voicefox.watcher.api_recovered"),
+    ]
+    assert receiver.bodies()[1]["data"]["unreachableForSeconds"] == 660
+
+
+async def test_a_reload_starts_and_stops_pollers_and_swaps_notifiers(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    sim.add_task(1, status="running")
+    sim.add_task(2, status="pending")
+    config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", [1])
+    async with open_components(config, api_retry=FAST_RETRY) as parts, anyio.create_task_group() as tg:
+        await tg.start(parts.daemon.run)
+        await receiver.wait_for(1)
+        new = make_config(url, sim.token, receiver.url + "?v=2", tmp_path / "s.db", [2])
+        needs_restart = parts.reload(new)
+        await receiver.wait_for(2)
+        assert sorted(parts.daemon._pollers) == [2]
+        tg.cancel_scope.cancel()
+    assert needs_restart == []
+    assert types(receiver) == [("1", "voicefox.task.observed"), ("2", "voicefox.task.observed")]
+    assert receiver.requests[1].target == "/hook?v=2"  # the new notifier config delivered it

@@ -79,6 +79,9 @@ def event_of(type_: EventType, *, name: str = "Spring renewal reminders") -> Eve
     """An event of this type, as detection would build it."""
     if type_ is EventType.TEST:
         return Event(id="test-1", type=type_.value, time=NOW, subject="test", data={"message": "Can you read this?"})
+    if type_ in (EventType.API_UNREACHABLE, EventType.API_RECOVERED):
+        data = {"apiBaseUrl": "https://openapi.voicefox.ai", "unreachableForSeconds": 600, "downForSeconds": 900}
+        return Event(id="api-1", type=type_.value, time=NOW, subject="api", data=data)
     before, after = TRANSITIONS[type_]
     previous = snapshot(before, name=name, progress=40) if before is not None else None
     return make_event(type_, NOW, snapshot(after, name=name), previous, **EXTRAS.get(type_, {}))

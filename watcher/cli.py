@@ -18,7 +18,7 @@ import structlog
 
 from . import __version__, logs, notify
 from . import config as config_mod
-from .cli_run import open_components
+from .cli_run import Components, open_components
 from .config import Config
 from .errors import ConfigError, DeliveryError, StoreError, WatcherError
 from .model import Event, EventType
@@ -47,27 +47,52 @@ def _setup_logging(config: Config, args: argparse.Namespace) -> None:
     )
 
 
-async def _run(config: Config) -> int:
+async def _run(config: Config, path: Path, args: argparse.Namespace) -> int:
     if not config.notifiers:
         _log.warning("config.no_notifiers", hint="events are stored but sent nowhere; add a [[notifiers]] entry")
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with open_components(config) as (daemon, dispatcher, _store), anyio.create_task_group() as tg:
-            await tg.start(daemon.run)
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with open_components(config) as parts, anyio.create_task_group() as tg:
+            await tg.start(parts.daemon.run)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    _reload(parts, path, args)
+                    continue
                 _log.info("watcher.stopping", signal=signal.Signals(signum).name)
-                dispatcher.shutdown()
+                parts.dispatcher.shutdown()
                 tg.cancel_scope.cancel()
                 break
     _log.info("watcher.stopped")
     return EXIT_OK
 
 
+def _reload(parts: Components, path: Path, args: argparse.Namespace) -> None:
+    """SIGHUP: re-read the config; an invalid one is refused and the running one stays."""
+    try:
+        new = config_mod.load(path)
+    except ConfigError as exc:
+        _log.error(
+            "config.reload_failed", path=str(path), problems=exc.problems, hint="still running the previous config"
+        )
+        return
+    old_tasks = set(parts.daemon.config.watch.tasks)
+    needs_restart = parts.reload(new)
+    _setup_logging(new, args)
+    _log.info(
+        "config.reloaded",
+        path=str(path),
+        tasks_added=sorted(set(new.watch.tasks) - old_tasks),
+        tasks_removed=sorted(old_tasks - set(new.watch.tasks)),
+    )
+    if needs_restart:
+        _log.warning("config.restart_needed", sections=needs_restart, hint="these sections change only on restart")
+
+
 async def _once(config: Config) -> int:
-    async with open_components(config) as (daemon, dispatcher, store):
-        await dispatcher.drain()  # what an earlier run left undelivered goes first
-        polled = await daemon.poll_all()
-        await dispatcher.drain()
-        pending = sum(c.count for c in store.outbox_counts() if c.state == "pending")
+    async with open_components(config) as parts:
+        await parts.dispatcher.drain()  # what an earlier run left undelivered goes first
+        polled = await parts.daemon.poll_all()
+        await parts.dispatcher.drain()
+        pending = sum(c.count for c in parts.store.outbox_counts() if c.state == "pending")
     _log.info("once.finished", polls_ok=polled, pending_deliveries=pending)
     return EXIT_OK if polled and not pending else EXIT_FAILURE
 
@@ -94,9 +119,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
-    config = config_mod.load(config_mod.default_path(args.config))
+    path = config_mod.default_path(args.config)
+    config = config_mod.load(path)
     _setup_logging(config, args)
-    return anyio.run(_run, config)
+    return anyio.run(_run, config, path, args)
 
 
 def cmd_once(args: argparse.Namespace) -> int:

@@ -1,11 +1,13 @@
-"""Wiring shared by `watcher run`, `watcher once` and `watcher demo`: the store under its lock, the clients, the notifiers."""
+"""Wiring shared by `watcher run`, `once` and `demo`: the store under its lock, the clients, the notifiers."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import structlog
 
 from . import notify
 from .client import VoiceFoxClient
@@ -15,24 +17,54 @@ from .dispatch import Dispatcher
 from .retry import API_RETRY, ApiRetry
 from .store import Store, StoreLock
 
+_log = structlog.get_logger("watcher.cli")
+
+
+@dataclasses.dataclass
+class Components:
+    """The running parts, and what a reload may change among them."""
+
+    daemon: Daemon
+    dispatcher: Dispatcher
+    store: Store
+    http: httpx.AsyncClient
+
+    def reload(self, new: Config) -> list[str]:
+        """Apply a new config: tasks, [watch] and notifiers at once; return the sections that need a restart."""
+        old = self.daemon.config
+        needs_restart = [name for name in ("api", "store", "delivery") if getattr(old, name) != getattr(new, name)]
+        if old.notifiers != new.notifiers:
+            self.dispatcher.reload(notify.build(new.notifiers, self.http))
+        self.daemon.reload(new)
+        return needs_restart
+
 
 @asynccontextmanager
-async def open_components(
-    config: Config, *, api_retry: ApiRetry = API_RETRY
-) -> AsyncIterator[tuple[Daemon, Dispatcher, Store]]:
+async def open_components(config: Config, *, api_retry: ApiRetry = API_RETRY) -> AsyncIterator[Components]:
     """Open the store (under its lock), the API client and the notifiers; close them all on the way out."""
+    if not config.api.verify_tls:
+        _log.warning(
+            "tls.verification_disabled",
+            section="api",
+            hint="api.verify_tls = false: anyone on the path can read the token",
+        )
+    if not config.delivery.verify_tls:
+        _log.warning("tls.verification_disabled", section="delivery", hint="delivery.verify_tls = false")
     lock = StoreLock(config.store.path)
     lock.acquire()
     try:
         store = Store.open(config.store.path)
         try:
             async with (
-                httpx.AsyncClient(timeout=config.delivery.timeout, follow_redirects=False) as http,
+                httpx.AsyncClient(
+                    timeout=config.delivery.timeout, follow_redirects=False, verify=config.delivery.verify_tls
+                ) as http,
                 VoiceFoxClient(
                     config.api.base_url,
                     config.api.token.get_secret_value(),
                     timeout=config.api.timeout,
                     retry=api_retry,
+                    verify=config.api.verify_tls,
                 ) as client,
             ):
                 d = config.delivery
@@ -44,7 +76,8 @@ async def open_components(
                     backoff_max=d.backoff_max,
                     shutdown_grace=d.shutdown_grace,
                 )
-                yield Daemon(config, client=client, store=store, dispatcher=dispatcher), dispatcher, store
+                daemon = Daemon(config, client=client, store=store, dispatcher=dispatcher)
+                yield Components(daemon, dispatcher, store, http)
         finally:
             store.close()
     finally:

@@ -57,8 +57,10 @@ class VoiceFoxClient:
         retry: ApiRetry = API_RETRY,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         wall_clock: Callable[[], float] = time.time,
+        verify: bool = True,
     ) -> None:
         self._http = httpx.AsyncClient(
+            verify=verify,
             base_url=base_url.rstrip("/"),
             headers={
                 "Authorization": f"Bearer {token}",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import math
 import os
 import re
 import tomllib
@@ -35,6 +37,8 @@ def parse_duration(value: Any) -> float:
     else:
         shown = json.dumps(value) if isinstance(value, str) else repr(value)
         raise ValueError(f'{shown} is not a duration (write e.g. "500ms", "30s", "5m", "2h" or a number of seconds)')
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a finite duration")
     if seconds < 0:
         raise ValueError(f"{value!r} is negative; a duration must be 0 or more")
     return seconds
@@ -75,6 +79,25 @@ def _check_whsec(value: SecretStr | None) -> SecretStr | None:
     return value
 
 
+def _not_empty(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _check_event_patterns(patterns: list[str] | None) -> list[str] | None:
+    from .model import EventType  # the event names are the model's; imported here to keep config import-light
+
+    if patterns is None:
+        return None
+    known = [t.value for t in EventType]
+    for pattern in patterns:
+        glob = pattern.removeprefix("!")
+        if not any(fnmatch.fnmatchcase(t, glob) for t in known):
+            raise ValueError(f"{pattern!r} matches no event type (known: {', '.join(known)})")
+    return patterns
+
+
 class _Section(BaseModel):
     # Unknown keys are errors (a typo must not silently fall back to a default); settings are immutable.
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
@@ -84,8 +107,8 @@ class ApiConfig(_Section):
     """`[api]`: where VoiceFox is and how to ask it."""
 
     base_url: HttpUrl = DEFAULT_BASE_URL
-    token: SecretStr
-    timeout: Duration = 10.0
+    token: Annotated[SecretStr, pydantic.AfterValidator(_not_empty)]
+    timeout: Annotated[Duration, Field(gt=0)] = 10.0
     # TLS certificate verification; turning it off is an explicit choice, logged at start.
     verify_tls: Annotated[bool, Field(strict=True)] = True
     # After this long without one successful poll, emit voicefox.watcher.api_unreachable (and api_recovered later).
@@ -135,7 +158,7 @@ class LogConfig(_Section):
 
 class _NotifierBase(_Section):
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
-    events: list[str] | None = None  # None: the kind's default filter
+    events: Annotated[list[str] | None, pydantic.AfterValidator(_check_event_patterns)] = None  # None: kind default
 
 
 class WebhookNotifierConfig(_NotifierBase):
@@ -312,10 +335,11 @@ def validate(
     try:
         config = Config.model_validate(expanded)
     except pydantic.ValidationError as exc:
+        unset = {p.split(":", 1)[0] for p in problems}  # a key whose ${VAR} is unset: that is the whole story
         for err in exc.errors():
             loc = _loc(err["loc"]) + (".kind" if err["type"].startswith("union_tag") else "")
             line = f"{loc}: {_describe(err)}" if loc else _describe(err)
-            if line not in problems:
+            if line not in problems and loc not in unset:
                 problems.append(line)
         raise ConfigError(problems, source) from None
     if problems:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -14,8 +15,8 @@ from .client import VoiceFoxClient
 from .config import Config
 from .detect import Rules, detect, detect_missing
 from .dispatch import Dispatcher
-from .errors import ApiError, AuthenticationError, RateLimited, StoreError, TaskNotFound
-from .model import Event, TaskState
+from .errors import ApiError, AuthenticationError, RateLimited, StoreError, TaskNotFound, TransientApiError
+from .model import Event, EventType, TaskState
 from .retry import AUTH_BACKOFF, RATE_LIMIT_DEFAULT, RATE_LIMIT_MAX, poll_failure_delay
 from .store import Store
 
@@ -23,7 +24,10 @@ _log = structlog.get_logger("watcher.daemon")
 
 JITTER = 0.1  # each poll interval is stretched or shrunk by up to 10% so tasks never beat in step
 FAILURE_LOG_EVERY = 300.0  # the same failure of one task is logged at most once per this many seconds
-DELIVERED_RETENTION = 7 * 86400.0  # delivered outbox rows are kept this long for `watcher status`, then pruned
+DELIVERED_RETENTION = 7 * 86400.0
+WATCHER_EVENT_NAMESPACE = uuid.UUID(
+    "0b7f3d64-2f0e-4a55-8d2f-6c1f5bb0c9a1"
+)  # delivered outbox rows are kept this long for `watcher status`, then pruned
 
 
 def utcnow() -> datetime:
@@ -83,31 +87,58 @@ class Daemon:
         self.states: dict[int, TaskState] = store.load_states()
         self._failures: dict[int, int] = {}
         self._last_failure_log: dict[tuple[int, str], float] = {}
+        self._pollers: dict[int, anyio.CancelScope] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        # API reachability, for voicefox.watcher.api_unreachable / api_recovered.
+        self._last_answer = monotonic()
+        self._unreachable_since: datetime | None = None
+        self._last_error = ""
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver what is pending, then poll every task on its schedule until cancelled."""
         tasks = self.config.watch.tasks
-        interval = self.config.watch.interval
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             await tg.start(self._dispatcher.run)
             tg.start_soon(self._housekeeping)
-            for i, task_id in enumerate(tasks):
-                # Spread first polls evenly over one interval: no thundering herd on start.
-                tg.start_soon(self._poller, task_id, interval * i / len(tasks))
-            _log.info("watcher.started", tasks=len(tasks), interval=interval)
+            self._start_pollers(tasks)
+            _log.info("watcher.started", tasks=len(tasks), interval=self.config.watch.interval)
             task_status.started()
 
-    async def _poller(self, task_id: int, offset: float) -> None:
+    def _start_pollers(self, task_ids: list[int]) -> None:
+        assert self._tg is not None
         interval = self.config.watch.interval
-        await self._sleep(offset)
-        while True:
-            await self.gate.wait()
-            started = self._monotonic()
-            async with self._limiter:
-                ok = await self.poll(task_id)
-            delay = interval if ok else poll_failure_delay(interval, self._failures.get(task_id, 1))
-            delay *= 1 + JITTER * (2 * self._rng.random() - 1)
-            await self._sleep(max(0.0, delay - (self._monotonic() - started)))
+        for i, task_id in enumerate(task_ids):
+            scope = self._pollers[task_id] = anyio.CancelScope()
+            # Spread first polls evenly over one interval: no thundering herd on start.
+            self._tg.start_soon(self._poller, task_id, interval * i / len(task_ids), scope)
+
+    def reload(self, config: Config) -> None:
+        """Take a new config: start pollers for added tasks, stop those of removed ones, new [watch] knobs."""
+        added = [t for t in config.watch.tasks if t not in self._pollers]
+        removed = [t for t in self._pollers if t not in config.watch.tasks]
+        self.config = config
+        self._rules = Rules(
+            progress_step=config.watch.progress_step, stall_after=timedelta(seconds=config.watch.stall_after)
+        )
+        self._limiter.total_tokens = config.watch.concurrency
+        for task_id in removed:
+            self._pollers.pop(task_id).cancel()
+        if self._tg is not None and added:
+            self._start_pollers(added)
+
+    async def _poller(self, task_id: int, offset: float, scope: anyio.CancelScope) -> None:
+        with scope:
+            await self._sleep(offset)
+            while True:
+                await self.gate.wait()
+                started = self._monotonic()
+                async with self._limiter:
+                    ok = await self.poll(task_id)
+                interval = self.config.watch.interval
+                delay = interval if ok else poll_failure_delay(interval, self._failures.get(task_id, 1))
+                delay *= 1 + JITTER * (2 * self._rng.random() - 1)
+                await self._sleep(max(0.0, delay - (self._monotonic() - started)))
 
     async def poll_all(self) -> bool:
         """Poll every task once (for `watcher once`); return whether every poll succeeded."""
@@ -128,6 +159,7 @@ class Daemon:
         try:
             snapshot = await self._client.get_task(task_id)
         except TaskNotFound as exc:
+            self._api_answered()
             now = self._clock()
             state, events = detect_missing(previous, now)
             if previous is None:
@@ -151,10 +183,16 @@ class Daemon:
             self.gate.pause(pause)
             self._log_failure(0, "rate_limited", str(exc), retry_in=round(pause, 1))
             return False
+        except TransientApiError as exc:
+            failures = self._failures[task_id] = self._failures.get(task_id, 0) + 1
+            self._log_failure(task_id, exc.__class__.__name__, str(exc), failures=failures)
+            self._api_failed(str(exc))
+            return False
         except ApiError as exc:
             failures = self._failures[task_id] = self._failures.get(task_id, 0) + 1
             self._log_failure(task_id, exc.__class__.__name__, str(exc), failures=failures)
             return False
+        self._api_answered()
         self.gate.rate_limited = 0
         if self._failures.pop(task_id, None):
             _log.info("poll.recovered", task_id=task_id)
@@ -163,6 +201,40 @@ class Daemon:
         if state != previous:
             self._record(task_id, state, events)
         return True
+
+    def _api_answered(self) -> None:
+        self._last_answer = self._monotonic()
+        if self._unreachable_since is not None:
+            down_for = int((self._clock() - self._unreachable_since).total_seconds())
+            self._unreachable_since = None
+            _log.info("api.recovered", down_for_seconds=down_for)
+            self._record_watcher_event(EventType.API_RECOVERED, downForSeconds=down_for)
+
+    def _api_failed(self, error: str) -> None:
+        self._last_error = error
+        silent_for = self._monotonic() - self._last_answer
+        if self._unreachable_since is None and silent_for >= self.config.api.unreachable_after:
+            self._unreachable_since = self._clock() - timedelta(seconds=silent_for)
+            _log.error("api.unreachable", for_seconds=int(silent_for), error=error)
+            self._record_watcher_event(
+                EventType.API_UNREACHABLE, unreachableForSeconds=int(silent_for), lastError=error
+            )
+
+    def _record_watcher_event(self, type_: EventType, **data: object) -> None:
+        now = self._clock()
+        event = Event(
+            id=str(uuid.uuid5(WATCHER_EVENT_NAMESPACE, f"{type_.value}|{now.isoformat()}")),
+            type=type_.value,
+            time=now,
+            subject="api",
+            data={"apiBaseUrl": self.config.api.base_url, **data},
+        )
+        try:
+            self._store.record_event(event, self._dispatcher.receivers_for(event.type), self._wall())
+        except StoreError as exc:
+            _log.error("store.write_failed", error=str(exc), event_type=event.type)
+            return
+        self._dispatcher.wake()
 
     def _record(self, task_id: int, state: TaskState, events: list[Event]) -> None:
         try:

@@ -94,11 +94,14 @@ async def run_demo(out: TextIO, scale: float = 1.0) -> int:
                 file=out,
                 flush=True,
             )
-            async with open_components(config) as (daemon, _dispatcher, _store):
-                await tg.start(daemon.run)
+            # The daemon's task group lives inside the components, so the store closes only after it stopped.
+            async with open_components(config) as parts, anyio.create_task_group() as watcher_tg:
+                await watcher_tg.start(parts.daemon.run)
                 with anyio.move_on_after(60 * max(scale, 1.0)) as timer:
                     await all_final.wait()
-                tg.cancel_scope.cancel()
+                parts.dispatcher.shutdown()
+                watcher_tg.cancel_scope.cancel()
+            tg.cancel_scope.cancel()
     duplicates = len(received) - len({e.id for e in received})
     ok = not timer.cancelled_caught and bad_signatures == 0 and duplicates == 0
     print(

@@ -41,6 +41,8 @@ class Dispatcher:
         self._sleep = sleep
         self._wakeups = {name: anyio.Event() for name in self._notifiers}
         self._in_flight: set[anyio.CancelScope] = set()
+        self._workers: dict[str, anyio.CancelScope] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
 
     def receivers_for(self, event_type: str) -> list[str]:
         """Names of the notifiers that want this event type."""
@@ -48,7 +50,7 @@ class Dispatcher:
 
     def wake(self) -> None:
         """New rows were committed: let idle workers look again."""
-        for event in self._wakeups.values():
+        for event in list(self._wakeups.values()):
             event.set()
 
     def shutdown(self) -> None:
@@ -59,15 +61,40 @@ class Dispatcher:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run one worker per notifier until cancelled."""
-        orphans = set(self._store.pending_receivers()) - set(self._notifiers)
-        for name in sorted(orphans):
-            _log.warning(
-                "outbox.orphaned", receiver=name, hint="pending deliveries for a notifier no longer configured"
-            )
+        self._warn_orphans()
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             for name in self._notifiers:
-                tg.start_soon(self._worker, name)
+                self._start_worker(name)
             task_status.started()
+
+    def _warn_orphans(self) -> None:
+        for name in sorted(set(self._store.pending_receivers()) - set(self._notifiers)):
+            _log.warning(
+                "outbox.orphaned",
+                receiver=name,
+                hint="pending deliveries for a notifier no longer configured: `watcher outbox` can drop or keep them",
+            )
+
+    def _start_worker(self, name: str) -> None:
+        assert self._tg is not None
+        scope = self._workers[name] = anyio.CancelScope()
+        self._wakeups[name] = anyio.Event()
+        self._tg.start_soon(self._worker, name, scope)
+
+    def reload(self, notifiers: Mapping[str, Notifier]) -> None:
+        """Swap in a new set of notifiers: workers start for new names and stop for removed ones."""
+        removed = set(self._notifiers) - set(notifiers)
+        added = set(notifiers) - set(self._notifiers)
+        self._notifiers = dict(notifiers)
+        for name in removed:
+            # An attempt in flight is shielded and finishes; its row stays pending if it did not.
+            self._workers.pop(name).cancel()
+            self._wakeups.pop(name, None)
+        if self._tg is not None:
+            for name in sorted(added):
+                self._start_worker(name)
+        self._warn_orphans()
 
     async def drain(self) -> None:
         """Try every due pending delivery once per receiver, in order, stopping a receiver at its first failure."""
@@ -80,7 +107,11 @@ class Dispatcher:
             if not await self._attempt(row):
                 return
 
-    async def _worker(self, name: str) -> None:
+    async def _worker(self, name: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            await self._work(name)
+
+    async def _work(self, name: str) -> None:
         while True:
             try:
                 row = self._store.head(name)
@@ -97,11 +128,19 @@ class Dispatcher:
                 # The head of the queue waits its backoff; rows behind it wait too, so order is kept.
                 await self._sleep(wait)
                 continue
-            await self._attempt(row)
+            try:
+                await self._attempt(row)
+            except StoreError as exc:
+                # The outcome could not be recorded: the row stays pending and is sent again later with the same
+                # id (at-least-once), rather than the worker dying.
+                _log.error("outbox.write_failed", receiver=name, error=str(exc))
+                await self._sleep(5.0)
 
     async def _attempt(self, row: Delivery) -> bool:
         """One delivery attempt; returns whether the row left the pending queue as delivered or dead."""
-        notifier = self._notifiers[row.receiver]
+        notifier = self._notifiers.get(row.receiver)
+        if notifier is None:  # removed by a reload while its worker was between rows
+            return False
         now = self._clock()
         log = _log.bind(receiver=row.receiver, event_id=row.event.id, type=row.event.type, task_id=row.event.subject)
         if now - row.created_at > self._max_age:

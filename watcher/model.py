@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
 
@@ -38,6 +39,8 @@ class EventType(StrEnum):
     CHANGED = "voicefox.task.changed"
     STALLED = "voicefox.task.stalled"
     MISSING = "voicefox.task.missing"
+    API_UNREACHABLE = "voicefox.watcher.api_unreachable"
+    API_RECOVERED = "voicefox.watcher.api_recovered"
     TEST = "voicefox.watcher.test"
 
 
@@ -130,13 +133,13 @@ def _lenient_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, float) and value == value and abs(value) < 1e15:
-        return round(value)
     if isinstance(value, str):
         try:
-            return round(float(value.strip()))
+            value = float(value.strip())
         except ValueError:
             return None
+    if isinstance(value, float) and math.isfinite(value) and abs(value) < 1e15:
+        return round(value)
     return None
 
 
@@ -144,12 +147,18 @@ def _lenient_str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic's lax int takes true as 1: an id of `true` is no task id
+        raise ValueError("a boolean is not a task id")
+    return value
+
+
 class _TaskBody(pydantic.BaseModel):
     # Only the fields we keep are declared: `assistant` (with websocketToken), `option` (with the phone numbers)
     # and `creator` are never parsed, so they cannot leak into anything downstream.
     model_config = pydantic.ConfigDict(extra="ignore", populate_by_name=True)
 
-    id: int | None = None
+    id: Annotated[int | None, pydantic.BeforeValidator(_no_bool)] = None
     status: str
     name: Any = ""
     progress: Any = None
@@ -167,14 +176,15 @@ def parse_task_body(raw: bytes | str, task_id: int) -> TaskSnapshot:
     """Parse a task-details body (bare or wrapped in `{code, message, data}`); raise TransientApiError if unusable."""
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise TransientApiError(f"task {task_id}: response body is not JSON ({exc.__class__.__name__})") from None
     if not isinstance(doc, dict):
         raise TransientApiError(f"task {task_id}: response body is a JSON {type(doc).__name__}, not an object")
     if "status" not in doc and "code" in doc:
         # An envelope: {code, message, data}. A failure code is an API error, not a task state.
         code = doc.get("code")
-        if code not in _ENVELOPE_OK_CODES or not isinstance(doc.get("data"), dict):
+        # `type(...) in` and not isinstance: False == 0 and 0.0 == 0 must not pass for success.
+        if type(code) not in (int, str) or code not in _ENVELOPE_OK_CODES or not isinstance(doc.get("data"), dict):
             message = doc.get("message")
             said = f": {message[:200]!r}" if isinstance(message, str) and message else ""
             raise TransientApiError(f"task {task_id}: API answered code {code!r}{said}")

@@ -147,6 +147,10 @@ class Simulator:
             raise ValueError(f"unknown fault {kind!r}; use one of {', '.join(FAULT_KINDS)}")
         self._faults.append(Fault(kind, times, task_id, retry_after))
 
+    def clear_faults(self) -> None:
+        """Forget every fault not yet served."""
+        self._faults.clear()
+
     def start(self) -> None:
         """Start the timelines' clock (done by `serve` if not before)."""
         if self._t0 is None:

@@ -64,6 +64,8 @@ _SEVERITY = {
     EventType.CHANGED: ("warning", ":grey_question:", "changed status"),
     EventType.STALLED: ("danger", ":warning:", "is stalled: no progress"),
     EventType.MISSING: ("danger", ":ghost:", "is missing: the API no longer knows it"),
+    EventType.API_UNREACHABLE: ("danger", ":satellite_antenna:", "VoiceFox API unreachable"),
+    EventType.API_RECOVERED: ("good", ":satellite_antenna:", "VoiceFox API reachable again"),
     EventType.TEST: ("info", ":bell:", "test notification from voicefox-watcher"),
 }
 
@@ -79,6 +81,14 @@ def describe(event: Event) -> tuple[str, str, str]:
     who = f"Campaign “{name}” (task {event.subject})" if name else f"Task {event.subject}"
     if event.type == EventType.TEST:
         return severity, emoji, verb[0].upper() + verb[1:]
+    if event.type == EventType.API_UNREACHABLE:
+        return (
+            severity,
+            emoji,
+            f"{verb} for {_duration(int(event.data.get('unreachableForSeconds', 0)))}: no task can be watched",
+        )
+    if event.type == EventType.API_RECOVERED:
+        return severity, emoji, f"{verb} after {_duration(int(event.data.get('downForSeconds', 0)))}"
     if event.type == EventType.PROGRESSED:
         verb = f"reached {event.data.get('milestone', task.get('progress'))}%"
     elif event.type == EventType.CHANGED:
