@@ -255,3 +255,33 @@ async def test_sighup_reloads_tasks_and_refuses_an_invalid_config(
     assert reloaded[0]["tasks_added"] == [2]
     failed = [line for line in lines if line["event"] == "config.reload_failed"]
     assert "watch.interval" in failed[0]["problems"][0]
+
+
+async def test_dead_letters_are_listed_retried_and_dropped_from_the_cli(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    sim.add_task(1, status="running")
+    sim.add_task(2, status="running")
+    cfg = write_config(tmp_path / "w.toml", url, sim.token, receiver.url, [1, 2])
+    receiver.default = Response(410, b"gone")
+    first = await run(["once", "-c", str(cfg)], token=sim.token)
+    assert first.returncode == 0, first.stderr.decode()  # dead letters are not pending: nothing left to retry
+    listing = await run(["outbox", "-c", str(cfg)])
+    assert listing.stdout.count(b" dead ") == 2
+    assert b"receiver answered 410" in listing.stdout
+    rows = json.loads((await run(["outbox", "-c", str(cfg), "--json", "--state", "dead"])).stdout)
+    assert {r["task_id"] for r in rows} == {1, 2}
+    refused = await run(["outbox", "-c", str(cfg), "drop"])
+    assert refused.returncode == 2
+    assert b"--seq N, --receiver NAME or --all" in refused.stderr
+    dropped = await run(["outbox", "-c", str(cfg), "drop", "--seq", str(rows[0]["seq"])])
+    assert b"1 dead deliveries dropped" in dropped.stdout
+    retried = await run(["outbox", "-c", str(cfg), "retry", "--receiver", "hook"])
+    assert b"1 dead-lettered deliveries queued again" in retried.stdout
+    receiver.default = Response(204, b"")
+    seen = len(receiver.requests)
+    again = await run(["once", "-c", str(cfg)], token=sim.token)
+    assert again.returncode == 0, again.stderr.decode()
+    assert [json.loads(r.body)["subject"] for r in receiver.requests[seen:]] == [str(rows[1]["task_id"])]
+    assert b"no pending or dead deliveries" in (await run(["outbox", "-c", str(cfg)])).stdout

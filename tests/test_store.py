@@ -69,7 +69,7 @@ def test_retry_keeps_the_row_at_the_head_with_its_next_attempt_time() -> None:
     _observe(store, 2, ["a"])
     head = store.head("a")
     assert head is not None
-    store.mark_retry(head.seq, "503", next_attempt_at=99.0)
+    store.mark_retry(head.seq, "503", next_attempt_at=99.0, now=1.0)
     again = store.head("a")
     assert again is not None
     assert (again.seq, again.attempts, again.next_attempt_at) == (head.seq, 1, 99.0)
@@ -158,3 +158,56 @@ def test_recent_events_are_listed_newest_first() -> None:
     state2, events2 = detect(state, later, T0 + timedelta(minutes=1), Rules())
     store.record(state2, events2, lambda e: [], now=2.0)
     assert [e.type for e in store.events(1)] == ["voicefox.task.started", "voicefox.task.observed"]
+
+
+# The schema as version 1 of voicefox-watcher wrote it: a store from then must open and keep everything.
+SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tasks (task_id INTEGER PRIMARY KEY, snapshot TEXT NOT NULL, progress_since TEXT NOT NULL,
+    stalled INTEGER NOT NULL DEFAULT 0, missing INTEGER NOT NULL DEFAULT 0, changed_at TEXT NOT NULL);
+CREATE TABLE events (id TEXT PRIMARY KEY, task_id INTEGER NOT NULL, type TEXT NOT NULL, time TEXT NOT NULL,
+    body TEXT NOT NULL);
+CREATE INDEX events_by_task ON events (task_id, time);
+CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL REFERENCES events (id),
+    receiver TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
+    created_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, last_error TEXT,
+    done_at REAL, UNIQUE (event_id, receiver));
+CREATE INDEX outbox_queue ON outbox (receiver, state, seq);
+INSERT INTO meta VALUES ('schema_version', '1');
+INSERT INTO tasks VALUES (7, '{"id":7,"name":"Old","status":"running","progress":40,"total":10,"collectionRate":1,"summary":"","suggestion":"","updatedAt":""}', '2026-11-01T09:00:00+00:00', 0, 0, '2026-11-01T09:00:00+00:00');
+INSERT INTO events VALUES ('e1', 7, 'voicefox.task.observed', '2026-11-01T09:00:00+00:00', '{"id":"e1","type":"voicefox.task.observed","time":"2026-11-01T09:00:00+00:00","subject":"7","data":{}}');
+INSERT INTO outbox (event_id, receiver, created_at, next_attempt_at) VALUES ('e1', 'hook', 1.0, 1.0);
+"""
+
+
+def test_a_store_from_schema_1_is_migrated_and_keeps_its_state_and_outbox(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA_V1)
+    store = Store.open(path)
+    assert store.load_states()[7].snapshot.progress == 40
+    head = store.head("hook")
+    assert head is not None and head.event.id == "e1"
+    store.mark_retry(head.seq, "503", next_attempt_at=5.0, now=2.0)
+    [row] = store.outbox_rows(states=["pending"])
+    assert row.last_attempt_at == 2.0
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+
+
+def test_dead_letters_can_be_requeued_or_dropped() -> None:
+    store = Store.open(":memory:")
+    for task_id in (1, 2, 3):
+        _observe(store, task_id, ["a", "b"])
+    for receiver in ("a", "b"):
+        while (head := store.head(receiver)) is not None:
+            store.mark_dead(head.seq, "410", now=5.0)
+    dead_a = [r.seq for r in store.outbox_rows(states=["dead"], receiver="a")]
+    assert store.requeue(seqs=dead_a[:1], now=100.0) == 1
+    requeued = store.head("a")
+    assert requeued is not None
+    assert (requeued.seq, requeued.attempts, requeued.created_at) == (dead_a[0], 0, 100.0)
+    assert store.drop(state="dead", receiver="b") == 3
+    assert store.requeue(now=100.0) == 2  # the rest of a's
+    assert {(c.receiver, c.state, c.count) for c in store.outbox_counts()} == {("a", "pending", 3)}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,6 +182,66 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _open_existing_store(config: Config) -> Store:
+    if not Path(config.store.path).exists():
+        raise StoreError(f"{config.store.path}: no state yet (the watcher has not run with this store)")
+    return Store.open(config.store.path)
+
+
+def _ago(then: float | None, now: float) -> str:
+    if then is None:
+        return "never"
+    seconds = int(now - then)
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago"
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """List pending and dead-lettered deliveries, or retry or drop them."""
+    config = config_mod.load(config_mod.default_path(args.config))
+    out = args.stdout
+    store = _open_existing_store(config)
+    try:
+        if args.action == "list":
+            states = {"pending": ["pending"], "dead": ["dead"], "all": ["pending", "dead"]}[args.state]
+            rows = store.outbox_rows(states=states, receiver=args.receiver, limit=args.limit)
+            if args.json:
+                print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2), file=out)
+                return EXIT_OK
+            if not rows:
+                print(f"no {' or '.join(states)} deliveries", file=out)
+                return EXIT_OK
+            now = time.time()
+            print(
+                f"{'SEQ':>6}  {'RECEIVER':<16}{'STATE':<9}{'TRIES':>5}  {'CREATED':<10}{'LAST TRY':<10}  EVENT",
+                file=out,
+            )
+            for r in rows:
+                print(
+                    f"{r.seq:>6}  {r.receiver:<16}{r.state:<9}{r.attempts:>5}  {_ago(r.created_at, now):<10}"
+                    f"{_ago(r.last_attempt_at, now):<10}  {r.event_type} task {r.task_id}",
+                    file=out,
+                )
+                if r.last_error:
+                    print(f"{'':>8}last error: {r.last_error}", file=out)
+            return EXIT_OK
+        if not (args.seq or args.receiver or args.all):
+            raise ConfigError([f"say which deliveries to {args.action}: --seq N, --receiver NAME or --all"], "outbox")
+        if args.action == "retry":
+            n = store.requeue(seqs=args.seq or (), receiver=args.receiver, now=time.time())
+            print(f"{n} dead-lettered deliveries queued again (a running watcher sends them within a minute)", file=out)
+        else:
+            state = "pending" if args.pending else "dead"
+            n = store.drop(state=state, seqs=args.seq or (), receiver=args.receiver)
+            print(f"{n} {state} deliveries dropped", file=out)
+        return EXIT_OK
+    finally:
+        store.close()
+
+
 def cmd_notify_test(args: argparse.Namespace) -> int:
     """Send a test event to every notifier (or one) directly, and report each result."""
     config = config_mod.load(config_mod.default_path(args.config))
@@ -279,6 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("once", cmd_once, "poll every task once, deliver, exit (for cron and timers)")
     p = add("status", cmd_status, "show the last known state of each task (no API call)", log=False)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = add("outbox", cmd_outbox, "list pending and dead-lettered deliveries; retry or drop them", log=False)
+    p.add_argument("action", nargs="?", choices=["list", "retry", "drop"], default="list")
+    p.add_argument("--state", choices=["pending", "dead", "all"], default="all", help="list: which rows (default all)")
+    p.add_argument("--receiver", metavar="NAME", help="only this notifier's rows")
+    p.add_argument("--seq", type=int, action="append", metavar="N", help="only this row (repeatable)")
+    p.add_argument("--all", action="store_true", help="retry/drop: every row in the state")
+    p.add_argument("--pending", action="store_true", help="drop: pending rows instead of dead letters")
+    p.add_argument("--limit", type=int, default=100, help="list: at most this many rows")
+    p.add_argument("--json", action="store_true", help="list: machine-readable output")
     p = add("notify-test", cmd_notify_test, "send a test notification to each notifier")
     p.add_argument("--notifier", metavar="NAME", help="only this notifier")
     p = add("simulate", cmd_simulate, "serve the bundled VoiceFox simulator", config=False, log=False)

@@ -15,6 +15,8 @@ from .store import Delivery, Store
 
 _log = structlog.get_logger("watcher.dispatch")
 
+IDLE_RECHECK = 60.0  # seconds an idle worker waits before looking at the outbox again unprompted
+
 
 class Dispatcher:
     """Delivers pending outbox rows; each receiver has its own worker so a slow or dead one delays no other."""
@@ -120,7 +122,10 @@ class Dispatcher:
                 await self._sleep(5.0)
                 continue
             if row is None:
-                await self._wakeups[name].wait()
+                # Woken by new rows; also look again now and then for rows another process put back
+                # (`watcher outbox retry`).
+                with anyio.move_on_after(IDLE_RECHECK):
+                    await self._wakeups[name].wait()
                 self._wakeups[name] = anyio.Event()
                 continue
             wait = row.next_attempt_at - self._clock()
@@ -171,6 +176,6 @@ class Dispatcher:
             log.error("delivery.dead_lettered", attempts=row.attempts + 1, error=str(exc))
             return True
         delay = delivery_delay(row.attempts + 1, self._backoff_max, exc.retry_after)
-        self._store.mark_retry(row.seq, str(exc), now + delay)
+        self._store.mark_retry(row.seq, str(exc), now + delay, now)
         log.warning("delivery.failed", attempts=row.attempts + 1, error=str(exc), retry_in=round(delay, 1))
         return False

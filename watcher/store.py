@@ -21,7 +21,7 @@ from typing import IO, Any
 from .errors import StoreError
 from .model import Event, TaskSnapshot, TaskState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,10 +51,17 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_at REAL NOT NULL,
     last_error      TEXT,
     done_at         REAL,
+    last_attempt_at REAL,
     UNIQUE (event_id, receiver)
 );
 CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (receiver, state, seq);
 """
+
+# MIGRATIONS[n] takes a store from schema n to n+1; each runs in one transaction with the version bump, so a crash
+# mid-migration leaves the old version intact. Never edit a released step: add the next one.
+MIGRATIONS: dict[int, list[str]] = {
+    1: ["ALTER TABLE outbox ADD COLUMN last_attempt_at REAL"],
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,6 +86,23 @@ class OutboxCount:
     oldest: float | None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One outbox row as `watcher outbox` shows it."""
+
+    seq: int
+    receiver: str
+    state: str
+    event_type: str
+    task_id: int
+    event_id: str
+    created_at: float
+    attempts: int
+    last_attempt_at: float | None
+    next_attempt_at: float
+    last_error: str | None
+
+
 class Store:
     """The state database; use `Store.open(path)` (":memory:" for tests)."""
 
@@ -100,19 +124,43 @@ class Store:
             # the last commits, and those polls are simply detected again.
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
-            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
+            version = cls._schema_version(db)
+            if version is None:
+                db.executescript(_SCHEMA)
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
+            elif version > SCHEMA_VERSION:
                 raise StoreError(
-                    f"{spath}: written by a newer voicefox-watcher (schema {row[0]} > {SCHEMA_VERSION}); upgrade it"
+                    f"{spath}: written by a newer voicefox-watcher (schema {version} > {SCHEMA_VERSION}); upgrade it"
                 )
+            else:
+                cls._migrate(db, version)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{spath}: cannot open the state database: {exc}") from None
         except OSError as exc:
             raise StoreError(f"{spath}: cannot create its directory: {exc.strerror}") from None
         return cls(db, spath)
+
+    @staticmethod
+    def _schema_version(db: sqlite3.Connection) -> int | None:
+        has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        if not has_meta:
+            return None
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else None
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection, version: int) -> None:
+        while version < SCHEMA_VERSION:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[version]:
+                    db.execute(statement)
+                db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version + 1),))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            version += 1
 
     def close(self) -> None:
         """Close the database."""
@@ -219,24 +267,26 @@ class Store:
         """The receiver accepted the delivery."""
         with self._transaction() as db:
             db.execute(
-                "UPDATE outbox SET state='delivered', done_at=?, attempts=attempts+1, last_error=NULL WHERE seq=?",
-                (now, seq),
+                "UPDATE outbox SET state='delivered', done_at=?, last_attempt_at=?, attempts=attempts+1, last_error=NULL"
+                " WHERE seq=?",
+                (now, now, seq),
             )
 
-    def mark_retry(self, seq: int, error: str, next_attempt_at: float) -> None:
+    def mark_retry(self, seq: int, error: str, next_attempt_at: float, now: float) -> None:
         """The attempt failed but may succeed later."""
         with self._transaction() as db:
             db.execute(
-                "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt_at=? WHERE seq=?",
-                (error[:500], next_attempt_at, seq),
+                "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt_at=?, last_attempt_at=? WHERE seq=?",
+                (error[:500], next_attempt_at, now, seq),
             )
 
     def mark_dead(self, seq: int, error: str, now: float) -> None:
         """Give up on the delivery; it stays in the outbox as a dead letter."""
         with self._transaction() as db:
             db.execute(
-                "UPDATE outbox SET state='dead', attempts=attempts+1, last_error=?, done_at=? WHERE seq=?",
-                (error[:500], now, seq),
+                "UPDATE outbox SET state='dead', attempts=attempts+1, last_error=?, done_at=?, last_attempt_at=?"
+                " WHERE seq=?",
+                (error[:500], now, now, seq),
             )
 
     def pending_receivers(self) -> list[str]:
@@ -252,6 +302,50 @@ class Store:
                 " ORDER BY receiver, state"
             )
         ]
+
+    def outbox_rows(self, *, states: Iterable[str], receiver: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        """Outbox rows in the given states (oldest first), for `watcher outbox`."""
+        states = list(states)
+        sql = (
+            "SELECT o.seq, o.receiver, o.state, e.type, e.task_id, o.event_id, o.created_at, o.attempts,"
+            " o.last_attempt_at, o.next_attempt_at, o.last_error FROM outbox o JOIN events e ON e.id = o.event_id"
+            f" WHERE o.state IN ({','.join('?' * len(states))})"
+        )
+        params: list[Any] = [*states]
+        if receiver is not None:
+            sql += " AND o.receiver = ?"
+            params.append(receiver)
+        return [OutboxRow(*row) for row in self._read(sql + " ORDER BY o.seq LIMIT ?", [*params, limit])]
+
+    def requeue(self, *, seqs: Iterable[int] = (), receiver: str | None = None, now: float) -> int:
+        """Put dead letters (chosen by seq, or all of a receiver's, or all) back in the queue as new; return how many."""
+        where, params = self._selection("dead", seqs, receiver)
+        with self._transaction() as db:
+            # created_at restarts so max_age counts from now: a retried dead letter gets a full new chance.
+            return db.execute(
+                "UPDATE outbox SET state='pending', attempts=0, next_attempt_at=?, created_at=?, done_at=NULL"
+                f" WHERE {where}",
+                [now, now, *params],
+            ).rowcount
+
+    def drop(self, *, state: str, seqs: Iterable[int] = (), receiver: str | None = None) -> int:
+        """Delete outbox rows in `state` (chosen by seq, or all of a receiver's, or all); return how many."""
+        where, params = self._selection(state, seqs, receiver)
+        with self._transaction() as db:
+            return db.execute(f"DELETE FROM outbox WHERE {where}", params).rowcount
+
+    @staticmethod
+    def _selection(state: str, seqs: Iterable[int], receiver: str | None) -> tuple[str, list[Any]]:
+        params: list[Any] = [state]
+        where = "state = ?"
+        seqs = list(seqs)
+        if seqs:
+            where += f" AND seq IN ({','.join('?' * len(seqs))})"
+            params += seqs
+        if receiver is not None:
+            where += " AND receiver = ?"
+            params.append(receiver)
+        return where, params
 
     def prune(self, delivered_before: float) -> int:
         """Forget delivered rows, and events nobody waits for, older than a cut-off; return rows removed."""
