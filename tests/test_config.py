@@ -674,3 +674,23 @@ def test_tls_verification_must_be_a_real_boolean() -> None:
     raw = tomllib.loads('[api]\ntoken = "t"\nverify_tls = "no"\n[watch]\ntasks = [1]\n')
     with pytest.raises(ConfigError, match=r"api\.verify_tls"):
         config.validate(raw, source="t", env={})
+
+
+@pytest.mark.parametrize(
+    ("mode", "token", "expected"),
+    [
+        (0o644, '"literal-token"', ["api.token"]),
+        (0o640, '"literal-token"', ["api.token"]),
+        (0o600, '"literal-token"', []),
+        (0o644, '"${TOKEN}"', []),
+    ],
+)
+def test_literal_secrets_in_a_file_others_can_read_are_flagged(
+    tmp_path: Path, mode: int, token: str, expected: list[str]
+) -> None:
+    path = tmp_path / "w.toml"
+    path.write_text(
+        f'[api]\ntoken = {token}\n[watch]\ntasks = [1]\n[[notifiers]]\nkind = "slack"\nname = "s"\nurl = "${{SLACK}}"\n'
+    )
+    path.chmod(mode)
+    assert config.literal_secrets_exposed(path) == expected

@@ -293,3 +293,27 @@ async def test_a_reload_starts_and_stops_pollers_and_swaps_notifiers(
     assert needs_restart == []
     assert types(receiver) == [("1", "voicefox.task.observed"), ("2", "voicefox.task.observed")]
     assert receiver.requests[1].target == "/hook?v=2"  # the new notifier config delivered it
+
+
+async def test_an_outage_of_many_tasks_logs_one_line_per_cause_not_per_poll(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    tasks = list(range(1, 21))
+    for task_id in tasks:
+        sim.add_task(task_id, status="running")
+    config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", tasks)
+    async with components(config) as (daemon, _dispatcher, _store):
+        sim.inject("503", times=10_000)
+        with capture_logs() as logs:
+            for _round in range(5):
+                for task_id in tasks:
+                    assert not await daemon.poll(task_id)
+            sim.clear_faults()
+            for task_id in tasks:
+                assert await daemon.poll(task_id)
+    failed = [log for log in logs if log["event"] == "poll.failed"]
+    recovered = [log for log in logs if log["event"] == "poll.recovered" and log["log_level"] == "info"]
+    assert len(failed) == 1  # 100 failed polls, one line
+    assert failed[0]["cause"] == "TransientApiError"
+    assert len(recovered) == 1

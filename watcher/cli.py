@@ -47,6 +47,14 @@ def _setup_logging(config: Config, args: argparse.Namespace) -> None:
         fmt=getattr(args, "log_format", None) or config.log.format,
         secrets=_secrets(config),
     )
+    path = config_mod.default_path(getattr(args, "config", None))
+    if exposed := config_mod.literal_secrets_exposed(path):
+        _log.warning(
+            "config.secrets_readable",
+            path=str(path),
+            keys=exposed,
+            hint=f"others can read these secrets: chmod 600 {path}, or use ${{VAR}} or token_file/secret_file/url_file",
+        )
 
 
 async def _run(config: Config, path: Path, args: argparse.Namespace) -> int:

@@ -371,6 +371,28 @@ def load(path: Path, *, env: dict[str, str] | None = None) -> Config:
         raise ConfigError([_with_line(p, lines) for p in exc.problems], str(path)) from None
 
 
+def literal_secrets_exposed(path: Path) -> list[str]:
+    """Keys holding a literal secret (not ${VAR}, not *_file) in a config file that others may read."""
+    try:
+        if not path.stat().st_mode & 0o044:  # neither group nor others may read it
+            return []
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+
+    def literal(value: Any) -> bool:
+        return isinstance(value, str) and bool(value) and not _VAR.search(value)
+
+    keys = ["api.token"] if literal((raw.get("api") or {}).get("token")) else []
+    for i, n in enumerate(raw.get("notifiers") or []):
+        if isinstance(n, dict):
+            if literal(n.get("secret")):
+                keys.append(f"notifiers[{i}].secret")
+            if n.get("kind") == "slack" and literal(n.get("url")):
+                keys.append(f"notifiers[{i}].url")
+    return keys
+
+
 def default_path(explicit: str | None) -> Path:
     """-c FILE, else $WATCHER_CONFIG, else ./watcher.toml."""
     return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_NAME)

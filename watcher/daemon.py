@@ -23,7 +23,7 @@ from .store import Store
 _log = structlog.get_logger("watcher.daemon")
 
 JITTER = 0.1  # each poll interval is stretched or shrunk by up to 10% so tasks never beat in step
-FAILURE_LOG_EVERY = 300.0  # the same failure of one task is logged at most once per this many seconds
+FAILURE_LOG_EVERY = 300.0  # the same cause of failure is logged at most once per this many seconds
 DELIVERED_RETENTION = 7 * 86400.0
 WATCHER_EVENT_NAMESPACE = uuid.UUID(
     "0b7f3d64-2f0e-4a55-8d2f-6c1f5bb0c9a1"
@@ -87,6 +87,7 @@ class Daemon:
         self.states: dict[int, TaskState] = store.load_states()
         self._failures: dict[int, int] = {}
         self._last_failure_log: dict[tuple[int, str], float] = {}
+        self._suppressed: dict[tuple[int, str], int] = {}
         self._pollers: dict[int, anyio.CancelScope] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         # API reachability, for voicefox.watcher.api_unreachable / api_recovered.
@@ -185,7 +186,8 @@ class Daemon:
             return False
         except TransientApiError as exc:
             failures = self._failures[task_id] = self._failures.get(task_id, 0) + 1
-            self._log_failure(task_id, exc.__class__.__name__, str(exc), failures=failures)
+            # An outage fails every task the same way: one line per cause for all of them, not one per task.
+            self._log_failure(0, exc.__class__.__name__, str(exc), task_id=task_id, failures=failures)
             self._api_failed(str(exc))
             return False
         except ApiError as exc:
@@ -195,8 +197,12 @@ class Daemon:
         self._api_answered()
         self.gate.rate_limited = 0
         if self._failures.pop(task_id, None):
-            _log.info("poll.recovered", task_id=task_id)
-            self._last_failure_log = {k: v for k, v in self._last_failure_log.items() if k[0] != task_id}
+            _log.debug("poll.recovered", task_id=task_id)
+            if not self._failures and self._last_failure_log:
+                # Every task answers again: say so once, and let the next failure be logged at once.
+                _log.info("poll.recovered", causes=sorted({cause for _, cause in self._last_failure_log}))
+                self._last_failure_log.clear()
+                self._suppressed.clear()
         state, events = detect(previous, snapshot, self._clock(), self._rules)
         if state != previous:
             self._record(task_id, state, events)
@@ -249,15 +255,20 @@ class Daemon:
         if events:
             self._dispatcher.wake()
 
-    def _log_failure(self, task_id: int, cause: str, error: str, level: str = "warning", **kw: object) -> None:
-        # An hour-long outage must not write a line per poll: one line per task and cause every few minutes.
+    def _log_failure(self, scope: int, cause: str, error: str, level: str = "warning", **kw: object) -> None:
+        """Log a failed poll at most once per FAILURE_LOG_EVERY for each (task or 0 for all, cause)."""
+        # An hour-long outage must not write a line per poll: the first line says what is wrong, later ones (every
+        # few minutes) say how many were held back since.
         now = self._monotonic()
-        key = (task_id, cause)
+        key = (scope, cause)
         last = self._last_failure_log.get(key)
         if last is not None and now - last < FAILURE_LOG_EVERY:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return
         self._last_failure_log[key] = now
-        fields = {"task_id": task_id} if task_id else {}
+        fields: dict[str, object] = {"task_id": scope} if scope else {}
+        if suppressed := self._suppressed.pop(key, 0):
+            fields["suppressed"] = suppressed
         getattr(_log, level)("poll.failed", cause=cause, error=error, **fields, **kw)
 
     async def _housekeeping(self) -> None:
