@@ -170,8 +170,10 @@ async def test_a_rejected_token_pauses_every_poll_and_says_why(
     async with components(config) as (daemon, _dispatcher, _store):
         with capture_logs() as logs:
             assert not await daemon.poll(1)
-        assert daemon.gate.not_before >= anyio.current_time() + 60
-    [line] = [log for log in logs if log["event"] == "poll.failed"]
+            assert daemon.gate.not_before >= anyio.current_time() + 29
+            assert not await daemon.poll(1)  # refused again: the pause doubles
+            assert daemon.gate.not_before >= anyio.current_time() + 59
+    [line] = [log for log in logs if log["event"] == "poll.failed"]  # and it is said once
     assert line["log_level"] == "error"
     assert "token" in line["error"]
     assert "wrong-token" not in str(logs)

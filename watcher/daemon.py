@@ -17,7 +17,7 @@ from .detect import Rules, detect, detect_missing
 from .dispatch import Dispatcher
 from .errors import ApiError, AuthenticationError, RateLimited, StoreError, TaskNotFound, TransientApiError
 from .model import Event, EventType, TaskState
-from .retry import AUTH_BACKOFF, RATE_LIMIT_DEFAULT, RATE_LIMIT_MAX, poll_failure_delay
+from .retry import auth_pause, poll_failure_delay, rate_limit_pause
 from .store import Store
 
 _log = structlog.get_logger("watcher.daemon")
@@ -43,6 +43,7 @@ class ApiGate:
         self._sleep = sleep
         self.not_before = 0.0
         self.rate_limited = 0  # consecutive 429s without Retry-After
+        self.refused = 0  # consecutive 401/403s
 
     def pause(self, seconds: float) -> None:
         """Ask nothing for at least `seconds` from now."""
@@ -170,17 +171,16 @@ class Daemon:
                 self._record(task_id, state, events)
             return True
         except AuthenticationError as exc:
-            self.gate.pause(AUTH_BACKOFF)
+            self.gate.refused += 1
+            pause = auth_pause(self.gate.refused)
+            self.gate.pause(pause)
             self._log_failure(
-                0, "auth", str(exc), level="error", hint="check api.token; polling paused", retry_in=AUTH_BACKOFF
+                0, "auth", str(exc), level="error", hint="check api.token; every poll is paused", retry_in=pause
             )
             return False
         except RateLimited as exc:
-            if exc.retry_after is not None:
-                pause = min(exc.retry_after, RATE_LIMIT_MAX * 12)
-            else:
-                self.gate.rate_limited += 1
-                pause = min(RATE_LIMIT_MAX, RATE_LIMIT_DEFAULT * 2 ** (self.gate.rate_limited - 1))
+            self.gate.rate_limited = 0 if exc.retry_after is not None else self.gate.rate_limited + 1
+            pause = rate_limit_pause(exc.retry_after, self.gate.rate_limited)
             self.gate.pause(pause)
             self._log_failure(0, "rate_limited", str(exc), retry_in=round(pause, 1))
             return False
@@ -195,7 +195,7 @@ class Daemon:
             self._log_failure(task_id, exc.__class__.__name__, str(exc), failures=failures)
             return False
         self._api_answered()
-        self.gate.rate_limited = 0
+        self.gate.rate_limited = self.gate.refused = 0
         if self._failures.pop(task_id, None):
             _log.debug("poll.recovered", task_id=task_id)
             if not self._failures and self._last_failure_log:

@@ -37,8 +37,10 @@ class ApiRetry:
 
 API_RETRY = ApiRetry()
 
-# 401/403: the token is wrong for every task at once; ask again slowly rather than hammer the API.
-AUTH_BACKOFF = 300.0
+# 401/403: the token is wrong for every task at once; ask again slowly rather than hammer the API:
+# 30 s after the first refusal, doubling up to 5 min while it goes on.
+AUTH_BACKOFF_INITIAL = 30.0
+AUTH_BACKOFF_MAX = 300.0
 # 429 without Retry-After: pause all polls this long (doubling, capped) before asking again.
 RATE_LIMIT_DEFAULT = 5.0
 RATE_LIMIT_MAX = 300.0
@@ -60,6 +62,18 @@ def delivery_delay(
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay
+
+
+def auth_pause(refusals: int) -> float:
+    """Seconds every poller waits after the `refusals`-th 401/403 in a row."""
+    return min(AUTH_BACKOFF_MAX, AUTH_BACKOFF_INITIAL * 2.0 ** max(0, refusals - 1))
+
+
+def rate_limit_pause(retry_after: float | None, in_a_row: int) -> float:
+    """Seconds every poller waits after a 429: Retry-After if given (capped at an hour), else doubling from 5 s."""
+    if retry_after is not None:
+        return min(retry_after, 3600.0)
+    return min(RATE_LIMIT_MAX, RATE_LIMIT_DEFAULT * 2.0 ** max(0, in_a_row - 1))
 
 
 def poll_failure_delay(interval: float, failures: int) -> float:
