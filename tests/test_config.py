@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,7 +181,7 @@ def test_load_keeps_an_absolute_store_path(tmp_path: Path) -> None:
         ("${A}${A}", "alphaalpha"),
         ("${NESTED}", "${A}"),  # a value is inserted as is, never expanded again
         ("${EMPTY}", ""),
-        ("$A and {A} stay", "$A and {A} stay"),
+        ("$A-and-{A}-stay", "$A-and-{A}-stay"),
     ],
 )
 def test_variables_are_expanded_anywhere_in_a_string(value: str, expected: str) -> None:
@@ -195,7 +196,7 @@ def test_variables_are_expanded_in_every_section() -> None:
         """
         [api]
         base_url = "https://${HOST}/"
-        token = "Bearer-less ${TOK}"
+        token = "Bearer-less-${TOK}"
         timeout = "${SECS}s"
         [watch]
         tasks = [1]
@@ -211,7 +212,7 @@ def test_variables_are_expanded_in_every_section() -> None:
         env,
     )
     assert cfg.api.base_url == "https://vf.example/"
-    assert cfg.api.token.get_secret_value() == "Bearer-less t0k"
+    assert cfg.api.token.get_secret_value() == "Bearer-less-t0k"
     assert cfg.api.timeout == 45.0
     assert cfg.watch.interval == 45.0
     assert cfg.store.path == Path("/data/state.db")
@@ -694,3 +695,25 @@ def test_literal_secrets_in_a_file_others_can_read_are_flagged(
     )
     path.chmod(mode)
     assert config.literal_secrets_exposed(path) == expected
+
+
+@pytest.mark.parametrize("token", ["tok\n", "tok en", "tökén", "tok\x00"])
+def test_a_token_that_cannot_go_in_a_header_is_refused(token: str) -> None:
+    with pytest.raises(ConfigError, match="printable ASCII"):
+        config.validate({"api": {"token": token}, "watch": {"tasks": [1]}}, source="t", env={})
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"watch": {"tasks": [1], "stall_after": 10**400}}, "watch.stall_after: 1000"),
+        ({"watch": {"tasks": [1], "stall_after": 1e14}}, "longer than a year"),
+        ({"watch": {"tasks": [2**63]}}, "watch.tasks[0]"),
+        ({"watch": {"tasks": [1]}, "api": {"token": "t", "base_url": "http://127.0.0.1:99999"}}, "invalid port"),
+    ],
+)
+def test_values_that_would_overflow_later_are_refused_now(raw: dict[str, Any], needle: str) -> None:
+    raw.setdefault("api", {"token": "t"})
+    with pytest.raises(ConfigError) as info:
+        config.validate(raw, source="t", env={})
+    assert any(needle in p for p in info.value.problems), info.value.problems

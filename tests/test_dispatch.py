@@ -13,6 +13,7 @@ from watcher.detect import Rules, detect
 from watcher.dispatch import Dispatcher
 from watcher.errors import DeliveryError
 from watcher.model import Event, TaskSnapshot
+from watcher.retry import auth_pause, delivery_delay, poll_failure_delay, rate_limit_pause
 from watcher.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -190,3 +191,78 @@ async def test_shutdown_leaves_a_delivery_that_outlives_the_grace_in_the_outbox(
     assert hook.sent == []
     head = store.head("hook")
     assert head is not None and head.event.subject == "1"
+
+
+async def test_shutdown_sends_nothing_after_the_delivery_in_flight() -> None:
+    store = Store.open(":memory:")
+    hook = FakeNotifier("hook")
+    hook.release = anyio.Event()
+    dispatcher = Dispatcher(store, {"hook": hook}, shutdown_grace=5.0)
+    _queue(store, dispatcher, [1, 2, 3, 4, 5], time.time())
+    async with anyio.create_task_group() as tg:
+        await tg.start(dispatcher.run)
+        with anyio.fail_after(5):
+            await hook.entered.wait()
+        dispatcher.shutdown()
+        tg.cancel_scope.cancel()
+        hook.release.set()
+    assert hook.sent == ["1"]
+    assert sum(c.count for c in store.outbox_counts() if c.state == "pending") == 4
+
+
+async def test_removing_a_notifier_mid_send_then_adding_it_back_keeps_one_worker_per_queue() -> None:
+    store = Store.open(":memory:")
+    hook = FakeNotifier("hook")
+    hook.release = anyio.Event()
+    dispatcher = Dispatcher(store, {"hook": hook})
+    _queue(store, dispatcher, [1, 2, 3], time.time())
+    async with anyio.create_task_group() as tg:
+        await tg.start(dispatcher.run)
+        with anyio.fail_after(5):
+            await hook.entered.wait()
+        dispatcher.reload({})  # removed while row 1 is in flight
+        again = FakeNotifier("hook")
+        dispatcher.reload({"hook": again})  # and back before that send finished
+        again.entered = anyio.Event()
+        hook.release.set()
+        with anyio.fail_after(5):
+            while len(again.sent) < 2:
+                await again.entered.wait()
+                again.entered = anyio.Event()
+        tg.cancel_scope.cancel()
+    assert hook.sent == ["1"]
+    assert again.sent == ["2", "3"]  # in order, none twice
+
+
+async def test_a_notifier_that_crashes_costs_one_retry_of_one_row() -> None:
+    class Broken(FakeNotifier):
+        async def send(self, event: Event) -> None:
+            raise RuntimeError("bug in a notifier")
+
+    store, clock = Store.open(":memory:"), Clock()
+    ok = FakeNotifier("ok")
+    dispatcher = Dispatcher(store, {"broken": Broken("broken"), "ok": ok}, clock=clock, sleep=clock.sleep)
+    _queue(store, dispatcher, [1], clock.now)
+    with capture_logs() as logs:
+        await dispatcher.drain()
+    assert ok.sent == ["1"]
+    head = store.head("broken")
+    assert head is not None and head.attempts == 1
+    assert any(log["event"] == "delivery.crashed" for log in logs)
+
+
+async def test_a_huge_retry_after_waits_no_longer_than_the_row_may_live() -> None:
+    store, clock = Store.open(":memory:"), Clock()
+    slow = FakeNotifier("slow", [DeliveryError("429", retry_after=1e9)])
+    dispatcher = Dispatcher(store, {"slow": slow}, clock=clock, sleep=clock.sleep, max_age=3600.0)
+    _queue(store, dispatcher, [1], clock.now)
+    await dispatcher.drain()
+    head = store.head("slow")
+    assert head is not None and head.next_attempt_at <= clock.now + 3601.0
+
+
+def test_backoff_never_overflows_however_long_a_failure_lasts() -> None:
+    assert delivery_delay(100_000, cap=30.0) <= 30.0
+    assert poll_failure_delay(30.0, 100_000) == 30.0 * 8
+    assert auth_pause(100_000) == 300.0
+    assert rate_limit_pause(None, 100_000) == 300.0

@@ -93,7 +93,6 @@ def test_unknown_fields_are_ignored() -> None:
 @pytest.mark.parametrize(
     ("field", "attribute", "absent"),
     [
-        ("id", "id", TASK),
         ("name", "name", ""),
         ("progress", "progress", None),
         ("total", "total", None),
@@ -117,8 +116,8 @@ def test_missing_optional_field_is_tolerated(field: str, attribute: str | None, 
         assert getattr(snapshot, attribute) == absent
 
 
-def test_status_alone_is_a_usable_body() -> None:
-    assert parse({"status": "pending"}) == TaskSnapshot(id=TASK, status="pending")
+def test_id_and_status_alone_are_a_usable_body() -> None:
+    assert parse({"id": TASK, "status": "pending"}) == TaskSnapshot(id=TASK, status="pending")
 
 
 @pytest.mark.parametrize(
@@ -396,3 +395,17 @@ def test_a_boolean_id_is_not_a_task_id() -> None:
 def test_an_envelope_succeeds_only_with_a_real_success_code(code: object) -> None:
     with pytest.raises(TransientApiError):
         parse_task_body(json.dumps({"code": code, "message": "m", "data": {"id": 1, "status": "running"}}), 1)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"status": "error", "message": "db down"},  # JSend-style error body: no id
+        {"code": 500, "status": "fail", "message": "db down"},  # an error code beside a status
+        {"id": None, "status": "running"},
+    ],
+)
+def test_an_error_body_with_a_status_is_not_a_task(doc: dict[str, Any]) -> None:
+    """Without the task's id a body is not the task: an outage must never read as a status change."""
+    with pytest.raises(TransientApiError):
+        parse_task_body(json.dumps(doc), TASK)

@@ -372,7 +372,8 @@ async def test_slack_connection_refused_is_transient_and_names_no_url(http: http
         (["*", "!voicefox.task.progressed"], "voicefox.task.started", True),
         (["*", "!*.stalled", "!*.missing"], "voicefox.task.missing", False),
         (["!voicefox.task.progressed", "*"], "voicefox.task.progressed", False),  # order does not matter
-        (["!voicefox.task.progressed"], "voicefox.task.started", False),  # exclusions alone include nothing
+        (["!voicefox.task.progressed"], "voicefox.task.started", True),  # exclusions alone: everything but them
+        (["!voicefox.task.progressed"], "voicefox.task.progressed", False),
         ([], "voicefox.task.finished", False),
         (["VOICEFOX.TASK.*"], "voicefox.task.finished", False),  # case-sensitive
     ],

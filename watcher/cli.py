@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import TextIO
 
 import anyio
-import httpx
 import structlog
 
 from . import __version__, logs, notify
 from . import config as config_mod
-from .cli_run import Components, open_components
+from .cli_run import Components, delivery_client, open_components
 from .config import Config
-from .errors import ConfigError, DeliveryError, StoreError, WatcherError
+from .errors import ConfigError, DeliveryError, StoreError, UsageError, WatcherError
 from .model import Event, EventType
 from .store import Store
 
@@ -41,11 +40,11 @@ def _secrets(config: Config) -> list[str]:
     return values
 
 
-def _setup_logging(config: Config, args: argparse.Namespace) -> None:
+def _setup_logging(config: Config, args: argparse.Namespace, also_redact: Sequence[str] = ()) -> None:
     logs.configure(
         level=getattr(args, "log_level", None) or config.log.level,
         fmt=getattr(args, "log_format", None) or config.log.format,
-        secrets=_secrets(config),
+        secrets=[*_secrets(config), *also_redact],
     )
     path = config_mod.default_path(getattr(args, "config", None))
     if exposed := config_mod.literal_secrets_exposed(path):
@@ -84,14 +83,19 @@ def _reload(parts: Components, path: Path, args: argparse.Namespace) -> None:
             "config.reload_failed", path=str(path), problems=exc.problems, hint="still running the previous config"
         )
         return
-    old_tasks = set(parts.daemon.config.watch.tasks)
-    needs_restart = parts.reload(new)
-    _setup_logging(new, args)
+    old = parts.daemon.config
+    try:
+        needs_restart = parts.reload(new)
+    except Exception:  # noqa: BLE001 - a reload must never take the running daemon down
+        _log.exception("config.reload_failed", path=str(path), hint="still running the previous config")
+        return
+    # Secrets of the config still in force (the api token changes only on restart) stay redacted with the new ones.
+    _setup_logging(new, args, also_redact=_secrets(old))
     _log.info(
         "config.reloaded",
         path=str(path),
-        tasks_added=sorted(set(new.watch.tasks) - old_tasks),
-        tasks_removed=sorted(old_tasks - set(new.watch.tasks)),
+        tasks_added=sorted(set(new.watch.tasks) - set(old.watch.tasks)),
+        tasks_removed=sorted(set(old.watch.tasks) - set(new.watch.tasks)),
     )
     if needs_restart:
         _log.warning("config.restart_needed", sections=needs_restart, hint="these sections change only on restart")
@@ -124,6 +128,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  notifier {n.name}: {n.kind}, events {', '.join(events)}", file=out)
     if not config.notifiers:
         print("  warning: no [[notifiers]]: events would be stored but sent nowhere", file=out)
+    path = config_mod.default_path(args.config)
+    if exposed := config_mod.literal_secrets_exposed(path):
+        print(f"  warning: others can read the secrets in {', '.join(exposed)}: chmod 600 {path}", file=out)
     return EXIT_OK
 
 
@@ -237,7 +244,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                     print(f"{'':>8}last error: {r.last_error}", file=out)
             return EXIT_OK
         if not (args.seq or args.receiver or args.all):
-            raise ConfigError([f"say which deliveries to {args.action}: --seq N, --receiver NAME or --all"], "outbox")
+            raise UsageError(f"outbox {args.action}: say which deliveries: --seq N, --receiver NAME or --all")
         if args.action == "retry":
             n = store.requeue(seqs=args.seq or (), receiver=args.receiver, now=time.time())
             print(f"{n} dead-lettered deliveries queued again (a running watcher sends them within a minute)", file=out)
@@ -256,9 +263,7 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     _setup_logging(config, args)
     names = [n.name for n in config.notifiers]
     if args.notifier and args.notifier not in names:
-        raise ConfigError(
-            [f"no notifier named {args.notifier!r} (configured: {', '.join(names) or 'none'})"], "--notifier"
-        )
+        raise UsageError(f"--notifier: no notifier named {args.notifier!r} (configured: {', '.join(names) or 'none'})")
     if not names:
         raise ConfigError(["no [[notifiers]] configured: nothing to test"], str(config_mod.default_path(args.config)))
     now = datetime.now(UTC)
@@ -272,7 +277,7 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
 
     async def send_all() -> int:
         failed = 0
-        async with httpx.AsyncClient(timeout=config.delivery.timeout, follow_redirects=False) as http:
+        async with delivery_client(config) as http:
             for name, notifier in notify.build(config.notifiers, http).items():
                 if args.notifier and name != args.notifier:
                     continue
@@ -302,7 +307,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     async def serve() -> int:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as tg:
-                port = await tg.start(sim.serve, args.host, args.port)
+                try:
+                    port = await tg.start(sim.serve, args.host, args.port)
+                except OSError as exc:
+                    raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
                 print(f"simulator: http://{args.host}:{port}  token: {sim.token}", file=args.stdout, flush=True)
                 async for _ in signals:
                     tg.cancel_scope.cancel()
@@ -317,6 +325,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return anyio.run(run_demo, args.stdout, args.scale)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0 picks a free one)")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -362,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notifier", metavar="NAME", help="only this notifier")
     p = add("simulate", cmd_simulate, "serve the bundled VoiceFox simulator", config=False, log=False)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=_port, default=8765)
     p.add_argument("--token", default="sim-token-0123456789", help="the bearer token it accepts")
     p.add_argument("--empty", action="store_true", help="start without the demo campaigns")
     p.add_argument("--task", type=int, action="append", metavar="ID", help="add a running task (repeatable)")
@@ -376,20 +394,36 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
     args = build_parser().parse_args(argv)
     args.stdout = stdout or sys.stdout
     try:
-        return int(args.func(args))
+        try:
+            return int(args.func(args))
+        except BaseExceptionGroup as group:
+            # A task group wraps what its tasks raised: report our own error as if it were raised alone.
+            first = _first_watcher_error(group)
+            if first is None:
+                raise
+            raise first from None
     except ConfigError as exc:
         print(f"error: {exc.source}:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_USAGE
-    except StoreError as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_USAGE
     except WatcherError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+
+
+def _first_watcher_error(group: BaseExceptionGroup[BaseException]) -> WatcherError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, WatcherError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (inner := _first_watcher_error(exc)) is not None:
+            return inner
+    return None
 
 
 def entrypoint() -> None:

@@ -30,13 +30,24 @@ class Components:
     http: httpx.AsyncClient
 
     def reload(self, new: Config) -> list[str]:
-        """Apply a new config: tasks, [watch] and notifiers at once; return the sections that need a restart."""
+        """Apply a new config: tasks, [watch], [log] and notifiers at once; return the sections that need a restart."""
         old = self.daemon.config
-        needs_restart = [name for name in ("api", "store", "delivery") if getattr(old, name) != getattr(new, name)]
-        if old.notifiers != new.notifiers:
-            self.dispatcher.reload(notify.build(new.notifiers, self.http))
-        self.daemon.reload(new)
+        needs_restart = [name for name in RESTART_SECTIONS if getattr(old, name) != getattr(new, name)]
+        # What is not applied stays as it runs, so the next reload still sees the difference.
+        applied = new.model_copy(update={name: getattr(old, name) for name in RESTART_SECTIONS})
+        notifiers = notify.build(applied.notifiers, self.http) if old.notifiers != applied.notifiers else None
+        self.daemon.reload(applied)
+        if notifiers is not None:
+            self.dispatcher.reload(notifiers)
         return needs_restart
+
+
+RESTART_SECTIONS = ("api", "store", "delivery")
+
+
+def delivery_client(config: Config) -> httpx.AsyncClient:
+    """The HTTP client every notifier shares, as configured in [delivery]."""
+    return httpx.AsyncClient(timeout=config.delivery.timeout, follow_redirects=False, verify=config.delivery.verify_tls)
 
 
 @asynccontextmanager
@@ -56,15 +67,14 @@ async def open_components(config: Config, *, api_retry: ApiRetry = API_RETRY) ->
         store = Store.open(config.store.path)
         try:
             async with (
-                httpx.AsyncClient(
-                    timeout=config.delivery.timeout, follow_redirects=False, verify=config.delivery.verify_tls
-                ) as http,
+                delivery_client(config) as http,
                 VoiceFoxClient(
                     config.api.base_url,
                     config.api.token.get_secret_value(),
                     timeout=config.api.timeout,
                     retry=api_retry,
                     verify=config.api.verify_tls,
+                    max_connections=config.watch.concurrency,
                 ) as client,
             ):
                 d = config.delivery

@@ -33,11 +33,11 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit alone takes "²"
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         return None
@@ -58,6 +58,7 @@ class VoiceFoxClient:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         wall_clock: Callable[[], float] = time.time,
         verify: bool = True,
+        max_connections: int = 100,
     ) -> None:
         self._http = httpx.AsyncClient(
             verify=verify,
@@ -70,7 +71,8 @@ class VoiceFoxClient:
             timeout=timeout,
             transport=transport,
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+            # As many connections as polls may be in flight ([watch] concurrency): no poll waits on the pool.
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
         self._timeout = timeout
         self._retry = retry
@@ -99,15 +101,18 @@ class VoiceFoxClient:
 
     async def _get_task_once(self, task_id: int) -> TaskSnapshot:
         try:
-            async with self._http.stream("GET", f"/openapi/tasks/{task_id}") as response:
-                status = response.status_code
-                if status == 200:
-                    body = await self._read_capped(response, task_id)
-                else:
-                    await response.aclose()
-        except httpx.TimeoutException:
+            # httpx's timeout applies per read: a server dripping one byte at a time would never trip it. This is
+            # the deadline for the whole request, body included.
+            with anyio.fail_after(self._timeout):
+                async with self._http.stream("GET", f"/openapi/tasks/{task_id}") as response:
+                    status = response.status_code
+                    if status == 200:
+                        body = await self._read_capped(response, task_id)
+                    else:
+                        await response.aclose()
+        except (httpx.TimeoutException, TimeoutError):
             raise TransientApiError(f"task {task_id}: no answer within {self._timeout:g}s") from None
-        except (httpx.HTTPError, httpx.StreamError) as exc:
+        except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, OSError, ValueError, OverflowError) as exc:
             # The message of a transport error can name the URL; the class name says enough.
             raise TransientApiError(f"task {task_id}: cannot reach the API ({exc.__class__.__name__})") from None
 

@@ -23,24 +23,38 @@ CONFIG_ENV = "WATCHER_CONFIG"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+MAX_DURATION = 366 * 86400.0
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_duration(value: Any) -> float:
     """ "500ms", "30s", "5m", "2h", "1d" or a bare number of seconds -> seconds."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-    else:
-        shown = json.dumps(value) if isinstance(value, str) else repr(value)
+    try:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        elif isinstance(value, str) and (m := _DURATION.match(value)):
+            seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        else:
+            seconds = None
+    except OverflowError:
+        seconds = math.inf
+    if seconds is None:
+        shown = _shown(value)
         raise ValueError(f'{shown} is not a duration (write e.g. "500ms", "30s", "5m", "2h" or a number of seconds)')
-    if not math.isfinite(seconds):
-        raise ValueError(f"{value!r} is not a finite duration")
+    shown = _shown(value)
+    if math.isnan(seconds):
+        raise ValueError(f"{shown} is not a duration")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{shown} is longer than a year; use a shorter duration")
     if seconds < 0:
-        raise ValueError(f"{value!r} is negative; a duration must be 0 or more")
+        raise ValueError(f"{shown} is negative; a duration must be 0 or more")
     return seconds
 
 
@@ -51,6 +65,14 @@ def _check_http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
+    try:
+        parts.port  # noqa: B018 - reading it validates it
+    except ValueError:
+        raise ValueError("has an invalid port (use 1-65535)") from None
+    if parts.port == 0:
+        raise ValueError("has an invalid port (use 1-65535)")
+    if any(c.isspace() for c in value):
+        raise ValueError("must not contain spaces")
     return value
 
 
@@ -79,9 +101,16 @@ def _check_whsec(value: SecretStr | None) -> SecretStr | None:
     return value
 
 
-def _not_empty(value: SecretStr) -> SecretStr:
-    if not value.get_secret_value().strip():
+def _check_token(value: SecretStr) -> SecretStr:
+    token = value.get_secret_value()
+    if not token.strip():
         raise ValueError("must not be empty")
+    # It goes into an HTTP header: a stray newline from an environment variable or a non-ASCII character would
+    # otherwise fail every request with an obscure protocol error.
+    if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+        raise ValueError(
+            "must be printable ASCII without spaces or newlines (check the variable or file it comes from)"
+        )
     return value
 
 
@@ -107,7 +136,7 @@ class ApiConfig(_Section):
     """`[api]`: where VoiceFox is and how to ask it."""
 
     base_url: HttpUrl = DEFAULT_BASE_URL
-    token: Annotated[SecretStr, pydantic.AfterValidator(_not_empty)]
+    token: Annotated[SecretStr, pydantic.AfterValidator(_check_token)]
     timeout: Annotated[Duration, Field(gt=0)] = 10.0
     # TLS certificate verification; turning it off is an explicit choice, logged at start.
     verify_tls: Annotated[bool, Field(strict=True)] = True
@@ -118,7 +147,7 @@ class ApiConfig(_Section):
 class WatchConfig(_Section):
     """`[watch]`: which tasks, how often, and the detection knobs."""
 
-    tasks: list[Annotated[int, Field(strict=True, gt=0)]] = Field(min_length=1)
+    tasks: list[Annotated[int, Field(strict=True, gt=0, lt=2**63)]] = Field(min_length=1)
     interval: Annotated[Duration, Field(ge=0.1)] = 30.0
     progress_step: Annotated[int, Field(strict=True, ge=0, le=100)] = 10
     stall_after: Annotated[Duration, Field(gt=0)] = 900.0

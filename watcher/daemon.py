@@ -25,6 +25,7 @@ _log = structlog.get_logger("watcher.daemon")
 JITTER = 0.1  # each poll interval is stretched or shrunk by up to 10% so tasks never beat in step
 FAILURE_LOG_EVERY = 300.0  # the same cause of failure is logged at most once per this many seconds
 DELIVERED_RETENTION = 7 * 86400.0
+MISSING_AFTER_404S = 2  # consecutive 404s before a task the API served before is announced missing
 WATCHER_EVENT_NAMESPACE = uuid.UUID(
     "0b7f3d64-2f0e-4a55-8d2f-6c1f5bb0c9a1"
 )  # delivered outbox rows are kept this long for `watcher status`, then pruned
@@ -87,6 +88,7 @@ class Daemon:
         self.gate = ApiGate(monotonic, sleep)
         self.states: dict[int, TaskState] = store.load_states()
         self._failures: dict[int, int] = {}
+        self._not_found: dict[int, int] = {}  # consecutive 404s per task
         self._last_failure_log: dict[tuple[int, str], float] = {}
         self._suppressed: dict[tuple[int, str], int] = {}
         self._pollers: dict[int, anyio.CancelScope] = {}
@@ -94,7 +96,6 @@ class Daemon:
         # API reachability, for voicefox.watcher.api_unreachable / api_recovered.
         self._last_answer = monotonic()
         self._unreachable_since: datetime | None = None
-        self._last_error = ""
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver what is pending, then poll every task on its schedule until cancelled."""
@@ -133,9 +134,10 @@ class Daemon:
         with scope:
             await self._sleep(offset)
             while True:
-                await self.gate.wait()
                 started = self._monotonic()
                 async with self._limiter:
+                    # Checked with a slot in hand: pollers queued on the limiter when a 429 arrived must wait too.
+                    await self.gate.wait()
                     ok = await self.poll(task_id)
                 interval = self.config.watch.interval
                 delay = interval if ok else poll_failure_delay(interval, self._failures.get(task_id, 1))
@@ -148,6 +150,7 @@ class Daemon:
 
         async def one(task_id: int) -> None:
             async with self._limiter:
+                await self.gate.wait()
                 results[task_id] = await self.poll(task_id)
 
         async with anyio.create_task_group() as tg:
@@ -162,13 +165,16 @@ class Daemon:
             snapshot = await self._client.get_task(task_id)
         except TaskNotFound as exc:
             self._api_answered()
-            now = self._clock()
-            state, events = detect_missing(previous, now)
             if previous is None:
                 self._log_failure(task_id, "not_found", str(exc), hint="check watch.tasks: VoiceFox has no such task")
-            self._failures.pop(task_id, None)
-            if state is not None and state != previous:
-                self._record(task_id, state, events)
+                return False
+            # One 404 may be a proxy's or a deploy's hiccup: a task is missing only when the API says so twice in
+            # a row, so a single bad answer never announces every task as gone.
+            self._not_found[task_id] = self._not_found.get(task_id, 0) + 1
+            if self._not_found[task_id] >= MISSING_AFTER_404S:
+                state, events = detect_missing(previous, self._clock())
+                if state is not None and state != previous:
+                    self._record(task_id, state, events)
             return True
         except AuthenticationError as exc:
             self.gate.refused += 1
@@ -177,6 +183,7 @@ class Daemon:
             self._log_failure(
                 0, "auth", str(exc), level="error", hint="check api.token; every poll is paused", retry_in=pause
             )
+            self._api_failed(exc)  # a refused token blinds the watcher as surely as an outage
             return False
         except RateLimited as exc:
             self.gate.rate_limited = 0 if exc.retry_after is not None else self.gate.rate_limited + 1
@@ -188,13 +195,14 @@ class Daemon:
             failures = self._failures[task_id] = self._failures.get(task_id, 0) + 1
             # An outage fails every task the same way: one line per cause for all of them, not one per task.
             self._log_failure(0, exc.__class__.__name__, str(exc), task_id=task_id, failures=failures)
-            self._api_failed(str(exc))
+            self._api_failed(exc)
             return False
         except ApiError as exc:
             failures = self._failures[task_id] = self._failures.get(task_id, 0) + 1
             self._log_failure(task_id, exc.__class__.__name__, str(exc), failures=failures)
             return False
         self._api_answered()
+        self._not_found.pop(task_id, None)
         self.gate.rate_limited = self.gate.refused = 0
         if self._failures.pop(task_id, None):
             _log.debug("poll.recovered", task_id=task_id)
@@ -216,15 +224,14 @@ class Daemon:
             _log.info("api.recovered", down_for_seconds=down_for)
             self._record_watcher_event(EventType.API_RECOVERED, downForSeconds=down_for)
 
-    def _api_failed(self, error: str) -> None:
-        self._last_error = error
+    def _api_failed(self, exc: ApiError) -> None:
         silent_for = self._monotonic() - self._last_answer
         if self._unreachable_since is None and silent_for >= self.config.api.unreachable_after:
             self._unreachable_since = self._clock() - timedelta(seconds=silent_for)
-            _log.error("api.unreachable", for_seconds=int(silent_for), error=error)
-            self._record_watcher_event(
-                EventType.API_UNREACHABLE, unreachableForSeconds=int(silent_for), lastError=error
-            )
+            _log.error("api.unreachable", for_seconds=int(silent_for), error=str(exc))
+            # The event names the kind of failure, not its text: that may quote the API's own words.
+            cause = "authentication" if isinstance(exc, AuthenticationError) else "unreachable or failing"
+            self._record_watcher_event(EventType.API_UNREACHABLE, unreachableForSeconds=int(silent_for), cause=cause)
 
     def _record_watcher_event(self, type_: EventType, **data: object) -> None:
         now = self._clock()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -10,12 +11,20 @@ import structlog
 
 from .errors import DeliveryError, StoreError
 from .notify import Notifier
-from .retry import delivery_delay
+from .retry import IDLE_RECHECK, STORE_RETRY, delivery_delay
 from .store import Delivery, Store
 
 _log = structlog.get_logger("watcher.dispatch")
 
-IDLE_RECHECK = 60.0  # seconds an idle worker waits before looking at the outbox again unprompted
+
+@dataclasses.dataclass(eq=False)
+class _Worker:
+    """One receiver's delivery loop: its cancel scope, its wake-up call, and a flag raised when it has exited."""
+
+    scope: anyio.CancelScope = dataclasses.field(default_factory=anyio.CancelScope)
+    wakeup: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+    done: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+    retired: bool = False  # its notifier was removed or replaced: finish the attempt in flight, then stop
 
 
 class Dispatcher:
@@ -41,10 +50,10 @@ class Dispatcher:
         self._grace = shutdown_grace
         self._clock = clock
         self._sleep = sleep
-        self._wakeups = {name: anyio.Event() for name in self._notifiers}
         self._in_flight: set[anyio.CancelScope] = set()
-        self._workers: dict[str, anyio.CancelScope] = {}
+        self._workers: dict[str, _Worker] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self._stopping = False
 
     def receivers_for(self, event_type: str) -> list[str]:
         """Names of the notifiers that want this event type."""
@@ -52,11 +61,12 @@ class Dispatcher:
 
     def wake(self) -> None:
         """New rows were committed: let idle workers look again."""
-        for event in list(self._wakeups.values()):
-            event.set()
+        for worker in self._workers.values():
+            worker.wakeup.set()
 
     def shutdown(self) -> None:
-        """Shorten every attempt in flight to the shutdown grace period (call before cancelling `run`)."""
+        """Start no new attempt, and give those in flight at most the grace period (call before cancelling `run`)."""
+        self._stopping = True
         deadline = anyio.current_time() + self._grace
         for scope in self._in_flight:
             scope.deadline = min(scope.deadline, deadline)
@@ -80,9 +90,9 @@ class Dispatcher:
 
     def _start_worker(self, name: str) -> None:
         assert self._tg is not None
-        scope = self._workers[name] = anyio.CancelScope()
-        self._wakeups[name] = anyio.Event()
-        self._tg.start_soon(self._worker, name, scope)
+        previous = self._workers.get(name)  # a retired worker for this name may still be finishing a send
+        worker = self._workers[name] = _Worker()
+        self._tg.start_soon(self._worker, name, worker, previous)
 
     def reload(self, notifiers: Mapping[str, Notifier]) -> None:
         """Swap in a new set of notifiers: workers start for new names and stop for removed ones."""
@@ -90,9 +100,11 @@ class Dispatcher:
         added = set(notifiers) - set(self._notifiers)
         self._notifiers = dict(notifiers)
         for name in removed:
-            # An attempt in flight is shielded and finishes; its row stays pending if it did not.
-            self._workers.pop(name).cancel()
-            self._wakeups.pop(name, None)
+            # An attempt in flight is shielded and finishes; its row stays pending if it did not. The retired worker
+            # stays in the table until a new one for the same name has seen it exit.
+            worker = self._workers[name]
+            worker.retired = True
+            worker.scope.cancel()
         if self._tg is not None:
             for name in sorted(added):
                 self._start_worker(name)
@@ -105,28 +117,38 @@ class Dispatcher:
                 tg.start_soon(self._drain_one, name)
 
     async def _drain_one(self, name: str) -> None:
-        while (row := self._store.head(name)) is not None and row.next_attempt_at <= self._clock():
-            if not await self._attempt(row):
-                return
+        try:
+            while (row := self._store.head(name)) is not None and row.next_attempt_at <= self._clock():
+                if not await self._attempt(row):
+                    return
+        except StoreError as exc:
+            # `once` reports it and exits non-zero; the rows stay pending for the next run.
+            _log.error("outbox.write_failed", receiver=name, error=str(exc))
 
-    async def _worker(self, name: str, scope: anyio.CancelScope) -> None:
-        with scope:
-            await self._work(name)
+    async def _worker(self, name: str, worker: _Worker, previous: _Worker | None) -> None:
+        try:
+            with worker.scope:
+                if previous is not None:
+                    # A notifier removed and added again by reloads: never two workers on one queue.
+                    await previous.done.wait()
+                await self._work(name, worker)
+        finally:
+            worker.done.set()
 
-    async def _work(self, name: str) -> None:
-        while True:
+    async def _work(self, name: str, worker: _Worker) -> None:
+        while not (self._stopping or worker.retired):
             try:
                 row = self._store.head(name)
             except StoreError as exc:
                 _log.error("outbox.read_failed", receiver=name, error=str(exc))
-                await self._sleep(5.0)
+                await self._sleep(STORE_RETRY)
                 continue
             if row is None:
                 # Woken by new rows; also look again now and then for rows another process put back
                 # (`watcher outbox retry`).
                 with anyio.move_on_after(IDLE_RECHECK):
-                    await self._wakeups[name].wait()
-                self._wakeups[name] = anyio.Event()
+                    await worker.wakeup.wait()
+                worker.wakeup = anyio.Event()
                 continue
             wait = row.next_attempt_at - self._clock()
             if wait > 0:
@@ -139,12 +161,14 @@ class Dispatcher:
                 # The outcome could not be recorded: the row stays pending and is sent again later with the same
                 # id (at-least-once), rather than the worker dying.
                 _log.error("outbox.write_failed", receiver=name, error=str(exc))
-                await self._sleep(5.0)
+                await self._sleep(STORE_RETRY)
+            # A cancellation point between attempts: the attempts themselves are shielded.
+            await anyio.lowlevel.checkpoint()
 
     async def _attempt(self, row: Delivery) -> bool:
         """One delivery attempt; returns whether the row left the pending queue as delivered or dead."""
         notifier = self._notifiers.get(row.receiver)
-        if notifier is None:  # removed by a reload while its worker was between rows
+        if notifier is None or self._stopping:
             return False
         now = self._clock()
         log = _log.bind(receiver=row.receiver, event_id=row.event.id, type=row.event.type, task_id=row.event.subject)
@@ -161,6 +185,9 @@ class Dispatcher:
                 await notifier.send(row.event)
         except DeliveryError as exc:
             return self._failed(row, exc, log)
+        except Exception as exc:  # a notifier bug must cost one retry of one row, not the daemon
+            log.exception("delivery.crashed")
+            return self._failed(row, DeliveryError(f"{row.receiver}: internal error ({exc.__class__.__name__})"), log)
         finally:
             self._in_flight.discard(scope)
         if scope.cancelled_caught:
@@ -175,7 +202,9 @@ class Dispatcher:
             self._store.mark_dead(row.seq, str(exc), now)
             log.error("delivery.dead_lettered", attempts=row.attempts + 1, error=str(exc))
             return True
-        delay = delivery_delay(row.attempts + 1, self._backoff_max, exc.retry_after)
+        # Waiting longer than the row may live is pointless: a huge Retry-After ends at max_age.
+        remaining = max(0.0, self._max_age - (now - row.created_at))
+        delay = min(delivery_delay(row.attempts + 1, self._backoff_max, exc.retry_after), remaining + 1.0)
         self._store.mark_retry(row.seq, str(exc), now + delay, now)
         log.warning("delivery.failed", attempts=row.attempts + 1, error=str(exc), retry_in=round(delay, 1))
         return False

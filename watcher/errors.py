@@ -5,6 +5,7 @@ pydantic) are translated once, where they are raised, and never escape to caller
 
     WatcherError
     ├── ConfigError              invalid config file; carries every problem with its key path
+    ├── UsageError               a command line that cannot be carried out (unknown notifier, no selection)
     ├── StoreError               the state database cannot be opened, read or written
     ├── ApiError                 the VoiceFox API did not give us a task
     │   ├── AuthenticationError  401/403: the token is missing, wrong or of another workspace
@@ -30,6 +31,10 @@ class ConfigError(WatcherError):
         self.problems = list(problems)
         self.source = source
         super().__init__(f"{source}: " + "; ".join(self.problems))
+
+
+class UsageError(WatcherError):
+    """The command line asks for something that cannot be done; the message says what to write instead."""
 
 
 class StoreError(WatcherError):

@@ -7,13 +7,16 @@ internet, only for loopback peers.
 from __future__ import annotations
 
 import dataclasses
+import ssl
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.abc
 import h11
 from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSListener
 
 MAX_REQUEST_BODY = 1024 * 1024
 
@@ -55,12 +58,17 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; `await tg.start(serve, ...)` returns the bound port."""
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False)
+    """Serve until cancelled (HTTPS with `ssl_context`); `await tg.start(serve, ...)` returns the bound port."""
+    tcp = await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False)
+    bound = tcp.extra(SocketAttribute.local_port)
+    listener: anyio.abc.Listener[Any] = (
+        TLSListener(tcp, ssl_context, standard_compatible=False) if ssl_context is not None else tcp
+    )
     async with listener:
-        task_status.started(listener.extra(SocketAttribute.local_port))
+        task_status.started(bound)
         await listener.serve(lambda stream: _connection(stream, handler))
 
 

@@ -61,8 +61,8 @@ def configure(
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            Redact(secrets),
             structlog.processors.format_exc_info,
+            Redact(secrets),  # after format_exc_info, so a rendered traceback is scrubbed too
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),

@@ -180,22 +180,26 @@ def parse_task_body(raw: bytes | str, task_id: int) -> TaskSnapshot:
         raise TransientApiError(f"task {task_id}: response body is not JSON ({exc.__class__.__name__})") from None
     if not isinstance(doc, dict):
         raise TransientApiError(f"task {task_id}: response body is a JSON {type(doc).__name__}, not an object")
-    if "status" not in doc and "code" in doc:
-        # An envelope: {code, message, data}. A failure code is an API error, not a task state.
+    if "code" in doc:
+        # An envelope {code, message, data}, or an error in that shape: only a success code with a data object is a
+        # task. `type(...) in` and not isinstance: False == 0 and 0.0 == 0 must not pass for success.
         code = doc.get("code")
-        # `type(...) in` and not isinstance: False == 0 and 0.0 == 0 must not pass for success.
-        if type(code) not in (int, str) or code not in _ENVELOPE_OK_CODES or not isinstance(doc.get("data"), dict):
+        data = doc.get("data")
+        if type(code) not in (int, str) or code not in _ENVELOPE_OK_CODES or not isinstance(data, dict):
             message = doc.get("message")
             said = f": {message[:200]!r}" if isinstance(message, str) and message else ""
             raise TransientApiError(f"task {task_id}: API answered code {code!r}{said}")
-        doc = doc["data"]
+        doc = data
     try:
         body = _TaskBody.model_validate(doc)
     except pydantic.ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors())
         raise TransientApiError(f"task {task_id}: response body lacks a usable {fields}") from None
-    if body.id is not None and body.id != task_id:
-        raise TransientApiError(f"task {task_id}: response is for task {body.id}, not the one asked for")
+    # The id is what tells a task from an error body that happens to have a "status" ({"status": "error", ...}):
+    # without it, an outage could be read as a status change.
+    if body.id != task_id:
+        got = "no id" if body.id is None else f"task {body.id}"
+        raise TransientApiError(f"task {task_id}: response has {got}, not the task asked for")
     status = body.status.strip()
     if not status:
         raise TransientApiError(f"task {task_id}: response body has an empty status")

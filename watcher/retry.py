@@ -52,11 +52,23 @@ DELIVERY_INITIAL = 1.0
 DELIVERY_JITTER = 0.2
 
 
+# Idle delivery workers look at the outbox again this often even unprompted (rows requeued by `watcher outbox`).
+IDLE_RECHECK = 60.0
+# After a failed read or write of the state database, wait this long before trying again.
+STORE_RETRY = 5.0
+# Exponents are capped before they are raised: 2.0 ** 1025 overflows a float, and no backoff needs more than 2 ** 30.
+_MAX_EXPONENT = 30
+
+
+def _doubling(n: int) -> float:
+    return 2.0 ** min(_MAX_EXPONENT, max(0, n - 1))
+
+
 def delivery_delay(
     attempts: int, cap: float, retry_after: float | None = None, rng: random.Random | None = None
 ) -> float:
     """Seconds to wait before delivery attempt number `attempts + 1`; honours a receiver's Retry-After."""
-    base = min(cap, DELIVERY_INITIAL * 2.0 ** max(0, attempts - 1))
+    base = min(cap, DELIVERY_INITIAL * _doubling(attempts))
     delay = base * (1 + DELIVERY_JITTER * (rng or random).random())
     delay = min(delay, cap)
     if retry_after is not None:
@@ -66,16 +78,16 @@ def delivery_delay(
 
 def auth_pause(refusals: int) -> float:
     """Seconds every poller waits after the `refusals`-th 401/403 in a row."""
-    return min(AUTH_BACKOFF_MAX, AUTH_BACKOFF_INITIAL * 2.0 ** max(0, refusals - 1))
+    return min(AUTH_BACKOFF_MAX, AUTH_BACKOFF_INITIAL * _doubling(refusals))
 
 
 def rate_limit_pause(retry_after: float | None, in_a_row: int) -> float:
     """Seconds every poller waits after a 429: Retry-After if given (capped at an hour), else doubling from 5 s."""
     if retry_after is not None:
         return min(retry_after, 3600.0)
-    return min(RATE_LIMIT_MAX, RATE_LIMIT_DEFAULT * 2.0 ** max(0, in_a_row - 1))
+    return min(RATE_LIMIT_MAX, RATE_LIMIT_DEFAULT * _doubling(in_a_row))
 
 
 def poll_failure_delay(interval: float, failures: int) -> float:
     """Seconds until the next poll of a task whose last `failures` polls failed."""
-    return interval * min(POLL_FAILURE_MAX_INTERVALS, 2.0 ** max(0, failures - 1))
+    return interval * min(POLL_FAILURE_MAX_INTERVALS, _doubling(failures))

@@ -172,10 +172,13 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # Also when COMMIT itself failed (disk full, busy): a transaction left open would make every later
+                # BEGIN fail and let reads on this connection see rows that were never stored.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: write failed: {exc}") from None
 
@@ -370,7 +373,8 @@ class StoreLock:
     """An exclusive lock beside the database, so two daemons never deliver from one store."""
 
     def __init__(self, db_path: str | Path) -> None:
-        self.path = Path(f"{db_path}.lock")
+        # Resolved, so two spellings of one store (a symlink, a relative path) share one lock.
+        self.path = Path(f"{Path(db_path).resolve()}.lock")
         self._fh: IO[str] | None = None
 
     def acquire(self) -> None:

@@ -31,12 +31,14 @@ class Notifier(Protocol):
 
 
 class EventFilter:
-    """Glob patterns on event types; a leading "!" excludes. An event is wanted if it matches a plain pattern and no "!"."""
+    """Glob patterns on event types; "!" excludes; only exclusions mean "all but". An empty list wants nothing."""
 
     def __init__(self, patterns: Sequence[str]) -> None:
         self.patterns = list(patterns)
         self._include = [p for p in patterns if not p.startswith("!")]
         self._exclude = [p[1:] for p in patterns if p.startswith("!")]
+        if self._exclude and not self._include:
+            self._include = ["*"]  # only exclusions ("!voicefox.task.progressed") mean "everything but these"
 
     def __call__(self, event_type: str) -> bool:
         return any(fnmatch.fnmatchcase(event_type, p) for p in self._include) and not any(

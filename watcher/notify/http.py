@@ -20,7 +20,7 @@ async def post(http: httpx.AsyncClient, url: str, content: bytes, headers: dict[
         response = await http.post(url, content=content, headers=headers, follow_redirects=False)
     except httpx.TimeoutException:
         raise DeliveryError(f"{shown_url}: no answer in time") from None
-    except (httpx.HTTPError, httpx.StreamError) as exc:
+    except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, OSError, ValueError, OverflowError) as exc:
         # httpx messages may carry the URL (a Slack URL is a secret): name the class only, plus TLS detail if any.
         detail = "TLS handshake failed" if "SSL" in str(exc) or "CERTIFICATE" in str(exc) else exc.__class__.__name__
         raise DeliveryError(f"{shown_url}: cannot connect ({detail})") from None

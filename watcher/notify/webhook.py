@@ -63,8 +63,9 @@ class WebhookNotifier:
         self._clock = clock
         self.wants = EventFilter(events if events is not None else DEFAULT_EVENTS["webhook"])
         parts = urlsplit(url)
-        # Messages name the host only: a path or query string may carry a token.
-        self._shown = f"{name} ({parts.scheme}://{parts.netloc})"
+        # Messages name the host only: a path, a query string or user:password@ may carry a credential.
+        port = f":{parts.port}" if parts.port else ""
+        self._shown = f"{name} ({parts.scheme}://{parts.hostname}{port})"
 
     @classmethod
     def from_config(cls, config: WebhookNotifierConfig, http: httpx.AsyncClient) -> WebhookNotifier:
