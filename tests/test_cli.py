@@ -285,3 +285,22 @@ async def test_dead_letters_are_listed_retried_and_dropped_from_the_cli(
     assert again.returncode == 0, again.stderr.decode()
     assert [json.loads(r.body)["subject"] for r in receiver.requests[seen:]] == [str(rows[1]["task_id"])]
     assert b"no pending or dead deliveries" in (await run(["outbox", "-c", str(cfg)])).stdout
+
+
+async def test_simulate_on_a_busy_port_says_so_without_a_traceback(simulator: tuple[Simulator, str]) -> None:
+    _sim, url = simulator
+    port = url.rsplit(":", 1)[1]
+    result = await run(["simulate", "--port", port])
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}".encode() in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+async def test_check_warns_when_others_can_read_literal_secrets(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1])
+    cfg.chmod(0o644)
+    warned = await run(["check", "-c", str(cfg)], token="token-value")
+    assert b"others can read the secrets in notifiers[0].secret" in warned.stdout
+    cfg.chmod(0o600)
+    quiet = await run(["check", "-c", str(cfg)], token="token-value")
+    assert b"others can read" not in quiet.stdout

@@ -319,3 +319,42 @@ async def test_an_outage_of_many_tasks_logs_one_line_per_cause_not_per_poll(
     assert len(failed) == 1  # 100 failed polls, one line
     assert failed[0]["cause"] == "TransientApiError"
     assert len(recovered) == 1
+
+
+async def test_a_429_stops_the_rest_of_a_round_even_for_polls_already_queued(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    tasks = list(range(1, 11))
+    for task_id in tasks:
+        sim.add_task(task_id, status="running")
+    sim.inject("429", retry_after="60")
+    config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", tasks, concurrency=1)
+    async with components(config) as (daemon, _dispatcher, _store):
+        assert not await daemon.poll_all()
+    assert sim.requests == 1
+
+
+async def test_a_task_the_api_never_served_fails_the_round(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    sim.add_task(1, status="running")
+    config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", [1, 999])
+    async with components(config) as (daemon, _dispatcher, _store):
+        assert not await daemon.poll_all()  # a typo in watch.tasks makes `watcher once` exit 1
+
+
+async def test_one_404_is_not_enough_to_call_a_task_missing(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    sim.add_task(1, status="running")
+    config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", [1])
+    async with components(config) as (daemon, dispatcher, _store):
+        await daemon.poll(1)
+        sim.inject("404")
+        await daemon.poll(1)
+        await daemon.poll(1)
+        await dispatcher.drain()
+    assert types(receiver) == [("1", "voicefox.task.observed")]

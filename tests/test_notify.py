@@ -450,3 +450,11 @@ async def test_secrets_of_a_full_api_body_reach_no_notification(receiver: Receiv
     everything = "\n".join([*sent, repr(logs), json.dumps(event.to_dict())])
     for secret in secrets:
         assert secret not in everything
+
+
+async def test_webhook_errors_never_show_user_and_password_of_the_url(http: httpx.AsyncClient) -> None:
+    url = f"http://alice:hunter2pass@127.0.0.1:{closed_port()}/hook"
+    with pytest.raises(DeliveryError) as info:
+        await WebhookNotifier("hook", url, http).send(event_of(EventType.FINISHED))
+    assert "hunter2pass" not in str(info.value)
+    assert "alice" not in str(info.value)

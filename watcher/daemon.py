@@ -145,13 +145,14 @@ class Daemon:
                 await self._sleep(max(0.0, delay - (self._monotonic() - started)))
 
     async def poll_all(self) -> bool:
-        """Poll every task once (for `watcher once`); return whether every poll succeeded."""
+        """Poll every task once (for `watcher once`); return whether every poll succeeded (skipped ones did not)."""
         results: dict[int, bool] = {}
 
         async def one(task_id: int) -> None:
             async with self._limiter:
-                await self.gate.wait()
-                results[task_id] = await self.poll(task_id)
+                # After a 429 or a refused token, the rest of this round is skipped rather than waited for: a
+                # one-shot run must not sleep for an hour's Retry-After.
+                results[task_id] = self.gate.not_before <= self._monotonic() and await self.poll(task_id)
 
         async with anyio.create_task_group() as tg:
             for task_id in self.config.watch.tasks:
