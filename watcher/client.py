@@ -44,6 +44,16 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def describe_transport_error(exc: BaseException) -> str:
+    """A short, URL-free account of a connection failure: TLS problems named as such, others by their class."""
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "TLS certificate not trusted"
+    if "SSL" in text or "TLS" in text:
+        return "TLS handshake failed"
+    return exc.__class__.__name__
+
+
 class VoiceFoxClient:
     """Asks VoiceFox for task details; seams: `transport`, `sleep`, `wall_clock`."""
 
@@ -113,8 +123,8 @@ class VoiceFoxClient:
         except (httpx.TimeoutException, TimeoutError):
             raise TransientApiError(f"task {task_id}: no answer within {self._timeout:g}s") from None
         except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, OSError, ValueError, OverflowError) as exc:
-            # The message of a transport error can name the URL; the class name says enough.
-            raise TransientApiError(f"task {task_id}: cannot reach the API ({exc.__class__.__name__})") from None
+            # The message of a transport error can name the URL; say what kind of failure it was, no more.
+            raise TransientApiError(f"task {task_id}: cannot reach the API ({describe_transport_error(exc)})") from None
 
         if status == 200:
             return parse_task_body(body, task_id)

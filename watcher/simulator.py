@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import json
 import re
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -179,11 +180,12 @@ class Simulator:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
+        ssl_context: ssl.SSLContext | None = None,
         task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve until cancelled; `await tg.start(sim.serve)` returns the port."""
+        """Serve until cancelled (HTTPS with `ssl_context`); `await tg.start(sim.serve)` returns the port."""
         self.start()
-        await serve(self.handle, host, port, task_status=task_status)
+        await serve(self.handle, host, port, ssl_context=ssl_context, task_status=task_status)
 
     def _take_fault(self, task_id: int | None) -> Fault | None:
         for fault in self._faults:

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from ..client import parse_retry_after
+from ..client import describe_transport_error, parse_retry_after
 from ..errors import DeliveryError
 
 # 408 and 429 mean "later", like 5xx; every other 4xx means this request will never be accepted as it is.
@@ -21,9 +21,8 @@ async def post(http: httpx.AsyncClient, url: str, content: bytes, headers: dict[
     except httpx.TimeoutException:
         raise DeliveryError(f"{shown_url}: no answer in time") from None
     except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, OSError, ValueError, OverflowError) as exc:
-        # httpx messages may carry the URL (a Slack URL is a secret): name the class only, plus TLS detail if any.
-        detail = "TLS handshake failed" if "SSL" in str(exc) or "CERTIFICATE" in str(exc) else exc.__class__.__name__
-        raise DeliveryError(f"{shown_url}: cannot connect ({detail})") from None
+        # httpx messages may carry the URL (a Slack URL is a secret): say what kind of failure it was, no more.
+        raise DeliveryError(f"{shown_url}: cannot connect ({describe_transport_error(exc)})") from None
     status = response.status_code
     if 200 <= status < 300:
         return
