@@ -26,12 +26,15 @@ class Receiver:
         self.replies: list[Response] = []  # consumed first; then `default`
         self.default = Response(204, b"")
         self.url = ""
+        self.hold: anyio.Event | None = None  # when set, every request waits for it before it is answered
         self._arrived = anyio.Event()
 
     async def handle(self, request: Request) -> Response:
         self.requests.append(request)
         self._arrived.set()
         self._arrived = anyio.Event()
+        if self.hold is not None:
+            await self.hold.wait()
         return self.replies.pop(0) if self.replies else self.default
 
     def bodies(self) -> list[dict[str, Any]]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+import tracemalloc
 from datetime import UTC, datetime
 
 import anyio
+import httpx
 import pytest
 from structlog.testing import capture_logs
 
@@ -15,6 +17,8 @@ from watcher.errors import DeliveryError
 from watcher.model import Event, TaskSnapshot
 from watcher.retry import auth_pause, delivery_delay, poll_failure_delay, rate_limit_pause
 from watcher.store import Store
+
+from .conftest import Receiver
 
 pytestmark = pytest.mark.anyio
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -266,3 +270,61 @@ def test_backoff_never_overflows_however_long_a_failure_lasts() -> None:
     assert poll_failure_delay(30.0, 100_000) == 30.0 * 8
     assert auth_pause(100_000) == 300.0
     assert rate_limit_pause(None, 100_000) == 300.0
+
+
+class Switch(FakeNotifier):
+    """A receiver that is down (every send fails) until switched on."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.down = True
+
+    async def send(self, event: Event) -> None:
+        self.attempts += 1
+        if self.down:
+            raise DeliveryError("503 service unavailable")
+        self.sent.append(event.subject)
+
+
+async def test_a_receiver_down_for_hours_keeps_every_event_in_order_in_flat_memory() -> None:
+    store, clock = Store.open(":memory:"), Clock()
+    switch = Switch("switch")
+    dispatcher = Dispatcher(store, {"switch": switch}, clock=clock, sleep=clock.sleep, backoff_max=300.0)
+    task_ids = list(range(1, 3001))
+    _queue(store, dispatcher, task_ids, clock.now)
+    peaks = []
+    tracemalloc.start()
+    try:
+        for _ in range(23 * 12):  # 23 hours of attempts, one every 5 minutes at the backoff cap
+            tracemalloc.reset_peak()
+            await dispatcher.drain()
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            clock.now += 300.0
+    finally:
+        tracemalloc.stop()
+    peak = max(peaks)
+    assert switch.sent == []
+    assert sum(c.count for c in store.outbox_counts() if c.state == "pending") == 3000
+    assert peak < 512 * 1024  # one attempt holds one row, however long the queue behind it
+    switch.down = False
+    await dispatcher.drain()
+    assert switch.sent == [str(t) for t in task_ids]
+
+
+async def test_a_slow_receiver_times_out_and_delays_no_other(receiver: Receiver) -> None:
+    from watcher.notify.webhook import WebhookNotifier
+
+    store = Store.open(":memory:")
+    receiver.hold = anyio.Event()  # never answers
+    fast = FakeNotifier("fast")
+    async with httpx.AsyncClient() as http:
+        slow = WebhookNotifier("slow", receiver.url, http)
+        dispatcher = Dispatcher(store, {"slow": slow, "fast": fast}, timeout=0.3)
+        _queue(store, dispatcher, [1, 2], time.time())
+        with capture_logs() as logs:
+            await dispatcher.drain()
+    receiver.hold.set()
+    assert fast.sent == ["1", "2"]
+    head = store.head("slow")
+    assert head is not None and head.event.subject == "1" and head.attempts == 1
+    assert any(log["event"] == "delivery.failed" and "no answer in time" in log["error"] for log in logs)
