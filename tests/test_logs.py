@@ -1,0 +1,62 @@
+"""The log pipeline: secrets are redacted by key and by value, tracebacks included; JSON lines off a terminal."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from watcher.logs import REDACTED, Redact, configure
+
+TOKEN = "api-token-0123456789"
+
+
+def test_secret_values_are_redacted_anywhere_in_a_string() -> None:
+    out = Redact([TOKEN])(None, "info", {"event": "x", "error": f"GET failed with Bearer {TOKEN}!"})
+    assert out["error"] == f"GET failed with Bearer {REDACTED}!"
+
+
+def test_secret_keys_are_redacted_at_any_depth() -> None:
+    event = {
+        "event": "x",
+        "token": "t",
+        "body": {"assistant": {"websocketToken": "w", "websocketUrl": "wss://x?token=y"}, "numbers": [81901234]},
+        "creator": {"email": "a@example.com"},
+    }
+    out = Redact()(None, "info", event)
+    assert out["token"] == REDACTED
+    assert out["body"]["assistant"] == {"websocketToken": REDACTED, "websocketUrl": REDACTED}
+    assert out["body"]["numbers"] == REDACTED
+    assert out["creator"]["email"] == REDACTED
+
+
+def test_short_values_are_not_treated_as_secrets() -> None:
+    out = Redact(["ab"])(None, "info", {"event": "x", "message": "about tabs"})
+    assert out["message"] == "about tabs"
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def test_rendered_lines_are_json_with_level_and_time_and_no_secret_even_in_a_traceback() -> None:
+    stream = io.StringIO()
+    configure(level="info", fmt="json", secrets=[TOKEN], stream=stream)
+    log = structlog.get_logger("t")
+    log.debug("hidden")
+    try:
+        raise RuntimeError(f"boom {TOKEN}")
+    except RuntimeError:
+        log.exception("poll.crashed", task_id=7)
+    [line] = [json.loads(raw) for raw in stream.getvalue().splitlines()]
+    assert line["event"] == "poll.crashed"
+    assert line["level"] == "error"
+    assert line["task_id"] == 7
+    assert "timestamp" in line
+    assert TOKEN not in stream.getvalue()
+    assert "RuntimeError" in line["exception"]
