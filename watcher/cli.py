@@ -17,12 +17,13 @@ from typing import TextIO
 import anyio
 import structlog
 
-from . import __version__, logs, notify
+from . import __version__, logs, notify, systemd
 from . import config as config_mod
 from .cli_run import Components, delivery_client, open_components
 from .config import Config
 from .errors import ConfigError, DeliveryError, StoreError, UsageError, WatcherError
 from .model import Event, EventType
+from .ops import OpsServer
 from .store import Store
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -59,14 +60,29 @@ def _setup_logging(config: Config, args: argparse.Namespace, also_redact: Sequen
 async def _run(config: Config, path: Path, args: argparse.Namespace) -> int:
     if not config.notifiers:
         _log.warning("config.no_notifiers", hint="events are stored but sent nowhere; add a [[notifiers]] entry")
+    sd = systemd.Notifier()
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with open_components(config) as parts, anyio.create_task_group() as tg:
+            if (address := config.http.address) is not None:
+                ops = OpsServer(parts.daemon, parts.store, parts.metrics)
+                try:
+                    port = await tg.start(ops.serve, *address)
+                except OSError as exc:
+                    raise UsageError(
+                        f"http.listen: cannot listen on {config.http.listen}: {exc.strerror or exc}"
+                    ) from None
+                _log.info("http.listening", host=address[0], port=port, paths=["/healthz", "/readyz", "/metrics"])
+            parts.daemon.heartbeat_hooks.append(sd.ping)
             await tg.start(parts.daemon.run)
+            sd.send("READY=1", f"STATUS=watching {len(config.watch.tasks)} tasks")
             async for signum in signals:
                 if signum == signal.SIGHUP:
+                    sd.send("RELOADING=1")
                     _reload(parts, path, args)
+                    sd.send("READY=1", f"STATUS=watching {len(parts.daemon.config.watch.tasks)} tasks")
                     continue
                 _log.info("watcher.stopping", signal=signal.Signals(signum).name)
+                sd.send("STOPPING=1")
                 parts.dispatcher.shutdown()
                 tg.cancel_scope.cancel()
                 break

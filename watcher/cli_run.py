@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import anyio
 import httpx
 import structlog
 
@@ -14,6 +15,7 @@ from .client import VoiceFoxClient
 from .config import Config
 from .daemon import Daemon
 from .dispatch import Dispatcher
+from .metrics import Metrics
 from .retry import API_RETRY, ApiRetry
 from .store import Store, StoreLock
 
@@ -28,6 +30,7 @@ class Components:
     dispatcher: Dispatcher
     store: Store
     http: httpx.AsyncClient
+    metrics: Metrics
 
     def reload(self, new: Config) -> list[str]:
         """Apply a new config: tasks, [watch], [log] and notifiers at once; return the sections that need a restart."""
@@ -42,7 +45,7 @@ class Components:
         return needs_restart
 
 
-RESTART_SECTIONS = ("api", "store", "delivery")
+RESTART_SECTIONS = ("api", "store", "delivery", "http")
 
 
 def delivery_client(config: Config) -> httpx.AsyncClient:
@@ -51,7 +54,9 @@ def delivery_client(config: Config) -> httpx.AsyncClient:
 
 
 @asynccontextmanager
-async def open_components(config: Config, *, api_retry: ApiRetry = API_RETRY) -> AsyncIterator[Components]:
+async def open_components(
+    config: Config, *, api_retry: ApiRetry = API_RETRY, monotonic: Callable[[], float] = anyio.current_time
+) -> AsyncIterator[Components]:
     """Open the store (under its lock), the API client and the notifiers; close them all on the way out."""
     if not config.api.verify_tls:
         _log.warning(
@@ -63,6 +68,7 @@ async def open_components(config: Config, *, api_retry: ApiRetry = API_RETRY) ->
         _log.warning("tls.verification_disabled", section="delivery", hint="delivery.verify_tls = false")
     lock = StoreLock(config.store.path)
     lock.acquire()
+    metrics = Metrics()
     try:
         store = Store.open(config.store.path)
         try:
@@ -75,6 +81,7 @@ async def open_components(config: Config, *, api_retry: ApiRetry = API_RETRY) ->
                     retry=api_retry,
                     verify=config.api.verify_tls,
                     max_connections=config.watch.concurrency,
+                    observe=metrics.observe_api,
                 ) as client,
             ):
                 d = config.delivery
@@ -85,9 +92,13 @@ async def open_components(config: Config, *, api_retry: ApiRetry = API_RETRY) ->
                     max_age=d.max_age,
                     backoff_max=d.backoff_max,
                     shutdown_grace=d.shutdown_grace,
+                    metrics=metrics,
                 )
-                daemon = Daemon(config, client=client, store=store, dispatcher=dispatcher)
-                yield Components(daemon, dispatcher, store, http)
+                daemon = Daemon(
+                    config, client=client, store=store, dispatcher=dispatcher, metrics=metrics, monotonic=monotonic
+                )
+                metrics.watch_state(store, lambda: daemon.watched_statuses())
+                yield Components(daemon, dispatcher, store, http, metrics)
         finally:
             store.close()
     finally:

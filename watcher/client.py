@@ -69,6 +69,7 @@ class VoiceFoxClient:
         wall_clock: Callable[[], float] = time.time,
         verify: bool = True,
         max_connections: int = 100,
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(
             verify=verify,
@@ -88,6 +89,7 @@ class VoiceFoxClient:
         self._retry = retry
         self._sleep = sleep
         self._wall_clock = wall_clock
+        self._observe = observe or (lambda code, seconds: None)
 
     async def __aenter__(self) -> VoiceFoxClient:
         return self
@@ -110,6 +112,7 @@ class VoiceFoxClient:
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def _get_task_once(self, task_id: int) -> TaskSnapshot:
+        started = time.perf_counter()
         try:
             # httpx's timeout applies per read: a server dripping one byte at a time would never trip it. This is
             # the deadline for the whole request, body included.
@@ -121,11 +124,14 @@ class VoiceFoxClient:
                     else:
                         await response.aclose()
         except (httpx.TimeoutException, TimeoutError):
+            self._observe("timeout", time.perf_counter() - started)
             raise TransientApiError(f"task {task_id}: no answer within {self._timeout:g}s") from None
         except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, OSError, ValueError, OverflowError) as exc:
             # The message of a transport error can name the URL; say what kind of failure it was, no more.
+            self._observe("error", time.perf_counter() - started)
             raise TransientApiError(f"task {task_id}: cannot reach the API ({describe_transport_error(exc)})") from None
 
+        self._observe(str(status), time.perf_counter() - started)
         if status == 200:
             return parse_task_body(body, task_id)
         if status in (401, 403):

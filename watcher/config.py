@@ -178,6 +178,33 @@ class DeliveryConfig(_Section):
     verify_tls: Annotated[bool, Field(strict=True)] = True
 
 
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """ "host:port", "[v6]:port" or ":port" (all interfaces) -> (host, port); "" -> None (off)."""
+    if not value:
+        return None
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) < 65536:  # 0: any free port
+        raise ValueError(f'{json.dumps(value)} is not host:port (e.g. "127.0.0.1:9310", ":9310", "[::1]:9310")')
+    host = host.removeprefix("[").removesuffix("]") or "0.0.0.0"  # noqa: S104 - ":port" asks for every interface
+    return host, int(port_text)
+
+
+def _check_listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+class HttpConfig(_Section):
+    """`[http]`: the operator endpoint (/healthz, /readyz, /metrics); off when `listen` is empty."""
+
+    listen: Annotated[str, pydantic.AfterValidator(_check_listen)] = ""
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, or None when off."""
+        return parse_listen(self.listen)
+
+
 class LogConfig(_Section):
     """`[log]`: level and rendering."""
 
@@ -223,6 +250,7 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     log: LogConfig = LogConfig()
+    http: HttpConfig = HttpConfig()
     notifiers: list[NotifierConfig] = Field(default_factory=list)
 
     @pydantic.field_validator("notifiers")

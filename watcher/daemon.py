@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -16,12 +16,14 @@ from .config import Config
 from .detect import Rules, detect, detect_missing
 from .dispatch import Dispatcher
 from .errors import ApiError, AuthenticationError, RateLimited, StoreError, TaskNotFound, TransientApiError
+from .metrics import Metrics
 from .model import Event, EventType, TaskState
 from .retry import auth_pause, poll_failure_delay, rate_limit_pause
 from .store import Store
 
 _log = structlog.get_logger("watcher.daemon")
 
+HEARTBEAT_EVERY = 1.0  # seconds between ticks of the main loop's heartbeat
 JITTER = 0.1  # each poll interval is stretched or shrunk by up to 10% so tasks never beat in step
 FAILURE_LOG_EVERY = 300.0  # the same cause of failure is logged at most once per this many seconds
 DELIVERED_RETENTION = 7 * 86400.0
@@ -71,8 +73,10 @@ class Daemon:
         monotonic: Callable[[], float] = anyio.current_time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
         self._client = client
         self._store = store
         self._dispatcher = dispatcher
@@ -94,7 +98,9 @@ class Daemon:
         self._pollers: dict[int, anyio.CancelScope] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         # API reachability, for voicefox.watcher.api_unreachable / api_recovered.
-        self._last_answer = monotonic()
+        self.last_answer = monotonic()  # when a poll last got an answer from the API (readiness)
+        self.heartbeat = monotonic()  # ticks while the main loop is alive (health)
+        self.heartbeat_hooks: list[Callable[[], None]] = []  # called on every tick: the systemd watchdog ping
         self._unreachable_since: datetime | None = None
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -104,9 +110,16 @@ class Daemon:
             self._tg = tg
             await tg.start(self._dispatcher.run)
             tg.start_soon(self._housekeeping)
+            tg.start_soon(self._heartbeat)
             self._start_pollers(tasks)
             _log.info("watcher.started", tasks=len(tasks), interval=self.config.watch.interval)
             task_status.started()
+
+    def watched_statuses(self) -> Iterator[str]:
+        """The last known status of every watched task (for the tasks-by-status gauge)."""
+        for task_id in self.config.watch.tasks:
+            state = self.states.get(task_id)
+            yield state.snapshot.status if state is not None else "unknown"
 
     def _start_pollers(self, task_ids: list[int]) -> None:
         assert self._tg is not None
@@ -165,6 +178,7 @@ class Daemon:
         try:
             snapshot = await self._client.get_task(task_id)
         except TaskNotFound as exc:
+            self.metrics.polls.labels("not_found").inc()
             self._api_answered()
             if previous is None:
                 self._log_failure(task_id, "not_found", str(exc), hint="check watch.tasks: VoiceFox has no such task")
@@ -178,6 +192,7 @@ class Daemon:
                     self._record(task_id, state, events)
             return True
         except AuthenticationError as exc:
+            self.metrics.polls.labels("auth_refused").inc()
             self.gate.refused += 1
             pause = auth_pause(self.gate.refused)
             self.gate.pause(pause)
@@ -187,21 +202,25 @@ class Daemon:
             self._api_failed(exc)  # a refused token blinds the watcher as surely as an outage
             return False
         except RateLimited as exc:
+            self.metrics.polls.labels("rate_limited").inc()
             self.gate.rate_limited = 0 if exc.retry_after is not None else self.gate.rate_limited + 1
             pause = rate_limit_pause(exc.retry_after, self.gate.rate_limited)
             self.gate.pause(pause)
             self._log_failure(0, "rate_limited", str(exc), retry_in=round(pause, 1))
             return False
         except TransientApiError as exc:
+            self.metrics.polls.labels("failed").inc()
             failures = self._failures[task_id] = self._failures.get(task_id, 0) + 1
             # An outage fails every task the same way: one line per cause for all of them, not one per task.
             self._log_failure(0, exc.__class__.__name__, str(exc), task_id=task_id, failures=failures)
             self._api_failed(exc)
             return False
         except ApiError as exc:
+            self.metrics.polls.labels("failed").inc()
             failures = self._failures[task_id] = self._failures.get(task_id, 0) + 1
             self._log_failure(task_id, exc.__class__.__name__, str(exc), failures=failures)
             return False
+        self.metrics.polls.labels("ok").inc()
         self._api_answered()
         self._not_found.pop(task_id, None)
         self.gate.rate_limited = self.gate.refused = 0
@@ -218,7 +237,8 @@ class Daemon:
         return True
 
     def _api_answered(self) -> None:
-        self._last_answer = self._monotonic()
+        self.last_answer = self._monotonic()
+        self.metrics.last_poll.set(self._wall())
         if self._unreachable_since is not None:
             down_for = int((self._clock() - self._unreachable_since).total_seconds())
             self._unreachable_since = None
@@ -226,7 +246,7 @@ class Daemon:
             self._record_watcher_event(EventType.API_RECOVERED, downForSeconds=down_for)
 
     def _api_failed(self, exc: ApiError) -> None:
-        silent_for = self._monotonic() - self._last_answer
+        silent_for = self._monotonic() - self.last_answer
         if self._unreachable_since is None and silent_for >= self.config.api.unreachable_after:
             self._unreachable_since = self._clock() - timedelta(seconds=silent_for)
             _log.error("api.unreachable", for_seconds=int(silent_for), error=str(exc))
@@ -259,6 +279,7 @@ class Daemon:
             return
         self.states[task_id] = state
         for event in events:
+            self.metrics.events.labels(event.type).inc()
             _log.debug("event.detected", type=event.type, task_id=task_id, event_id=event.id)
         if events:
             self._dispatcher.wake()
@@ -278,6 +299,13 @@ class Daemon:
         if suppressed := self._suppressed.pop(key, 0):
             fields["suppressed"] = suppressed
         getattr(_log, level)("poll.failed", cause=cause, error=error, **fields, **kw)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            self.heartbeat = self._monotonic()
+            for beat in self.heartbeat_hooks:
+                beat()
+            await self._sleep(HEARTBEAT_EVERY)
 
     async def _housekeeping(self) -> None:
         while True:

@@ -10,6 +10,7 @@ import anyio
 import structlog
 
 from .errors import DeliveryError, StoreError
+from .metrics import Metrics
 from .notify import Notifier
 from .retry import IDLE_RECHECK, STORE_RETRY, delivery_delay
 from .store import Delivery, Store
@@ -41,8 +42,10 @@ class Dispatcher:
         shutdown_grace: float = 10.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics or Metrics()
         self._notifiers = dict(notifiers)
         self._timeout = timeout
         self._max_age = max_age
@@ -174,6 +177,7 @@ class Dispatcher:
         log = _log.bind(receiver=row.receiver, event_id=row.event.id, type=row.event.type, task_id=row.event.subject)
         if now - row.created_at > self._max_age:
             self._store.mark_dead(row.seq, f"gave up after {row.attempts} attempts in {self._max_age:g}s", now)
+            self._metrics.deliveries.labels(row.receiver, "dead").inc()
             log.error("delivery.dead_lettered", attempts=row.attempts, reason="max_age exceeded")
             return True
         # Shielded from cancellation: on shutdown an attempt in flight may finish within the grace period (see
@@ -193,6 +197,7 @@ class Dispatcher:
         if scope.cancelled_caught:
             return self._failed(row, DeliveryError(f"{row.receiver}: no answer in time"), log)
         self._store.mark_delivered(row.seq, self._clock())
+        self._metrics.deliveries.labels(row.receiver, "sent").inc()
         log.info("delivery.sent", attempts=row.attempts + 1)
         return True
 
@@ -200,11 +205,13 @@ class Dispatcher:
         now = self._clock()
         if exc.permanent:
             self._store.mark_dead(row.seq, str(exc), now)
+            self._metrics.deliveries.labels(row.receiver, "dead").inc()
             log.error("delivery.dead_lettered", attempts=row.attempts + 1, error=str(exc))
             return True
         # Waiting longer than the row may live is pointless: a huge Retry-After ends at max_age.
         remaining = max(0.0, self._max_age - (now - row.created_at))
         delay = min(delivery_delay(row.attempts + 1, self._backoff_max, exc.retry_after), remaining + 1.0)
         self._store.mark_retry(row.seq, str(exc), now + delay, now)
+        self._metrics.deliveries.labels(row.receiver, "failed").inc()
         log.warning("delivery.failed", attempts=row.attempts + 1, error=str(exc), retry_in=round(delay, 1))
         return False

@@ -182,6 +182,11 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: write failed: {exc}") from None
 
+    def check_writable(self) -> None:
+        """Raise StoreError unless a write transaction can be started right now."""
+        with self._transaction():
+            pass
+
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, tuple(params)).fetchall()

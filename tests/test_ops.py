@@ -1,0 +1,159 @@
+"""The operator endpoint through real HTTP: /healthz, /readyz with reasons, and /metrics parsed as Prometheus text."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from watcher.cli_run import Components, open_components
+from watcher.httpserver import Response
+from watcher.ops import OpsServer
+from watcher.simulator import Simulator
+
+from .conftest import Receiver
+from .test_cli import WATCHER, env, write_config
+from .test_daemon import FAST_RETRY, make_config
+
+pytestmark = pytest.mark.anyio
+
+
+class Ops:
+    def __init__(self, parts: Components, url: str, clock: list[float], sim: Simulator) -> None:
+        self.parts, self.url, self.clock, self.sim = parts, url, clock, sim
+
+
+@pytest.fixture
+async def ops(simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path) -> AsyncIterator[Ops]:
+    """The real components of a daemon with its operator endpoint on a free port and a settable clock."""
+    sim, url = simulator
+    sim.add_task(1, "Renewals", status="running", progress=10)
+    sim.add_task(2, "Surveys", status="pending")
+    config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", [1, 2], interval="10s")
+    clock = [anyio.current_time()]
+    async with (
+        open_components(config, api_retry=FAST_RETRY, monotonic=lambda: clock[0]) as parts,
+        anyio.create_task_group() as tg,
+    ):
+        server = OpsServer(parts.daemon, parts.store, parts.metrics, clock=lambda: clock[0])
+        port = await tg.start(server.serve, "127.0.0.1", 0)
+        yield Ops(parts, f"http://127.0.0.1:{port}", clock, sim)
+        tg.cancel_scope.cancel()
+
+
+async def get(url: str) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        return await http.get(url)
+
+
+async def test_healthz_is_ok_while_the_loop_ticks_and_says_why_when_not(ops: Ops) -> None:
+    assert (await get(ops.url + "/healthz")).status_code == 200
+    ops.clock[0] += 60  # no heartbeat for a minute
+    stale = await get(ops.url + "/healthz")
+    assert stale.status_code == 503
+    assert "main loop silent" in stale.json()["reason"]
+
+
+async def test_readyz_needs_a_recent_answer_from_the_api(ops: Ops) -> None:
+    assert (await get(ops.url + "/readyz")).status_code == 200
+    ops.clock[0] += 3 * 10 + 2  # three intervals and the API timeout without an answer
+    stale = await get(ops.url + "/readyz")
+    assert stale.status_code == 503
+    assert "no poll got an answer" in stale.json()["reason"]
+    assert await ops.parts.daemon.poll(1)
+    assert (await get(ops.url + "/readyz")).status_code == 200
+
+
+async def test_readyz_needs_a_writable_store(ops: Ops) -> None:
+    ops.parts.store._db.execute("PRAGMA query_only=ON")
+    response = await get(ops.url + "/readyz")
+    assert response.status_code == 503
+    assert response.json()["reason"].startswith("store not writable")
+
+
+async def test_metrics_parse_and_count_polls_events_deliveries_and_state(ops: Ops, receiver: Receiver) -> None:
+    simulator = ops.sim
+    daemon, dispatcher = ops.parts.daemon, ops.parts.dispatcher
+    assert await daemon.poll(1)
+    assert await daemon.poll(2)
+    await dispatcher.drain()
+    response = await get(ops.url + "/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+    p = "voicefox_watcher_"
+    assert samples[(p + "polls_total", (("outcome", "ok"),))] == 2
+    assert samples[(p + "api_responses_total", (("code", "200"),))] == 2
+    assert samples[(p + "api_request_duration_seconds_count", ())] == 2
+    assert samples[(p + "events_total", (("type", "voicefox.task.observed"),))] == 2
+    assert samples[(p + "deliveries_total", (("notifier", "hook"), ("outcome", "sent")))] == 2
+    assert samples[(p + "tasks", (("status", "running"),))] == 1
+    assert samples[(p + "tasks", (("status", "pending"),))] == 1
+    assert samples[(p + "last_successful_poll_timestamp_seconds", ())] > 0
+    assert any(name == p + "build_info" for name, _ in samples)
+    receiver.default = Response(503, b"")
+    simulator.set(1, status="done")
+    assert await daemon.poll(1)
+    await dispatcher.drain()
+    response = await get(ops.url + "/metrics")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+    assert samples[(p + "outbox_pending", (("notifier", "hook"),))] == 1
+    assert samples[(p + "outbox_oldest_age_seconds", (("notifier", "hook"),))] >= 0
+    assert samples[(p + "deliveries_total", (("notifier", "hook"), ("outcome", "failed")))] == 1
+    assert samples[(p + "tasks", (("status", "done"),))] == 1
+
+
+async def test_unknown_paths_and_methods_are_refused(ops: Ops) -> None:
+    assert (await get(ops.url + "/nope")).status_code == 404
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(ops.url + "/metrics")).status_code == 405
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
+async def test_promtool_finds_nothing_to_complain_about(ops: Ops, tmp_path: Path) -> None:
+    await ops.parts.daemon.poll(1)
+    text = (await get(ops.url + "/metrics")).content
+    result = await anyio.run_process(["promtool", "check", "metrics"], input=text, check=False)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert result.stdout.strip() == b""
+    assert result.stderr.strip() == b""
+
+
+async def test_the_daemon_serves_the_endpoint_on_the_configured_address(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    sim.add_task(1, status="running")
+    cfg = write_config(
+        tmp_path / "w.toml", url, sim.token, receiver.url, [1], extra='\n[http]\nlisten = "127.0.0.1:0"\n'
+    )
+    async with await anyio.open_process([WATCHER, "run", "-c", str(cfg)], env=env(sim.token)) as proc:
+        try:
+            assert proc.stdout is not None
+            buffered = b""
+            with anyio.fail_after(10):
+                while b'"http.listening"' not in buffered:
+                    buffered += await proc.stdout.receive()
+            line = next(raw for raw in buffered.splitlines() if b'"http.listening"' in raw)
+            port = httpx.Response(200, content=line).json()["port"]
+            await receiver.wait_for(1)
+            assert (await get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+            assert (await get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+            assert b"voicefox_watcher_polls_total" in (await get(f"http://127.0.0.1:{port}/metrics")).content
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            with anyio.fail_after(15):
+                await proc.wait()

@@ -1,0 +1,100 @@
+"""Prometheus metrics: counters updated where things happen, gauges read from the store and the daemon at scrape time."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .store import Store
+
+PREFIX = "voicefox_watcher"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """Every metric the watcher exports, in a registry of its own (no global state, one per daemon or test)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.polls = Counter(f"{PREFIX}_polls", "Polls of a task, by outcome.", ["outcome"], registry=r)
+        self.api_latency = Histogram(
+            f"{PREFIX}_api_request_duration_seconds",
+            "Duration of one request to the VoiceFox API, body included.",
+            buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.api_responses = Counter(
+            f"{PREFIX}_api_responses",
+            "Answers of the VoiceFox API by HTTP status (or error kind).",
+            ["code"],
+            registry=r,
+        )
+        self.events = Counter(f"{PREFIX}_events", "Events detected, by type.", ["type"], registry=r)
+        self.deliveries = Counter(
+            f"{PREFIX}_deliveries", "Delivery attempts, by notifier and outcome.", ["notifier", "outcome"], registry=r
+        )
+        self.last_poll = Gauge(
+            f"{PREFIX}_last_successful_poll_timestamp_seconds", "When a poll last got an answer.", registry=r
+        )
+        build = Gauge(
+            f"{PREFIX}_build_info", "Version of voicefox-watcher and Python.", ["version", "python"], registry=r
+        )
+        build.labels(__version__, platform.python_version()).set(1)
+
+    def observe_api(self, code: str, seconds: float) -> None:
+        """One API request ended with `code` (an HTTP status, or "timeout"/"error")."""
+        self.api_responses.labels(code).inc()
+        self.api_latency.observe(seconds)
+
+    def watch_state(
+        self, store: Store, task_statuses: Callable[[], Iterator[str]], clock: Callable[[], float] = time.time
+    ) -> None:
+        """Export outbox depth, age and dead letters, and watched tasks by status, computed at each scrape."""
+        self.registry.register(_StateCollector(store, task_statuses, clock))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    def __init__(self, store: Store, task_statuses: Callable[[], Iterator[str]], clock: Callable[[], float]) -> None:
+        self._store = store
+        self._task_statuses = task_statuses
+        self._clock = clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        pending = GaugeMetricFamily(f"{PREFIX}_outbox_pending", "Deliveries waiting, by notifier.", labels=["notifier"])
+        age = GaugeMetricFamily(
+            f"{PREFIX}_outbox_oldest_age_seconds",
+            "Age of the oldest waiting delivery, by notifier.",
+            labels=["notifier"],
+        )
+        dead = GaugeMetricFamily(f"{PREFIX}_outbox_dead", "Dead-lettered deliveries, by notifier.", labels=["notifier"])
+        now = self._clock()
+        for c in self._store.outbox_counts():
+            if c.state == "pending":
+                pending.add_metric([c.receiver], c.count)
+                age.add_metric([c.receiver], max(0.0, now - (c.oldest or now)))
+            elif c.state == "dead":
+                dead.add_metric([c.receiver], c.count)
+        tasks = GaugeMetricFamily(f"{PREFIX}_tasks", "Watched tasks by last known status.", labels=["status"])
+        counts: dict[str, int] = {}
+        for status in self._task_statuses():
+            counts[status] = counts.get(status, 0) + 1
+        for status, n in sorted(counts.items()):
+            tasks.add_metric([status], n)
+        yield from (pending, age, dead, tasks)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())

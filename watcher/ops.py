@@ -1,0 +1,69 @@
+"""The operator endpoint: /healthz, /readyz and /metrics on `[http] listen`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+
+from .daemon import Daemon
+from .errors import StoreError
+from .httpserver import Request, Response, serve
+from .metrics import CONTENT_TYPE, Metrics
+from .store import Store
+
+HEARTBEAT_STALE = 10.0  # /healthz fails if the main loop has not ticked for this long
+READY_INTERVALS = 3  # /readyz fails if no poll got an answer for this many intervals (plus the API timeout)
+
+
+class OpsServer:
+    """Serves health, readiness and metrics; seams: `clock` (monotonic)."""
+
+    def __init__(
+        self, daemon: Daemon, store: Store, metrics: Metrics, *, clock: Callable[[], float] = anyio.current_time
+    ) -> None:
+        self._daemon = daemon
+        self._store = store
+        self._metrics = metrics
+        self._clock = clock
+
+    def health(self) -> tuple[bool, str]:
+        """Whether the main loop is alive and ticking."""
+        stale = self._clock() - self._daemon.heartbeat
+        return (stale < HEARTBEAT_STALE, "ok" if stale < HEARTBEAT_STALE else f"main loop silent for {stale:.0f}s")
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the store is writable and a poll got an answer recently."""
+        try:
+            self._store.check_writable()
+        except StoreError as exc:
+            return False, f"store not writable: {exc}"
+        config = self._daemon.config
+        limit = READY_INTERVALS * config.watch.interval + config.api.timeout
+        silent = self._clock() - self._daemon.last_answer
+        if silent > limit:
+            return False, f"no poll got an answer for {silent:.0f}s (limit {limit:.0f}s)"
+        return True, "ok"
+
+    async def handle(self, request: Request) -> Response:
+        """Answer one request."""
+        if request.method not in ("GET", "HEAD"):
+            return _json(405, {"status": "error", "reason": "use GET"})
+        if request.path == "/metrics":
+            return Response(200, self._metrics.render(), (("Content-Type", CONTENT_TYPE),))
+        if request.path in ("/healthz", "/readyz"):
+            ok, reason = self.health() if request.path == "/healthz" else self.readiness()
+            return _json(200 if ok else 503, {"status": "ok" if ok else "unavailable", "reason": reason})
+        return _json(404, {"status": "error", "reason": "not found; try /healthz, /readyz or /metrics"})
+
+    async def serve(
+        self, host: str, port: int, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled; `await tg.start(ops.serve, host, port)` returns the bound port."""
+        await serve(self.handle, host, port, task_status=task_status)
+
+
+def _json(status: int, doc: dict[str, str]) -> Response:
+    return Response(status, json.dumps(doc).encode())
