@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -407,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int:
     """Entry point; returns the exit status. No user mistake ends in a traceback."""
+    # Until the daemon's own signal handling is in place, SIGTERM means "stop now, cleanly": nothing is open
+    # yet. (As PID 1 in a container a signal without a handler would be ignored, not obeyed.)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_before_start)
     args = build_parser().parse_args(argv)
     args.stdout = stdout or sys.stdout
     try:
@@ -431,6 +436,10 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+
+
+def _exit_before_start(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_OK)
 
 
 def _first_watcher_error(group: BaseExceptionGroup[BaseException]) -> WatcherError | None:
