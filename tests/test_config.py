@@ -717,3 +717,22 @@ def test_values_that_would_overflow_later_are_refused_now(raw: dict[str, Any], n
     with pytest.raises(ConfigError) as info:
         config.validate(raw, source="t", env={})
     assert any(needle in p for p in info.value.problems), info.value.problems
+
+
+@pytest.mark.parametrize(("text", "key"), [(t, k) for _, t, k in BROKEN], ids=[i for i, _, _ in BROKEN])
+def test_broken_config_through_check_exits_2_naming_key_and_line(
+    text: str, key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`watcher check` on each broken file: exit 2, the key, the line where the file has it, no traceback."""
+    path = tmp_path / "broken.toml"
+    path.write_text(text)
+    assert main(["check", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [line] = [p for p in err.splitlines() if p.strip().startswith(key + ":") or p.strip().startswith(key + " ")]
+    lines = config.key_lines(text)
+    where = key
+    while where and where not in lines:
+        where = where.rpartition(".")[0] if "." in where else where.rpartition("[")[0]
+    if where:  # the file has the key or its table: the message says which line
+        assert line.endswith(f"(line {lines[where]})"), line

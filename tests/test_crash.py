@@ -375,6 +375,12 @@ async def test_kill_9_at_random_moments_loses_nothing_and_duplicates_only_under_
     doubled = {k: v for k, v in ids_by_transition.items() if len(v) > 1}
     assert not doubled, f"the same transition under several ids: {doubled}; {stats}"
     assert len(ids_by_transition) == len(stored), stats
+    accepted_total = sum(1 for reply in answered if reply == OK)
+    # The figures docs/reliability.md quotes (pytest -s shows them).
+    print(
+        f"\nkill -9: {stats}; {len(stored)} events, 0 lost, {accepted_total} accepted deliveries (redeliveries"
+        f" {accepted_total - len(stored)}, all under the first id)"
+    )
 
 
 # -- SIGTERM while a delivery is in flight ------------------------------------------------------------------------
