@@ -736,3 +736,23 @@ def test_broken_config_through_check_exits_2_naming_key_and_line(
         where = where.rpartition(".")[0] if "." in where else where.rpartition("[")[0]
     if where:  # the file has the key or its table: the message says which line
         assert line.endswith(f"(line {lines[where]})"), line
+
+
+def test_the_example_config_documents_every_key() -> None:
+    """config.example.toml shows every key of every section (a new setting must be documented there)."""
+    text = (Path(__file__).parent.parent / "config.example.toml").read_text()
+    sections = {
+        "api": config.ApiConfig,
+        "watch": config.WatchConfig,
+        "store": config.StoreConfig,
+        "delivery": config.DeliveryConfig,
+        "log": config.LogConfig,
+        "http": config.HttpConfig,
+    }
+    for section, model in sections.items():
+        assert f"[{section}]" in text, section
+        for key in model.model_fields:
+            assert f"\n{key} = " in text, f"{section}.{key}"
+    for model in (config.WebhookNotifierConfig, config.SlackNotifierConfig, config.LogNotifierConfig):
+        for key in model.model_fields:
+            assert f"\n{key} = " in text, f"notifiers.{key}"
