@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 
 from watcher import config
@@ -741,7 +742,7 @@ def test_broken_config_through_check_exits_2_naming_key_and_line(
 def test_the_example_config_documents_every_key() -> None:
     """config.example.toml shows every key of every section (a new setting must be documented there)."""
     text = (Path(__file__).parent.parent / "config.example.toml").read_text()
-    sections = {
+    sections: dict[str, type[pydantic.BaseModel]] = {
         "api": config.ApiConfig,
         "watch": config.WatchConfig,
         "store": config.StoreConfig,
@@ -753,6 +754,11 @@ def test_the_example_config_documents_every_key() -> None:
         assert f"[{section}]" in text, section
         for key in model.model_fields:
             assert f"\n{key} = " in text, f"{section}.{key}"
-    for model in (config.WebhookNotifierConfig, config.SlackNotifierConfig, config.LogNotifierConfig):
+    kinds: list[type[pydantic.BaseModel]] = [
+        config.WebhookNotifierConfig,
+        config.SlackNotifierConfig,
+        config.LogNotifierConfig,
+    ]
+    for model in kinds:
         for key in model.model_fields:
             assert f"\n{key} = " in text, f"notifiers.{key}"
