@@ -762,3 +762,11 @@ def test_the_example_config_documents_every_key() -> None:
     for model in kinds:
         for key in model.model_fields:
             assert f"\n{key} = " in text, f"notifiers.{key}"
+
+
+def test_the_store_defaults_to_the_state_directory_systemd_or_the_image_gives() -> None:
+    raw = {"api": {"token": "t"}, "watch": {"tasks": [1]}}
+    cfg = config.validate(raw, source="t", env={"STATE_DIRECTORY": "/var/lib/voicefox-watcher"})
+    assert str(cfg.store.path) == "/var/lib/voicefox-watcher/state.db"
+    explicit = config.validate({**raw, "store": {"path": "/data/x.db"}}, source="t", env={"STATE_DIRECTORY": "/s"})
+    assert str(explicit.store.path) == "/data/x.db"

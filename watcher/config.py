@@ -387,7 +387,13 @@ def validate(
 ) -> Config:
     """Expand variables in a parsed TOML document and validate it; raise ConfigError listing every problem."""
     problems: list[str] = []
-    expanded = _expand(raw, "", dict(os.environ) if env is None else env, problems)
+    environ = dict(os.environ) if env is None else env
+    expanded = _expand(raw, "", environ, problems)
+    store = expanded.get("store")
+    if environ.get("STATE_DIRECTORY") and not (isinstance(store, dict) and "path" in store):
+        # systemd's StateDirectory= (and the container image) say where state belongs when the config does not.
+        state_dir = environ["STATE_DIRECTORY"].split(":")[0]
+        expanded["store"] = {**(store if isinstance(store, dict) else {}), "path": f"{state_dir}/state.db"}
     expanded = _read_secret_files(expanded, "", base_dir, problems)
     try:
         config = Config.model_validate(expanded)
