@@ -122,7 +122,9 @@ async def test_the_daemon_speaks_sd_notify_ready_watchdog_reload_and_stopping(
     async with await anyio.open_process([WATCHER, "run", "-c", str(cfg)], env=environment) as proc:
         try:
             await receive_until(notify_socket, "READY=1", seen)
-            assert any("STATUS=watching 1 tasks" in m for m in seen)
+            assert any(
+                re.search(r"STATUS=watching 1 tasks; API answered \d+s ago; \d+ deliveries pending", m) for m in seen
+            )
             await receive_until(notify_socket, "WATCHDOG=1", seen)
             proc.send_signal(signal.SIGHUP)
             await receive_until(notify_socket, "RELOADING=1", seen)

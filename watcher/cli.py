@@ -29,6 +29,7 @@ from .ops import OpsServer
 from .store import Store
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+STATUS_EVERY = 15.0  # seconds between STATUS= updates to systemd
 _log = structlog.get_logger("watcher.cli")
 
 
@@ -75,13 +76,15 @@ async def _run(config: Config, path: Path, args: argparse.Namespace) -> int:
                     ) from None
                 _log.info("http.listening", host=address[0], port=port, paths=["/healthz", "/readyz", "/metrics"])
             parts.daemon.heartbeat_hooks.append(sd.ping)
+            if sd.enabled:
+                tg.start_soon(_report_status, parts, sd)
             await tg.start(parts.daemon.run)
-            sd.send("READY=1", f"STATUS=watching {len(config.watch.tasks)} tasks")
+            sd.send("READY=1", f"STATUS={_status_line(parts)}")
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     sd.send("RELOADING=1")
                     _reload(parts, path, args)
-                    sd.send("READY=1", f"STATUS=watching {len(parts.daemon.config.watch.tasks)} tasks")
+                    sd.send("READY=1", f"STATUS={_status_line(parts)}")
                     continue
                 _log.info("watcher.stopping", signal=signal.Signals(signum).name)
                 sd.send("STOPPING=1")
@@ -90,6 +93,25 @@ async def _run(config: Config, path: Path, args: argparse.Namespace) -> int:
                 break
     _log.info("watcher.stopped")
     return EXIT_OK
+
+
+def _status_line(parts: Components) -> str:
+    """One line for `systemctl status`: what is watched, how fresh, what waits."""
+    tasks = len(parts.daemon.config.watch.tasks)
+    silent = anyio.current_time() - parts.daemon.last_answer
+    try:
+        counts = parts.store.outbox_counts()
+    except StoreError:
+        return f"watching {tasks} tasks; the store cannot be read"
+    pending = sum(c.count for c in counts if c.state == "pending")
+    dead = sum(c.count for c in counts if c.state == "dead")
+    return f"watching {tasks} tasks; API answered {silent:.0f}s ago; {pending} deliveries pending, {dead} dead"
+
+
+async def _report_status(parts: Components, sd: systemd.Notifier) -> None:
+    while True:
+        await anyio.sleep(STATUS_EVERY)
+        sd.send(f"STATUS={_status_line(parts)}")
 
 
 def _reload(parts: Components, path: Path, args: argparse.Namespace) -> None:
