@@ -537,3 +537,39 @@ async def test_connection_refused_is_transient_and_names_no_url() -> None:
     assert "ConnectError" in str(caught.value)
     assert "127.0.0.1" not in str(caught.value)
     assert TOKEN not in rendered(caught.value)
+
+
+@pytest.mark.parametrize("fault", ["500", "malformed", "huge", "404", "401", "429"])
+async def test_the_aiohttp_transport_maps_every_fault_the_same_way(
+    simulator: tuple[Simulator, str], fault: str
+) -> None:
+    """api.transport = "aiohttp" (the [fast] extra) gives the same errors as httpx's own transport."""
+    sim, url = simulator
+    sim.add_task(TASK, status="running")
+    expected: dict[str, type[Exception]] = {
+        "500": TransientApiError,
+        "malformed": TransientApiError,
+        "huge": TransientApiError,
+        "404": TaskNotFound,
+        "401": AuthenticationError,
+        "429": RateLimited,
+    }
+    sim.inject(fault, times=3)
+    async with VoiceFoxClient(url, sim.token, transport_kind="aiohttp", sleep=no_sleep) as client:
+        with pytest.raises(expected[fault]):
+            await client.get_task(TASK)
+        sim.clear_faults()
+        assert (await client.get_task(TASK)).status == "running"
+
+
+async def test_the_aiohttp_transport_times_out_and_refuses_like_httpx(simulator: tuple[Simulator, str]) -> None:
+    sim, url = simulator
+    sim.add_task(TASK, status="running")
+    sim.timeout_seconds = 2.0
+    sim.inject("timeout", times=3)  # every try of the poll
+    async with VoiceFoxClient(url, sim.token, timeout=0.2, transport_kind="aiohttp", sleep=no_sleep) as client:
+        with pytest.raises(TransientApiError, match="no answer"):
+            await client.get_task(TASK)
+    async with VoiceFoxClient("http://127.0.0.1:9", sim.token, transport_kind="aiohttp", sleep=no_sleep) as client:
+        with pytest.raises(TransientApiError, match="cannot reach"):
+            await client.get_task(TASK)

@@ -11,7 +11,7 @@ import httpx
 import structlog
 
 from . import notify
-from .client import VoiceFoxClient
+from .client import VoiceFoxClient, resolve_transport
 from .config import Config
 from .daemon import Daemon
 from .dispatch import Dispatcher
@@ -82,6 +82,7 @@ async def open_components(
                     verify=config.api.verify_tls,
                     max_connections=config.watch.concurrency,
                     observe=metrics.observe_api,
+                    transport_kind=resolve_transport(config.api.transport),
                 ) as client,
             ):
                 d = config.delivery

@@ -142,6 +142,9 @@ class ApiConfig(_Section):
     verify_tls: Annotated[bool, Field(strict=True)] = True
     # After this long without one successful poll, emit voicefox.watcher.api_unreachable (and api_recovered later).
     unreachable_after: Annotated[Duration, Field(gt=0)] = 300.0
+    # HTTP transport under httpx: "aiohttp" (pip install 'voicefox-watcher[fast]') costs far less CPU per poll;
+    # "auto" takes it when installed, else httpx's own.
+    transport: Literal["auto", "httpx", "aiohttp"] = "auto"
 
 
 class WatchConfig(_Section):

@@ -145,17 +145,23 @@ class Daemon:
 
     async def _poller(self, task_id: int, offset: float, scope: anyio.CancelScope) -> None:
         with scope:
+            planned = self._monotonic() + offset
             await self._sleep(offset)
             while True:
-                started = self._monotonic()
                 async with self._limiter:
                     # Checked with a slot in hand: pollers queued on the limiter when a 429 arrived must wait too.
                     await self.gate.wait()
+                    started = self._monotonic()
+                    self.metrics.schedule_lag.observe(max(0.0, started - planned))
                     ok = await self.poll(task_id)
                 interval = self.config.watch.interval
                 delay = interval if ok else poll_failure_delay(interval, self._failures.get(task_id, 1))
                 delay *= 1 + JITTER * (2 * self._rng.random() - 1)
-                await self._sleep(max(0.0, delay - (self._monotonic() - started)))
+                now = self._monotonic()
+                # The next poll is planned from this one's plan, so lag does not accumulate; a poller that fell a
+                # whole interval behind starts afresh rather than firing a burst to catch up.
+                planned = planned + delay if planned + delay > now else now
+                await self._sleep(planned - now)
 
     async def poll_all(self) -> bool:
         """Poll every task once (for `watcher once`); return whether every poll succeeded (skipped ones did not)."""

@@ -39,6 +39,12 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        self.schedule_lag = Histogram(
+            f"{PREFIX}_schedule_lag_seconds",
+            "How late each poll started against its plan (waits for the concurrency limit and pauses included).",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
         self.events = Counter(f"{PREFIX}_events", "Events detected, by type.", ["type"], registry=r)
         self.deliveries = Counter(
             f"{PREFIX}_deliveries", "Delivery attempts, by notifier and outcome.", ["notifier", "outcome"], registry=r
