@@ -68,6 +68,8 @@ timeout = "1s"
 tasks = {tasks}
 interval = "{interval}"
 stall_after = "1h"
+# Stopped tasks resume in these scripts: poll them at the same pace as the others.
+slow_interval = "{interval}"
 
 [store]
 path = "state.db"

@@ -414,6 +414,8 @@ def test_event_carries_time_subject_task_snapshot_and_previous() -> None:
         "summary": "",
         "suggestion": "",
         "updatedAt": "2026-11-23 09:00:00",
+        "startDate": "",
+        "startTime": [],
     }
     assert event.data["previous"] == {"status": "running", "progress": 80}
 

@@ -39,6 +39,8 @@ EXPECTED = TaskSnapshot(
     summary="",
     suggestion="",
     updated_at="2026-11-23 09:00:00",
+    start_date="2026-11-01",
+    windows=(("00:00", "00:00"),),
 )
 
 
@@ -101,7 +103,7 @@ def test_unknown_fields_are_ignored() -> None:
         ("suggestion", "suggestion", ""),
         ("updatedAt", "updated_at", ""),
         ("createdAt", None, None),
-        ("option", None, None),
+        ("option", "windows", ()),
         ("assistant", None, None),
         ("assistantVid", None, None),
     ],
@@ -409,3 +411,17 @@ def test_an_error_body_with_a_status_is_not_a_task(doc: dict[str, Any]) -> None:
     """Without the task's id a body is not the task: an outage must never read as a status change."""
     with pytest.raises(TransientApiError):
         parse_task_body(json.dumps(doc), TASK)
+
+
+@pytest.mark.parametrize(
+    ("option", "start_date", "windows"),
+    [
+        ({"startDate": "2026-12-01", "startTime": [["08:00", "11:30"]]}, "2026-12-01", (("08:00", "11:30"),)),
+        ({"startTime": [["8:00", "25:00"], ["x", "y"], ["10:00"]]}, "", ()),  # malformed windows are dropped
+        ({"startTime": "09:00-12:00"}, "", ()),
+        ("not an object", "", ()),
+    ],
+)
+def test_only_the_calling_schedule_is_read_from_option(option: Any, start_date: str, windows: tuple[Any, ...]) -> None:
+    snapshot = parse_task_body(json.dumps({"id": TASK, "status": "pending", "option": option}), TASK)
+    assert (snapshot.start_date, snapshot.windows) == (start_date, windows)

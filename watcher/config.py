@@ -8,6 +8,7 @@ import math
 import os
 import re
 import tomllib
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -127,6 +128,15 @@ def _check_event_patterns(patterns: list[str] | None) -> list[str] | None:
     return patterns
 
 
+def _check_timezone(value: str) -> str:
+    if value:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f'{json.dumps(value)} is not a time zone (e.g. "Asia/Tokyo", "UTC")') from None
+    return value
+
+
 class _Section(BaseModel):
     # Unknown keys are errors (a typo must not silently fall back to a default); settings are immutable.
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
@@ -145,16 +155,32 @@ class ApiConfig(_Section):
     # HTTP transport under httpx: "aiohttp" (pip install 'voicefox-watcher[fast]') costs far less CPU per poll;
     # "auto" takes it when installed, else httpx's own.
     transport: Literal["auto", "httpx", "aiohttp"] = "auto"
+    # Requests per second at most, shared by every poller (0: no limit until the API answers 429). A 429 halves
+    # the rate in use; it recovers by one request per second each second.
+    max_rps: Annotated[float, Field(ge=0, le=100000)] = 0.0
 
 
 class WatchConfig(_Section):
     """`[watch]`: which tasks, how often, and the detection knobs."""
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo | None:
+        """The calling windows' time zone, None for the host's."""
+        return zoneinfo.ZoneInfo(self.timezone) if self.timezone else None
 
     tasks: list[Annotated[int, Field(strict=True, gt=0, lt=2**63)]] = Field(min_length=1)
     interval: Annotated[Duration, Field(ge=0.1)] = 30.0
     progress_step: Annotated[int, Field(strict=True, ge=0, le=100)] = 10
     stall_after: Annotated[Duration, Field(gt=0)] = 900.0
     concurrency: Annotated[int, Field(strict=True, ge=1, le=1000)] = 8
+    # Adaptive polling (see watcher/schedule.py): false polls every task every interval whatever its state.
+    adaptive: Annotated[bool, Field(strict=True)] = True
+    # The pace for tasks that cannot change soon: stop.*, pending before its start, running outside its windows.
+    slow_interval: Annotated[Duration, Field(gt=0)] = 300.0
+    # `done` is final: keep polling a finished task this long (slowly), then drop it from the schedule.
+    done_linger: Duration = 3600.0
+    # Time zone of the tasks' calling windows (option.startDate / option.startTime); "" = the host's.
+    timezone: Annotated[str, pydantic.AfterValidator(_check_timezone)] = ""
 
     @pydantic.field_validator("tasks")
     @classmethod
@@ -208,6 +234,20 @@ class HttpConfig(_Section):
         return parse_listen(self.listen)
 
 
+class PushConfig(_Section):
+    """`[push]`: VoiceFox's own task.end webhook as a hint to poll now, served on `[http] listen`."""
+
+    path: Annotated[str, Field(pattern=r"^(/[A-Za-z0-9._~/-]*)?$")] = ""  # off when empty
+    secret: SecretStr | None = None  # the shared secret set in the VoiceFox console
+    header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")] = "X-Webhook-Secret"
+
+    @pydantic.model_validator(mode="after")
+    def _secret_when_on(self) -> PushConfig:
+        if self.path and (self.secret is None or len(self.secret.get_secret_value()) < 16):
+            raise ValueError("secret: needed, at least 16 characters, when path is set (the secret set in VoiceFox)")
+        return self
+
+
 class LogConfig(_Section):
     """`[log]`: level and rendering."""
 
@@ -254,7 +294,14 @@ class Config(_Section):
     delivery: DeliveryConfig = DeliveryConfig()
     log: LogConfig = LogConfig()
     http: HttpConfig = HttpConfig()
+    push: PushConfig = PushConfig()
     notifiers: list[NotifierConfig] = Field(default_factory=list)
+
+    @pydantic.model_validator(mode="after")
+    def _push_needs_http(self) -> Config:
+        if self.push.path and not self.http.listen:
+            raise ValueError("push.path: the push endpoint is served on [http] listen, which is not set")
+        return self
 
     @pydantic.field_validator("notifiers")
     @classmethod

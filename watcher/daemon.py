@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
 import structlog
@@ -17,8 +19,10 @@ from .detect import Rules, detect, detect_missing
 from .dispatch import Dispatcher
 from .errors import ApiError, AuthenticationError, RateLimited, StoreError, TaskNotFound, TransientApiError
 from .metrics import Metrics
-from .model import Event, EventType, TaskState
+from .model import Event, EventType, Status, TaskState
+from .pace import AdaptiveRate, ApiGate
 from .retry import auth_pause, poll_failure_delay, rate_limit_pause
+from .schedule import Cadence, completion_eta, next_poll
 from .store import Store
 
 _log = structlog.get_logger("watcher.daemon")
@@ -33,29 +37,27 @@ WATCHER_EVENT_NAMESPACE = uuid.UUID(
 )  # delivered outbox rows are kept this long for `watcher status`, then pruned
 
 
+PUSH_DATA_MAX_AGE = 3600.0  # a task.end push older than this is not attached to a `finished` event
+
+
+def _knobs(config: Config) -> tuple[Rules, Cadence]:
+    watch = config.watch
+    rules = Rules(
+        progress_step=watch.progress_step, stall_after=timedelta(seconds=watch.stall_after), timezone=watch.tz
+    )
+    cadence = Cadence(
+        interval=watch.interval,
+        slow_interval=watch.slow_interval,
+        done_linger=watch.done_linger,
+        timezone=watch.tz,
+        adaptive=watch.adaptive,
+    )
+    return rules, cadence
+
+
 def utcnow() -> datetime:
     """The wall clock, timezone-aware."""
     return datetime.now(UTC)
-
-
-class ApiGate:
-    """A pause shared by every poller: after a 429 or an auth failure nobody asks the API until it ends."""
-
-    def __init__(self, clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]]) -> None:
-        self._clock = clock
-        self._sleep = sleep
-        self.not_before = 0.0
-        self.rate_limited = 0  # consecutive 429s without Retry-After
-        self.refused = 0  # consecutive 401/403s
-
-    def pause(self, seconds: float) -> None:
-        """Ask nothing for at least `seconds` from now."""
-        self.not_before = max(self.not_before, self._clock() + seconds)
-
-    async def wait(self) -> None:
-        """Return once the pause, if any, is over."""
-        while (remaining := self.not_before - self._clock()) > 0:
-            await self._sleep(remaining)
 
 
 class Daemon:
@@ -85,17 +87,20 @@ class Daemon:
         self._monotonic = monotonic
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._rules = Rules(
-            progress_step=config.watch.progress_step, stall_after=timedelta(seconds=config.watch.stall_after)
-        )
+        self._rules, self._cadence = _knobs(config)
         self._limiter = anyio.CapacityLimiter(config.watch.concurrency)
         self.gate = ApiGate(monotonic, sleep)
+        self.rate = AdaptiveRate(config.api.max_rps, monotonic, sleep)
         self.states: dict[int, TaskState] = store.load_states()
         self._failures: dict[int, int] = {}
         self._not_found: dict[int, int] = {}  # consecutive 404s per task
         self._last_failure_log: dict[tuple[int, str], float] = {}
         self._suppressed: dict[tuple[int, str], int] = {}
         self._pollers: dict[int, anyio.CancelScope] = {}
+        self._wakeups: dict[int, anyio.Event] = {}  # set by a push hint: poll this task now
+        self._hints: dict[int, tuple[float, dict[str, Any]]] = {}  # task -> (when, VoiceFox's task.end data)
+        self._marks: dict[int, tuple[int, datetime]] = {}  # task -> (progress, when) at the start of its run
+        self.dropped: set[int] = set()  # finished tasks no longer polled
         self._tg: anyio.abc.TaskGroup | None = None
         # API reachability, for voicefox.watcher.api_unreachable / api_recovered.
         self.last_answer = monotonic()  # when a poll last got an answer from the API (readiness)
@@ -134,9 +139,7 @@ class Daemon:
         added = [t for t in config.watch.tasks if t not in self._pollers]
         removed = [t for t in self._pollers if t not in config.watch.tasks]
         self.config = config
-        self._rules = Rules(
-            progress_step=config.watch.progress_step, stall_after=timedelta(seconds=config.watch.stall_after)
-        )
+        self._rules, self._cadence = _knobs(config)
         self._limiter.total_tokens = config.watch.concurrency
         for task_id in removed:
             self._pollers.pop(task_id).cancel()
@@ -146,22 +149,82 @@ class Daemon:
     async def _poller(self, task_id: int, offset: float, scope: anyio.CancelScope) -> None:
         with scope:
             planned = self._monotonic() + offset
-            await self._sleep(offset)
+            await self._wait(task_id, offset)
             while True:
+                if self._finished_long_ago(task_id):
+                    return
                 async with self._limiter:
                     # Checked with a slot in hand: pollers queued on the limiter when a 429 arrived must wait too.
                     await self.gate.wait()
+                    await self.rate.acquire()
                     started = self._monotonic()
                     self.metrics.schedule_lag.observe(max(0.0, started - planned))
                     ok = await self.poll(task_id)
-                interval = self.config.watch.interval
-                delay = interval if ok else poll_failure_delay(interval, self._failures.get(task_id, 1))
-                delay *= 1 + JITTER * (2 * self._rng.random() - 1)
+                delay = self._next_delay(task_id, ok)
+                if delay is None:
+                    self._finished_long_ago(task_id)
+                    return
                 now = self._monotonic()
                 # The next poll is planned from this one's plan, so lag does not accumulate; a poller that fell a
                 # whole interval behind starts afresh rather than firing a burst to catch up.
                 planned = planned + delay if planned + delay > now else now
-                await self._sleep(planned - now)
+                if await self._wait(task_id, planned - now):
+                    planned = self._monotonic()  # a push hint: poll now
+
+    async def _wait(self, task_id: int, seconds: float) -> bool:
+        """Sleep up to `seconds`; return True if a push hint cut it short."""
+        wakeup = self._wakeups.setdefault(task_id, anyio.Event())
+        with anyio.move_on_after(max(0.0, seconds)):
+            await wakeup.wait()
+        self._wakeups[task_id] = anyio.Event()
+        return wakeup.is_set()
+
+    def _next_delay(self, task_id: int, ok: bool) -> float | None:
+        interval = self.config.watch.interval
+        if not ok:
+            delay: float | None = poll_failure_delay(interval, self._failures.get(task_id, 1))
+        else:
+            state = self.states.get(task_id)
+            delay = next_poll(state, self._clock(), self._cadence, self._eta(task_id, state))
+        if delay is None:
+            return None
+        return delay * (1 + JITTER * (2 * self._rng.random() - 1))
+
+    def _eta(self, task_id: int, state: TaskState | None) -> float | None:
+        """Seconds until a running task reaches 100 % at the pace it has kept since it (re)started running."""
+        if state is None or state.snapshot.status != Status.RUNNING or state.snapshot.progress is None:
+            self._marks.pop(task_id, None)
+            return None
+        progress, now = state.snapshot.progress, self._clock()
+        mark = self._marks.get(task_id)
+        if mark is None or progress < mark[0]:
+            self._marks[task_id] = (progress, now)
+            return None
+        return completion_eta(mark[0], mark[1], progress, now)
+
+    def _finished_long_ago(self, task_id: int) -> bool:
+        """True (and the task leaves the schedule, once, with a log line) if it finished over done_linger ago."""
+        state = self.states.get(task_id)
+        if state is None or next_poll(state, self._clock(), self._cadence) is not None:
+            return False
+        if task_id not in self.dropped:
+            self.dropped.add(task_id)
+            _log.info(
+                "task.dropped",
+                task_id=task_id,
+                reason=f"done since {state.progress_since.isoformat()}; no longer polled (watch.done_linger)",
+            )
+        self._pollers.pop(task_id, None)
+        return True
+
+    def hint(self, task_id: int, data: dict[str, Any] | None = None) -> bool:
+        """A push says the task changed: poll it now. False if the task is not on the schedule."""
+        if task_id not in self._pollers:
+            return False
+        if data is not None:
+            self._hints[task_id] = (self._monotonic(), data)
+        self._wakeups.setdefault(task_id, anyio.Event()).set()
+        return True
 
     async def poll_all(self) -> bool:
         """Poll every task once (for `watcher once`); return whether every poll succeeded (skipped ones did not)."""
@@ -209,6 +272,7 @@ class Daemon:
             return False
         except RateLimited as exc:
             self.metrics.polls.labels("rate_limited").inc()
+            self.rate.backoff()
             self.gate.rate_limited = 0 if exc.retry_after is not None else self.gate.rate_limited + 1
             pause = rate_limit_pause(exc.retry_after, self.gate.rate_limited)
             self.gate.pause(pause)
@@ -276,7 +340,21 @@ class Daemon:
             return
         self._dispatcher.wake()
 
+    def _with_push_data(self, task_id: int, events: list[Event]) -> list[Event]:
+        """Attach a recent VoiceFox task.end push (call counts, answers overview) to this task's `finished` event."""
+        hint = self._hints.get(task_id)
+        if hint is None or not any(e.type == EventType.FINISHED for e in events):
+            return events
+        received, data = self._hints.pop(task_id)
+        if self._monotonic() - received > PUSH_DATA_MAX_AGE:
+            return events
+        return [
+            dataclasses.replace(e, data={**e.data, "voicefox": data}) if e.type == EventType.FINISHED else e
+            for e in events
+        ]
+
     def _record(self, task_id: int, state: TaskState, events: list[Event]) -> None:
+        events = self._with_push_data(task_id, events)
         try:
             self._store.record(state, events, lambda e: self._dispatcher.receivers_for(e.type), self._wall())
         except StoreError as exc:

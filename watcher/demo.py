@@ -75,6 +75,8 @@ async def run_demo(out: TextIO, scale: float = 1.0) -> int:
                         "interval": max(0.2, scale),
                         "progress_step": 25,
                         "stall_after": 5 * scale,
+                        # A demo day is short: the slow pace of stopped tasks is two intervals, not minutes.
+                        "slow_interval": 2 * max(0.2, scale),
                     },
                     "store": {"path": str(Path(tmp) / "state.db")},
                     "notifiers": [

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from .model import Event, EventType, Status, TaskSnapshot, TaskState
+from .schedule import window_state
 
 # Event ids are derived from what the event is, so detection stays a pure function; the outbox stores them, so a
 # redelivery after a crash carries the same id.
@@ -30,6 +31,7 @@ class Rules:
 
     progress_step: int = 10  # 0 turns `progressed` off
     stall_after: timedelta = timedelta(minutes=15)
+    timezone: tzinfo | None = None  # of the calling windows; None: the host's
 
 
 def transition_type(previous: str, current: str) -> EventType:
@@ -92,20 +94,38 @@ def detect(
     else:
         state = TaskState(current, progress_since=previous.progress_since, stalled=previous.stalled)
 
-    if current.status == Status.RUNNING and not state.stalled and now - state.progress_since >= rules.stall_after:
-        stalled_for = int((now - state.progress_since).total_seconds())
+    stalled_since = _stall_clock_start(current, state.progress_since, now, rules)
+    if (
+        current.status == Status.RUNNING
+        and not state.stalled
+        and stalled_since is not None
+        and now - stalled_since >= rules.stall_after
+    ):
+        stalled_for = int((now - stalled_since).total_seconds())
         events.append(
             make_event(
                 EventType.STALLED,
                 now,
                 current,
                 before,
-                stalledSince=state.progress_since.isoformat(),
+                stalledSince=stalled_since.isoformat(),
                 stalledForSeconds=stalled_for,
             )
         )
         state = dataclasses.replace(state, stalled=True)
     return state, events
+
+
+def _stall_clock_start(
+    snapshot: TaskSnapshot, progress_since: datetime, now: datetime, rules: Rules
+) -> datetime | None:
+    """Since when a running task has had the chance to progress and did not; None outside its calling windows."""
+    if not snapshot.windows and not snapshot.start_date:
+        return progress_since
+    windows = window_state(snapshot, now, rules.timezone)
+    if not windows.open or windows.opened_at is None:
+        return None  # it cannot progress outside its windows: never stalled there
+    return max(progress_since, windows.opened_at)
 
 
 def detect_missing(previous: TaskState | None, now: datetime) -> tuple[TaskState | None, list[Event]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -57,6 +58,9 @@ class TaskSnapshot:
     summary: str = ""
     suggestion: str = ""
     updated_at: str = ""
+    # When calling may happen: option.startDate and option.startTime windows ("HH:MM", in watch.timezone).
+    start_date: str = ""
+    windows: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The snapshot in the API's own field names, as events carry it."""
@@ -70,6 +74,8 @@ class TaskSnapshot:
             "summary": self.summary,
             "suggestion": self.suggestion,
             "updatedAt": self.updated_at,
+            "startDate": self.start_date,
+            "startTime": [list(w) for w in self.windows],
         }
 
     @classmethod
@@ -85,6 +91,8 @@ class TaskSnapshot:
             summary=d.get("summary") or "",
             suggestion=d.get("suggestion") or "",
             updated_at=d.get("updatedAt") or "",
+            start_date=d.get("startDate") or "",
+            windows=tuple((str(a), str(b)) for a, b in d.get("startTime") or ()),
         )
 
 
@@ -213,4 +221,27 @@ def parse_task_body(raw: bytes | str, task_id: int) -> TaskSnapshot:
         summary=_lenient_str(body.summary)[:4000],
         suggestion=_lenient_str(body.suggestion)[:4000],
         updated_at=_lenient_str(body.updatedAt)[:64],
+        **_schedule_of(doc.get("option")),
     )
+
+
+_HHMM = re.compile(r"^([01]?\d|2[0-3]):[0-5]\d$")
+
+
+def _schedule_of(option: Any) -> dict[str, Any]:
+    # Only the calling schedule is read from `option`; its phone numbers are never touched.
+    if not isinstance(option, dict):
+        return {}
+    start_date = option.get("startDate")
+    windows = []
+    for window in option.get("startTime") or () if isinstance(option.get("startTime"), list) else ():
+        if (
+            isinstance(window, list)
+            and len(window) == 2
+            and all(isinstance(t, str) and _HHMM.match(t.strip()) for t in window)
+        ):
+            windows.append((window[0].strip(), window[1].strip()))
+    return {
+        "start_date": start_date[:32] if isinstance(start_date, str) else "",
+        "windows": tuple(windows[:24]),
+    }

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Callable
 
 import anyio
 import anyio.abc
+import structlog
 
 from .daemon import Daemon
 from .errors import StoreError
 from .httpserver import Request, Response, serve
 from .metrics import CONTENT_TYPE, Metrics
 from .store import Store
+
+_log = structlog.get_logger("watcher.ops")
 
 HEARTBEAT_STALE = 10.0  # /healthz fails if the main loop has not ticked for this long
 READY_INTERVALS = 3  # /readyz fails if no poll got an answer for this many intervals (plus the API timeout)
@@ -49,6 +53,9 @@ class OpsServer:
 
     async def handle(self, request: Request) -> Response:
         """Answer one request."""
+        push = self._daemon.config.push
+        if push.path and request.path == push.path:
+            return self._push(request)
         if request.method not in ("GET", "HEAD"):
             return _json(405, {"status": "error", "reason": "use GET"})
         if request.path == "/metrics":
@@ -57,6 +64,38 @@ class OpsServer:
             ok, reason = self.health() if request.path == "/healthz" else self.readiness()
             return _json(200 if ok else 503, {"status": "ok" if ok else "unavailable", "reason": reason})
         return _json(404, {"status": "error", "reason": "not found; try /healthz, /readyz or /metrics"})
+
+    def _push(self, request: Request) -> Response:
+        """VoiceFox's task.end webhook: a hint to poll that task now. Never trusted as the truth."""
+        push = self._daemon.config.push
+        if request.method != "POST":
+            return _json(405, {"status": "error", "reason": "use POST"})
+        assert push.secret is not None  # config guarantees it when push.path is set
+        given = request.headers.get(push.header.lower()) or request.headers.get("authorization", "").removeprefix(
+            "Bearer "
+        )
+        if not hmac.compare_digest(given.encode(), push.secret.get_secret_value().encode()):
+            _log.warning("push.refused", reason="wrong or missing secret", header=push.header)
+            return _json(401, {"status": "error", "reason": "unauthorized"})
+        try:
+            body = json.loads(request.body)
+            data = body.get("event_data") or {}
+            task_id = int(data["task_id"])
+            name = str(body.get("event_name", ""))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return _json(400, {"status": "error", "reason": "expected {event_name, event_data: {task_id, ...}}"})
+        if name != "task.end":
+            return _json(202, {"status": "ignored", "reason": f"event {name[:40]!r} is not task.end"})
+        # Only the aggregate figures travel on: call counts and the answers overview, no phone numbers.
+        detail = {
+            k: v
+            for k, v in (("taskProgress", data.get("task_progress")), ("taskOverview", data.get("task_overview")))
+            if isinstance(v, dict | list)
+        }
+        polled = self._daemon.hint(task_id, {"event": name, **detail})
+        _log.info("push.received", event_name=name, task_id=task_id, watched=polled)
+        # The same answer whether the task is watched or not: a push learns nothing about the configuration.
+        return _json(202, {"status": "accepted"})
 
     async def serve(
         self, host: str, port: int, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED

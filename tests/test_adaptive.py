@@ -1,0 +1,299 @@
+"""Adaptive polling (pure, injected clock), the shared AIMD rate limit, dropping finished tasks, and push hints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import anyio
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from watcher.cli_run import Components, open_components
+from watcher.detect import Rules, detect
+from watcher.model import TaskSnapshot, TaskState
+from watcher.ops import OpsServer
+from watcher.pace import AdaptiveRate
+from watcher.schedule import Cadence, completion_eta, next_poll, window_state
+from watcher.simulator import Simulator
+
+from .conftest import Receiver
+from .test_daemon import FAST_RETRY, make_config
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+# 2026-11-23 10:30 in Tokyo (01:30 UTC): inside the 09:00-12:00 window.
+NOW = datetime(2026, 11, 23, 10, 30, tzinfo=TOKYO)
+CADENCE = Cadence(interval=30.0, slow_interval=300.0, done_linger=3600.0, timezone=TOKYO)
+WINDOWS = (("09:00", "12:00"), ("14:00", "18:00"))
+
+
+def state(
+    status: str,
+    *,
+    since: timedelta = timedelta(0),
+    start_date: str = "2026-11-01",
+    progress: int = 50,
+    windows: tuple[tuple[str, str], ...] = WINDOWS,
+) -> TaskState:
+    snapshot = TaskSnapshot(id=1, status=status, progress=progress, start_date=start_date, windows=windows)
+    return TaskState(snapshot, progress_since=NOW - since)
+
+
+@pytest.mark.parametrize(
+    ("case", "task", "now", "eta", "expected"),
+    [
+        ("never seen", None, NOW, None, 30.0),
+        ("running in its window", state("running"), NOW, None, 30.0),
+        ("running, about to finish", state("running", progress=95), NOW, 12.0, 12.0),
+        ("running, finish imminent: floor at interval/4", state("running"), NOW, 1.0, 7.5),
+        (
+            "running after its window: asleep until 14:00",
+            state("running"),
+            NOW.replace(hour=12, minute=10),
+            None,
+            300.0,
+        ),
+        ("running, window opens in 2 min", state("running"), NOW.replace(hour=13, minute=58), None, 120.0),
+        ("running at night", state("running"), NOW.replace(hour=23), None, 300.0),
+        ("pending before its start date", state("pending", start_date="2026-12-01"), NOW, None, 300.0),
+        ("pending in its window", state("pending"), NOW, None, 30.0),
+        ("stopped by an operator", state("stop.operate"), NOW, None, 300.0),
+        ("timed out", state("stop.timeout"), NOW, None, 300.0),
+        ("failed", state("stop.abnormal"), NOW, None, 300.0),
+        ("done 10 min ago", state("done", since=timedelta(minutes=10)), NOW, None, 300.0),
+        ("done 58 min ago: the linger's remainder", state("done", since=timedelta(minutes=58)), NOW, None, 120.0),
+        ("done over the linger ago: dropped", state("done", since=timedelta(hours=2)), NOW, None, None),
+        ("an unknown status", state("paused"), NOW, None, 30.0),
+        (
+            "no schedule at all: always open",
+            state("running", start_date="", windows=()),
+            NOW.replace(hour=3),
+            None,
+            30.0,
+        ),
+    ],
+)
+def test_next_poll(case: str, task: TaskState | None, now: datetime, eta: float | None, expected: float | None) -> None:
+    assert next_poll(task, now, CADENCE, eta) == expected, case
+
+
+def test_adaptive_off_polls_everything_every_interval() -> None:
+    fixed = Cadence(interval=30.0, adaptive=False)
+    for status in ("done", "stop.operate", "pending", "running"):
+        assert next_poll(state(status, since=timedelta(days=2)), NOW, fixed) == 30.0
+
+
+@pytest.mark.parametrize(
+    ("when", "is_open", "opened", "next_open"),
+    [
+        (NOW, True, "09:00", None),
+        (NOW.replace(hour=12, minute=0), False, None, "2026-11-23 14:00"),
+        (NOW.replace(hour=8, minute=59), False, None, "2026-11-23 09:00"),
+        (NOW.replace(hour=19), False, None, "2026-11-24 09:00"),
+    ],
+)
+def test_window_state_in_the_configured_time_zone(
+    when: datetime, is_open: bool, opened: str | None, next_open: str | None
+) -> None:
+    ws = window_state(state("running").snapshot, when, TOKYO)
+    assert ws.open is is_open
+    assert (ws.opened_at.strftime("%H:%M") if ws.opened_at else None) == opened
+    assert (ws.next_open.strftime("%Y-%m-%d %H:%M") if ws.next_open else None) == next_open
+
+
+def test_a_window_across_midnight_and_a_future_start_date() -> None:
+    night = state("running", windows=(("22:00", "02:00"),)).snapshot
+    assert window_state(night, NOW.replace(hour=1), TOKYO).open
+    assert not window_state(night, NOW.replace(hour=3), TOKYO).open
+    later = state("pending", start_date="2026-12-01").snapshot
+    ws = window_state(later, NOW, TOKYO)
+    assert not ws.open
+    assert ws.next_open == datetime(2026, 12, 1, 9, 0, tzinfo=TOKYO)
+
+
+def test_a_running_task_is_never_stalled_outside_its_windows_and_its_stall_clock_starts_at_opening() -> None:
+    rules = Rules(stall_after=timedelta(minutes=30), timezone=TOKYO)
+    snapshot = state("running").snapshot
+    # Progress last moved yesterday afternoon; all night it could not call.
+    previous = TaskState(snapshot, progress_since=datetime(2026, 11, 22, 17, 0, tzinfo=TOKYO))
+    _, at_night = detect(previous, snapshot, NOW.replace(hour=7), rules)
+    assert at_night == []
+    _, early = detect(previous, snapshot, NOW.replace(hour=9, minute=20), rules)  # 20 min into the window
+    assert early == []
+    _, late = detect(previous, snapshot, NOW.replace(hour=9, minute=40), rules)
+    assert [e.type for e in late] == ["voicefox.task.stalled"]
+    assert late[0].data["stalledForSeconds"] == 40 * 60
+
+
+def test_completion_eta_from_the_pace_so_far() -> None:
+    assert completion_eta(20, NOW, 60, NOW + timedelta(minutes=40)) == 40 * 60
+    assert completion_eta(60, NOW, 60, NOW + timedelta(minutes=5)) is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+async def acquire_for(rate: AdaptiveRate, clock: FakeClock, seconds: float) -> int:
+    granted, end = 0, clock.now + seconds
+    while clock.now < end:
+        await rate.acquire()
+        granted += 1
+    return granted
+
+
+@pytest.mark.anyio
+async def test_the_rate_limit_is_shared_and_held() -> None:
+    clock = FakeClock()
+    rate = AdaptiveRate(20.0, clock, clock.sleep)
+    assert 195 <= await acquire_for(rate, clock, 10.0) <= 205
+
+
+@pytest.mark.anyio
+async def test_a_429_halves_the_rate_in_use_and_it_recovers_additively() -> None:
+    clock = FakeClock()
+    rate = AdaptiveRate(0.0, clock, clock.sleep)  # no ceiling
+    for _ in range(40):  # 40 requests in the last second
+        await rate.acquire()
+        clock.now += 0.02
+    rate.backoff()
+    assert rate.rate == pytest.approx(20.0)
+    rate.backoff()
+    assert rate.rate == pytest.approx(10.0)
+    clock.now += 5.0
+    await rate.acquire()
+    assert rate.rate == pytest.approx(15.0)  # +1 request/s each second
+    clock.now += 60.0
+    await rate.acquire()
+    assert rate.rate == pytest.approx(75.0)
+    clock.now += 10.0
+    await rate.acquire()
+    assert rate.rate == float("inf")  # twice the pace that drew the 429: the limit lifts
+
+
+# -- the daemon: dropping finished tasks, push hints --------------------------------------------------------------
+
+
+PUSH_SECRET = "push-secret-0123456789"
+
+
+@pytest.fixture
+async def pushed(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> AsyncIterator[tuple[Components, str, Simulator]]:
+    """A running daemon polling every 60 s (so only a push makes it poll soon), with its push endpoint."""
+    sim, url = simulator
+    sim.add_task(1, "Renewals", status="running", progress=90)
+    config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", [1], interval="60s")
+    config = config.model_copy(
+        update={
+            "push": config.push.model_validate({"path": "/voicefox/push", "secret": PUSH_SECRET}),
+            "http": config.http.model_validate({"listen": "127.0.0.1:0"}),
+        }
+    )
+    async with open_components(config, api_retry=FAST_RETRY) as parts, anyio.create_task_group() as tg:
+        port = await tg.start(OpsServer(parts.daemon, parts.store, parts.metrics).serve, "127.0.0.1", 0)
+        await tg.start(parts.daemon.run)
+        await receiver.wait_for(1)  # observed
+        yield parts, f"http://127.0.0.1:{port}/voicefox/push", sim
+        tg.cancel_scope.cancel()
+
+
+TASK_END = {
+    "event_name": "task.end",
+    "event_data": {
+        "task_id": 1,
+        "task_start_at": "2026-11-23 09:00:00",
+        "task_progress": {
+            "total_num": 300,
+            "called_num": 320,
+            "called_answered_num": 210,
+            "called_un_answered_num": 90,
+            "pending_num": 0,
+        },
+        "task_overview": [
+            {
+                "question": "Will you attend?",
+                "total": 210,
+                "option": True,
+                "results": [{"result": "yes", "total": 150, "percent": "71.4"}],
+            }
+        ],
+    },
+}
+
+
+@pytest.mark.anyio
+async def test_a_push_makes_the_daemon_poll_now_and_enriches_the_finished_event(
+    pushed: tuple[Components, str, Simulator], receiver: Receiver
+) -> None:
+    _parts, url, sim = pushed
+    sim.set(1, status="done", progress=100)
+    async with httpx.AsyncClient() as http:
+        response = await http.post(url, json=TASK_END, headers={"X-Webhook-Secret": PUSH_SECRET})
+    assert response.status_code == 202
+    await receiver.wait_for(2)  # long before the 60 s interval
+    finished = receiver.bodies()[1]
+    assert finished["type"] == "voicefox.task.finished"
+    assert finished["data"]["voicefox"]["taskProgress"]["called_answered_num"] == 210
+    assert finished["data"]["voicefox"]["taskOverview"][0]["results"][0]["result"] == "yes"
+
+
+@pytest.mark.anyio
+async def test_a_push_without_the_secret_is_refused_and_costs_no_poll(
+    pushed: tuple[Components, str, Simulator],
+) -> None:
+    _parts, url, sim = pushed
+    before = sim.requests
+    async with httpx.AsyncClient() as http:
+        with capture_logs() as logs:
+            wrong = await http.post(url, json=TASK_END, headers={"X-Webhook-Secret": "guess"})
+        missing = await http.post(url, json=TASK_END)
+        bearer = await http.post(url, content=b"{not json", headers={"Authorization": f"Bearer {PUSH_SECRET}"})
+        other = await http.post(
+            url, json={**TASK_END, "event_name": "callin.hangup"}, headers={"X-Webhook-Secret": PUSH_SECRET}
+        )
+        get = await http.get(url)
+    assert (wrong.status_code, missing.status_code) == (401, 401)
+    assert bearer.status_code == 400  # authenticated by bearer, but not a task.end body
+    assert other.json()["status"] == "ignored"
+    assert get.status_code == 405
+    assert sim.requests == before
+    assert any(log["event"] == "push.refused" for log in logs)
+    assert PUSH_SECRET not in str(logs)
+
+
+@pytest.mark.anyio
+async def test_a_finished_task_is_dropped_after_its_linger_without_another_poll(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    sim.add_task(1, status="done", progress=100)
+    sim.add_task(2, status="running")
+    config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", [1, 2], done_linger="1h")
+    long_ago = datetime.now(UTC) - timedelta(hours=3)
+    async with open_components(config, api_retry=FAST_RETRY) as parts:
+        finished = TaskState(TaskSnapshot(id=1, status="done", progress=100), progress_since=long_ago)
+        parts.store.record(finished, [], lambda e: [], now=0.0)
+    with capture_logs() as logs:
+        async with open_components(config, api_retry=FAST_RETRY) as parts, anyio.create_task_group() as tg:
+            await tg.start(parts.daemon.run)
+            await receiver.wait_for(1)  # task 2 observed
+            tg.cancel_scope.cancel()
+    assert 1 not in sim.requests_by_task
+    assert parts.daemon.dropped == {1}
+    assert any(log["event"] == "task.dropped" and log["task_id"] == 1 for log in logs)
+    assert json.loads(receiver.requests[0].body)["subject"] == "2"
