@@ -304,3 +304,23 @@ async def test_check_warns_when_others_can_read_literal_secrets(tmp_path: Path) 
     cfg.chmod(0o600)
     quiet = await run(["check", "-c", str(cfg)], token="token-value")
     assert b"others can read" not in quiet.stdout
+
+
+async def test_status_says_when_a_finished_task_is_no_longer_polled(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from watcher.model import TaskSnapshot, TaskState
+    from watcher.store import Store
+
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1, 2])
+    store = Store.open(tmp_path / "state.db")
+    long_ago = datetime.now(UTC) - timedelta(hours=5)
+    store.record(TaskState(TaskSnapshot(id=1, status="done", progress=100), long_ago), [], lambda e: [], 0.0)
+    store.record(TaskState(TaskSnapshot(id=2, status="done", progress=100), datetime.now(UTC)), [], lambda e: [], 0.0)
+    store.close()
+    result = await run(["status", "-c", str(cfg)])
+    lines = result.stdout.decode().splitlines()
+    assert "[finished; no longer polled]" in next(line for line in lines if line.strip().startswith("1 "))
+    assert "no longer polled" not in next(line for line in lines if line.strip().startswith("2 "))
+    doc = json.loads((await run(["status", "-c", str(cfg), "--json"])).stdout)
+    assert [t["polled"] for t in doc["tasks"]] == [False, True]

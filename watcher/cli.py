@@ -23,9 +23,11 @@ from . import __version__, logs, notify, systemd
 from . import config as config_mod
 from .cli_run import Components, delivery_client, open_components
 from .config import Config
+from .daemon import knobs
 from .errors import ConfigError, DeliveryError, StoreError, UsageError, WatcherError
 from .model import Event, EventType
 from .ops import OpsServer
+from .schedule import next_poll
 from .store import Store
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -201,6 +203,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts = store.outbox_counts()
     finally:
         store.close()
+    cadence = knobs(config)[1]
+    now = datetime.now(UTC)
+    # Finished longer than watch.done_linger ago: the daemon no longer polls them.
+    dropped = {tid for tid, s in states.items() if next_poll(s, now, cadence) is None}
     if args.json:
         doc = {
             "tasks": [
@@ -210,6 +216,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "stalled": s.stalled,
                     "missing": s.missing,
                     "watched": tid in config.watch.tasks,
+                    "polled": tid in config.watch.tasks and tid not in dropped,
                 }
                 for tid, s in sorted(states.items())
             ],
@@ -225,6 +232,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"{tid:>8}  {'(not polled)':<14}", file=out)
             continue
         flags = (" [stalled]" if s.stalled else "") + (" [missing]" if s.missing else "")
+        flags += " [finished; no longer polled]" if tid in dropped else ""
         progress = f"{s.snapshot.progress}%" if s.snapshot.progress is not None else "–"
         since = s.progress_since.astimezone().strftime("%Y-%m-%d %H:%M:%S")
         print(f"{tid:>8}  {s.snapshot.status:<14}{progress:>9}  {since:<20}  {s.snapshot.name}{flags}", file=out)

@@ -40,7 +40,8 @@ WATCHER_EVENT_NAMESPACE = uuid.UUID(
 PUSH_DATA_MAX_AGE = 3600.0  # a task.end push older than this is not attached to a `finished` event
 
 
-def _knobs(config: Config) -> tuple[Rules, Cadence]:
+def knobs(config: Config) -> tuple[Rules, Cadence]:
+    """The detection rules and the polling cadence a config asks for."""
     watch = config.watch
     rules = Rules(
         progress_step=watch.progress_step, stall_after=timedelta(seconds=watch.stall_after), timezone=watch.tz
@@ -87,7 +88,7 @@ class Daemon:
         self._monotonic = monotonic
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._rules, self._cadence = _knobs(config)
+        self._rules, self._cadence = knobs(config)
         self._limiter = anyio.CapacityLimiter(config.watch.concurrency)
         self.gate = ApiGate(monotonic, sleep)
         self.rate = AdaptiveRate(config.api.max_rps, monotonic, sleep)
@@ -139,7 +140,7 @@ class Daemon:
         added = [t for t in config.watch.tasks if t not in self._pollers]
         removed = [t for t in self._pollers if t not in config.watch.tasks]
         self.config = config
-        self._rules, self._cadence = _knobs(config)
+        self._rules, self._cadence = knobs(config)
         self._limiter.total_tokens = config.watch.concurrency
         for task_id in removed:
             self._pollers.pop(task_id).cancel()
