@@ -48,8 +48,9 @@ def state(
     [
         ("never seen", None, NOW, None, 30.0),
         ("running in its window", state("running"), NOW, None, 30.0),
-        ("running, about to finish", state("running", progress=95), NOW, 12.0, 12.0),
-        ("running, finish imminent: floor at interval/4", state("running"), NOW, 1.0, 7.5),
+        ("running, 4 min from its estimated end: 3 polls an interval", state("running", progress=95), NOW, 240.0, 10.0),
+        ("running, finish imminent", state("running"), NOW, 1.0, 10.0),
+        ("running, hours from its end", state("running", progress=5), NOW, 4 * 3600.0, 30.0),
         (
             "running after its window: asleep until 14:00",
             state("running"),

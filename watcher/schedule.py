@@ -14,6 +14,8 @@ from datetime import date, datetime, time, timedelta, tzinfo
 
 from .model import Status, TaskSnapshot, TaskState
 
+NEAR_END = 10  # a running task less than this many intervals from its estimated end is polled faster:
+NEAR_END_SPEEDUP = 3  # this many times per interval
 _STOPPED = frozenset({Status.STOP_OPERATE, Status.STOP_TIMEOUT, Status.STOP_ABNORMAL})
 
 
@@ -95,9 +97,10 @@ def next_poll(state: TaskState | None, now: datetime, cadence: Cadence, eta: flo
                 return slow
             # Asleep until the window opens; then at the normal pace (it may start or progress any moment).
             return max(interval, min(slow, (windows.next_open - now).total_seconds()))
-        if status == Status.RUNNING and eta is not None and eta < interval:
-            # About to finish: ask again around the estimated end, not a whole interval later.
-            return max(min(interval, 1.0), interval / 4, eta)
+        if status == Status.RUNNING and eta is not None:
+            if eta < NEAR_END * interval:
+                # About to finish at its pace: ask more often, so `finished` is heard soon after it happens.
+                return max(min(interval, 1.0), interval / NEAR_END_SPEEDUP)
     return interval
 
 
