@@ -97,10 +97,9 @@ def next_poll(state: TaskState | None, now: datetime, cadence: Cadence, eta: flo
                 return slow
             # Asleep until the window opens; then at the normal pace (it may start or progress any moment).
             return max(interval, min(slow, (windows.next_open - now).total_seconds()))
-        if status == Status.RUNNING and eta is not None:
-            if eta < NEAR_END * interval:
-                # About to finish at its pace: ask more often, so `finished` is heard soon after it happens.
-                return max(min(interval, 1.0), interval / NEAR_END_SPEEDUP)
+        if status == Status.RUNNING and eta is not None and eta < NEAR_END * interval:
+            # About to finish at its pace: ask more often, so `finished` is heard soon after it happens.
+            return max(min(interval, 1.0), interval / NEAR_END_SPEEDUP)
     return interval
 
 
