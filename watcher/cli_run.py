@@ -45,7 +45,7 @@ class Components:
         return needs_restart
 
 
-RESTART_SECTIONS = ("api", "store", "delivery", "http")
+RESTART_SECTIONS = ("api", "store", "delivery", "http", "push")
 
 
 def delivery_client(config: Config) -> httpx.AsyncClient:

@@ -174,6 +174,10 @@ class Daemon:
 
     async def _wait(self, task_id: int, seconds: float) -> bool:
         """Sleep up to `seconds`; return True if a push hint cut it short."""
+        if not self.config.push.path:
+            # No push endpoint, no hints: a plain sleep is cheaper than a cancel scope and an event per poll.
+            await self._sleep(max(0.0, seconds))
+            return False
         wakeup = self._wakeups.setdefault(task_id, anyio.Event())
         with anyio.move_on_after(max(0.0, seconds)):
             await wakeup.wait()
