@@ -46,6 +46,8 @@ def _hhmm(text: str) -> time:
 
 def window_state(snapshot: TaskSnapshot, now: datetime, tz: tzinfo | None = None) -> WindowState:
     """Whether `now` is inside the task's calling windows (from option.startDate and option.startTime)."""
+    if not snapshot.windows and not snapshot.start_date:
+        return WindowState(True, None, None)  # no schedule: it may call at any time (and this runs every poll)
     local = now.astimezone(tz) if tz is not None else now.astimezone()
     zone = local.tzinfo
     try:
