@@ -210,7 +210,10 @@ class Daemon:
     def _finished_long_ago(self, task_id: int) -> bool:
         """True (and the task leaves the schedule, once, with a log line) if it finished over done_linger ago."""
         state = self.states.get(task_id)
-        if state is None or next_poll(state, self._clock(), self._cadence) is not None:
+        # Only a finished task can leave the schedule: no calendar arithmetic for the others on every poll.
+        if state is None or state.snapshot.status != Status.DONE:
+            return False
+        if next_poll(state, self._clock(), self._cadence) is not None:
             return False
         if task_id not in self.dropped:
             self.dropped.add(task_id)
