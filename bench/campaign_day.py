@@ -1,7 +1,7 @@
 """A simulated campaign day: API requests and detection latency of adaptive polling against a fixed interval.
 
-Pure simulation on a virtual clock (no network, no sleeping, seconds to run): the same `watcher.schedule.next_poll`
-the daemon uses decides each task's next poll from what the watcher has seen; the fixed poller asks every task
+Pure simulation on a virtual clock (no network, no sleeping, seconds to run): the same `watcher.schedule.next_poll`,
+ETA rule (`pace`) and `Timetable` the daemon uses decide each task's next poll from what the watcher has seen; the fixed poller asks every task
 every interval all day. Tasks have pending periods (some start tomorrow), two calling windows a day, progress only
 inside them, completions, operator stops with resumes, and a few abnormal stops (5 %, while calling).
 
@@ -11,7 +11,6 @@ inside them, completions, operator stops with resumes, and a few abnormal stops 
 from __future__ import annotations
 
 import argparse
-import heapq
 import random
 import statistics
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from watcher.model import TaskSnapshot, TaskState
-from watcher.schedule import Cadence, completion_eta, next_poll
+from watcher.schedule import Cadence, PaceMark, Timetable, next_poll, pace
 
 TZ = ZoneInfo("Asia/Tokyo")
 DAY = datetime(2026, 11, 24, 0, 0, tzinfo=TZ)
@@ -113,17 +112,17 @@ def snapshot(task: Task, t: float) -> TaskSnapshot:
 
 def simulate(tasks: list[Task], cadence: Cadence, rng: random.Random) -> tuple[int, list[float]]:
     """Returns (requests, detection latencies of done/failed in seconds)."""
-    queue = [(rng.uniform(0, cadence.interval), task.id) for task in tasks]  # spread over the first interval
-    heapq.heapify(queue)
+    order = [task.id for task in tasks]
+    rng.shuffle(order)
+    timetable = Timetable(cadence.interval)  # the daemon's: first polls spread over an interval, phases kept
+    timetable.spread(order, rng.uniform(0, cadence.interval / len(order)))
     seen: dict[int, TaskState] = {}
-    marks: dict[int, tuple[int, datetime]] = {}
+    marks: dict[int, PaceMark] = {}
     detected: dict[int, float] = {}
     requests = 0
     by_id = {task.id: task for task in tasks}
-    while queue:
-        t, task_id = heapq.heappop(queue)
-        if t >= 86400:
-            continue
+    while (item := timetable.pop_due(86400.0)) is not None:
+        task_id, t = item
         task = by_id[task_id]
         now = DAY + timedelta(seconds=t)
         requests += 1
@@ -137,16 +136,14 @@ def simulate(tasks: list[Task], cadence: Cadence, rng: random.Random) -> tuple[i
         seen[task_id] = state
         if current.status in FINAL and task_id not in detected:
             detected[task_id] = t - task.finals[current.status]
-        eta = None
-        if current.status == "running" and current.progress is not None:
-            mark = marks.get(task_id)
-            if mark is None or current.progress < mark[0]:
-                marks[task_id] = (current.progress, now)
-            else:
-                eta = completion_eta(mark[0], mark[1], current.progress, now)
+        mark, eta = pace(marks.pop(task_id, None), current, now)  # the daemon's ETA rule
+        if mark is not None:
+            marks[task_id] = mark
         delay = next_poll(state, now, cadence, eta)
-        if delay is not None:
-            heapq.heappush(queue, (t + delay * (1 + 0.1 * (2 * rng.random() - 1)), task_id))
+        if delay is None:
+            timetable.remove(task_id)  # done long enough: dropped, as the daemon does
+        else:
+            timetable.plan(task_id, t, delay, now=t)
     return requests, list(detected.values())
 
 

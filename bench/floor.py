@@ -3,7 +3,7 @@
 Each task is polled every `--interval` seconds, first polls spread evenly over one interval, at most `--concurrency`
 requests in flight (an asyncio.Semaphore, and as many pooled connections). A poll's schedule lag is when it starts
 (slot in hand) minus when it was planned; the next poll is planned one interval after this one's plan, or now if that
-is already past (the watcher's rule, without its jitter). Each body is parsed with `json.loads` to read `status`: the
+is already past (the watcher's rule before it kept each task on its own phase). Each body is parsed with `json.loads` to read `status`: the
 first poll of a task that sees a status other than its first one records the time (monotonic) for detection latency.
 
 On SIGTERM/SIGINT, when standard input closes, or after `--max-seconds` it stops and writes a JSON file (`--out`):

@@ -18,7 +18,7 @@ from watcher.detect import Rules, detect
 from watcher.model import TaskSnapshot, TaskState
 from watcher.ops import OpsServer
 from watcher.pace import AdaptiveRate
-from watcher.schedule import Cadence, completion_eta, next_poll, window_state
+from watcher.schedule import Cadence, Timetable, completion_eta, next_poll, window_state
 from watcher.simulator import Simulator
 
 from .conftest import Receiver
@@ -183,6 +183,113 @@ async def test_a_429_halves_the_rate_in_use_and_it_recovers_additively() -> None
     clock.now += 10.0
     await rate.acquire()
     assert rate.rate == float("inf")  # twice the pace that drew the 429: the limit lifts
+
+
+# -- the timetable: one heap for every task, each on its own phase --------------------------------------------------
+
+
+def drain(timetable: Timetable, now: float) -> list[tuple[int, float]]:
+    """Every (task, planned) due by `now`, in order."""
+    out = []
+    while (item := timetable.pop_due(now)) is not None:
+        out.append(item)
+    return out
+
+
+def test_first_polls_are_spread_evenly_over_one_interval() -> None:
+    timetable = Timetable(10.0)
+    timetable.spread([7, 8, 9, 10], now=100.0)
+    assert timetable.next_due() == 100.0
+    assert drain(timetable, 109.0) == [(7, 100.0), (8, 102.5), (9, 105.0), (10, 107.5)]
+    assert timetable.next_due() is None  # all four are in flight until planned again
+
+
+def test_the_next_poll_is_planned_from_the_plan_so_lag_does_not_accumulate() -> None:
+    timetable = Timetable(10.0)
+    timetable.spread([1], now=100.0)
+    drain(timetable, 100.0)
+    assert timetable.plan(1, planned=100.0, delay=10.0, now=100.4) == 110.0  # polled 0.4 s late
+
+
+@pytest.mark.parametrize(
+    ("case", "planned", "delay", "now", "expected"),
+    [
+        ("a long delay lands on the task's own grid, at most an interval late", 102.5, 95.0, 103.0, 202.5),
+        ("a failed poll's backoff too", 102.5, 80.0, 103.0, 182.5),
+        ("a delay of whole intervals is kept", 102.5, 300.0, 103.0, 402.5),
+        ("a short delay (near its end) is kept as it is", 102.5, 10.0 / 3, 103.0, 102.5 + 10.0 / 3),
+        ("fell behind: its next own slot, no catch-up burst", 102.5, 10.0, 125.0, 132.5),
+        ("fell behind onto its slot exactly: now", 102.5, 10.0, 122.5, 122.5),
+    ],
+)
+def test_plan(case: str, planned: float, delay: float, now: float, expected: float) -> None:
+    timetable = Timetable(10.0)
+    timetable.spread([1, 2, 3, 4], now=95.0)  # task 3's grid: 100 + k * 2.5 ... its anchor is 100.0
+    drain(timetable, 100.0)
+    timetable.remove(1)
+    timetable.spread([1], now=102.5)  # task 1 anchored at 102.5
+    drain(timetable, 102.5)
+    assert timetable.plan(1, planned, delay, now) == pytest.approx(expected), case
+
+
+def test_tasks_woken_by_the_same_calendar_time_keep_their_spread() -> None:
+    """A window opening at the same minute for every task, or the end of a 429 pause, brings no thundering herd."""
+    timetable = Timetable(10.0)
+    tasks = list(range(100))
+    timetable.spread(tasks, now=0.0)
+    polled = drain(timetable, 10.0)
+    # Every task is told the same thing: "nothing to do until t = 1000" (the calling window opens then).
+    dues = sorted(timetable.plan(task, planned, 1000.0 - planned, now=10.0) or 0 for task, planned in polled)
+    assert dues[0] >= 1000.0 and dues[-1] < 1010.0  # each in its own slot of the interval after
+    assert len({round(d, 6) for d in dues}) == 100  # 100 distinct slots, 0.1 s apart
+    # And after a pause: all 100 polled late at the same moment, planned again from then.
+    late = drain(timetable, 2000.0)
+    dues = sorted(timetable.plan(task, planned, 10.0, now=2000.0) or 0 for task, planned in late)
+    assert len({round(d, 6) for d in dues}) == 100 and dues[-1] - dues[0] < 10.0
+
+
+def test_a_task_stays_on_its_grid_through_float_noise() -> None:
+    timetable = Timetable(0.1)
+    timetable.spread([1, 2, 3], now=0.1)
+    planned = {}
+    for _ in range(3000):  # 1,000 polls of each
+        for task, at in drain(timetable, timetable.next_due() or 0.0):
+            due = timetable.plan(task, at, 0.1, now=at)
+            assert due is not None and due - at == pytest.approx(0.1)
+            planned[task] = due
+    assert planned[1] == pytest.approx(0.1 + 1000 * 0.1)
+
+
+def test_a_hint_moves_a_waiting_task_to_the_front() -> None:
+    timetable = Timetable(60.0)
+    timetable.spread([1, 2], now=0.0)
+    drain(timetable, 0.0)
+    timetable.plan(1, 0.0, 60.0, now=0.0)
+    assert timetable.poll_now(1, now=5.0)
+    assert drain(timetable, 5.0) == [(1, 5.0)]
+    assert drain(timetable, 100.0) == [(2, 30.0)]  # task 1's old entry at 60 s is stale: no second poll
+
+
+def test_a_hint_during_a_poll_makes_the_next_poll_immediate() -> None:
+    timetable = Timetable(60.0)
+    timetable.spread([1], now=0.0)
+    drain(timetable, 0.0)  # being polled
+    assert timetable.poll_now(1, now=0.5)
+    assert timetable.plan(1, planned=0.0, delay=60.0, now=0.7) == 0.7  # the hint is not lost
+    assert drain(timetable, 0.7) == [(1, 0.7)]
+    assert timetable.plan(1, planned=0.7, delay=60.0, now=0.8) == 60.0  # and back on its own grid
+
+
+def test_an_unscheduled_task_is_neither_polled_nor_hinted() -> None:
+    timetable = Timetable(10.0)
+    timetable.spread([1, 2], now=0.0)
+    timetable.remove(2)
+    assert drain(timetable, 100.0) == [(1, 0.0)]
+    assert not timetable.poll_now(2, now=1.0)
+    assert 2 not in timetable and 1 in timetable
+    timetable.remove(1)  # removed while in flight
+    assert timetable.plan(1, 0.0, 10.0, now=1.0) is None
+    assert timetable.tasks() == [] and timetable.next_due() is None
 
 
 # -- the daemon: dropping finished tasks, push hints --------------------------------------------------------------

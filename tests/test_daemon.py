@@ -290,7 +290,7 @@ async def test_a_reload_starts_and_stops_pollers_and_swaps_notifiers(
         new = make_config(url, sim.token, receiver.url + "?v=2", tmp_path / "s.db", [2])
         needs_restart = parts.reload(new)
         await receiver.wait_for(2)
-        assert sorted(parts.daemon._pollers) == [2]
+        assert parts.daemon.scheduled() == [2]
         tg.cancel_scope.cancel()
     assert needs_restart == []
     assert types(receiver) == [("1", "voicefox.task.observed"), ("2", "voicefox.task.observed")]

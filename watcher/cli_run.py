@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import anyio
 import httpx
 import structlog
 
@@ -55,7 +55,7 @@ def delivery_client(config: Config) -> httpx.AsyncClient:
 
 @asynccontextmanager
 async def open_components(
-    config: Config, *, api_retry: ApiRetry = API_RETRY, monotonic: Callable[[], float] = anyio.current_time
+    config: Config, *, api_retry: ApiRetry = API_RETRY, monotonic: Callable[[], float] = time.monotonic
 ) -> AsyncIterator[Components]:
     """Open the store (under its lock), the API client and the notifiers; close them all on the way out."""
     if not config.api.verify_tls:

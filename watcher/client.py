@@ -133,9 +133,20 @@ class VoiceFoxClient:
 
     async def get_task(self, task_id: int) -> TaskSnapshot:
         """Fetch one task, retrying transient failures; raise an ApiError subclass when it cannot."""
+        try:
+            return await self._get_task_once(task_id)
+        except RateLimited:
+            raise  # not retried here: the daemon pauses every poller for Retry-After instead
+        except TransientApiError as exc:
+            first_failure: TransientApiError | None = exc
+        # Nearly every poll succeeds at once: the retry machine is built only for the few that do not. The first
+        # failure is handed to it as its first attempt, so the policy in retry.py counts it like any other.
         retrying = tenacity.AsyncRetrying(sleep=self._sleep, **self._retry.tenacity_kwargs())  # type: ignore[arg-type]
         async for attempt in retrying:
             with attempt:
+                if first_failure is not None:
+                    failure, first_failure = first_failure, None
+                    raise failure
                 return await self._get_task_once(task_id)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 

@@ -1,9 +1,9 @@
-"""The daemon: one task group owning a poller per task and the dispatcher."""
+"""The daemon: one task group owning the scheduler, its `[watch] concurrency` poll workers, and the dispatcher."""
 
 from __future__ import annotations
 
 import dataclasses
-import random
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .client import VoiceFoxClient
 from .config import Config
@@ -22,13 +23,14 @@ from .metrics import Metrics
 from .model import Event, EventType, Status, TaskState
 from .pace import AdaptiveRate, ApiGate
 from .retry import auth_pause, poll_failure_delay, rate_limit_pause
-from .schedule import Cadence, completion_eta, next_poll
+from .schedule import Cadence, PaceMark, Timetable, next_poll, pace
 from .store import Store
 
 _log = structlog.get_logger("watcher.daemon")
 
 HEARTBEAT_EVERY = 1.0  # seconds between ticks of the main loop's heartbeat
-JITTER = 0.1  # each poll interval is stretched or shrunk by up to 10% so tasks never beat in step
+SCHEDULER_TICK = 0.002  # the scheduler hands out every poll due within this much of now, rather than sleep for less
+IDLE_WAKE = 3600.0  # the scheduler's longest sleep (a hint or a poll planned sooner cuts it short)
 FAILURE_LOG_EVERY = 300.0  # the same cause of failure is logged at most once per this many seconds
 DELIVERED_RETENTION = 7 * 86400.0
 MISSING_AFTER_404S = 2  # consecutive 404s before a task the API served before is announced missing
@@ -73,9 +75,8 @@ class Daemon:
         dispatcher: Dispatcher,
         clock: Callable[[], datetime] = utcnow,
         wall_clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = anyio.current_time,
+        monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        rng: random.Random | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.config = config
@@ -87,9 +88,13 @@ class Daemon:
         self._wall = wall_clock
         self._monotonic = monotonic
         self._sleep = sleep
-        self._rng = rng or random.Random()
         self._rules, self._cadence = knobs(config)
-        self._limiter = anyio.CapacityLimiter(config.watch.concurrency)
+        self._timetable = Timetable(config.watch.interval)
+        self._receive_due: MemoryObjectReceiveStream[tuple[int, float]] | None = None  # workers' intake, while running
+        self._workers = 0
+        self._nap: anyio.CancelScope | None = None  # the scheduler's sleep, cut short when a task becomes due sooner
+        self._nap_until = math.inf
+        self._lag = self.metrics.schedule_lag.observe
         self.gate = ApiGate(monotonic, sleep)
         self.rate = AdaptiveRate(config.api.max_rps, monotonic, sleep)
         self.states: dict[int, TaskState] = store.load_states()
@@ -97,10 +102,8 @@ class Daemon:
         self._not_found: dict[int, int] = {}  # consecutive 404s per task
         self._last_failure_log: dict[tuple[int, str], float] = {}
         self._suppressed: dict[tuple[int, str], int] = {}
-        self._pollers: dict[int, anyio.CancelScope] = {}
-        self._wakeups: dict[int, anyio.Event] = {}  # set by a push hint: poll this task now
         self._hints: dict[int, tuple[float, dict[str, Any]]] = {}  # task -> (when, VoiceFox's task.end data)
-        self._marks: dict[int, tuple[int, datetime]] = {}  # task -> (progress, when) at the start of its run
+        self._marks: dict[int, PaceMark] = {}  # task -> (progress, when) at the start of its run
         self.dropped: set[int] = set()  # finished tasks no longer polled
         self._tg: anyio.abc.TaskGroup | None = None
         # API reachability, for voicefox.watcher.api_unreachable / api_recovered.
@@ -112,14 +115,18 @@ class Daemon:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver what is pending, then poll every task on its schedule until cancelled."""
         tasks = self.config.watch.tasks
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            await tg.start(self._dispatcher.run)
-            tg.start_soon(self._housekeeping)
-            tg.start_soon(self._heartbeat)
-            self._start_pollers(tasks)
-            _log.info("watcher.started", tasks=len(tasks), interval=self.config.watch.interval)
-            task_status.started()
+        send, receive = anyio.create_memory_object_stream[tuple[int, float]](0)  # no buffer: a hand-off
+        with send, receive:
+            async with anyio.create_task_group() as tg:
+                self._tg, self._receive_due = tg, receive
+                await tg.start(self._dispatcher.run)
+                tg.start_soon(self._housekeeping)
+                tg.start_soon(self._heartbeat)
+                self._timetable.spread(list(tasks), self._monotonic())
+                self._start_workers()
+                tg.start_soon(self._scheduler, send)
+                _log.info("watcher.started", tasks=len(tasks), interval=self.config.watch.interval)
+                task_status.started()
 
     def watched_statuses(self) -> Iterator[str]:
         """The last known status of every watched task (for the tasks-by-status gauge)."""
@@ -127,62 +134,77 @@ class Daemon:
             state = self.states.get(task_id)
             yield state.snapshot.status if state is not None else "unknown"
 
-    def _start_pollers(self, task_ids: list[int]) -> None:
-        assert self._tg is not None
-        interval = self.config.watch.interval
-        for i, task_id in enumerate(task_ids):
-            scope = self._pollers[task_id] = anyio.CancelScope()
-            # Spread first polls evenly over one interval: no thundering herd on start.
-            self._tg.start_soon(self._poller, task_id, interval * i / len(task_ids), scope)
+    def scheduled(self) -> list[int]:
+        """The tasks being polled: the watched ones, less those finished long ago."""
+        return sorted(self._timetable.tasks())
 
     def reload(self, config: Config) -> None:
-        """Take a new config: start pollers for added tasks, stop those of removed ones, new [watch] knobs."""
-        added = [t for t in config.watch.tasks if t not in self._pollers]
-        removed = [t for t in self._pollers if t not in config.watch.tasks]
+        """Take a new config: schedule added tasks, unschedule removed ones, new [watch] knobs."""
+        added = [t for t in config.watch.tasks if t not in self.config.watch.tasks]
+        removed = [t for t in self.config.watch.tasks if t not in config.watch.tasks]
         self.config = config
         self._rules, self._cadence = knobs(config)
-        self._limiter.total_tokens = config.watch.concurrency
+        self._timetable.interval = config.watch.interval
         for task_id in removed:
-            self._pollers.pop(task_id).cancel()
-        if self._tg is not None and added:
-            self._start_pollers(added)
+            self._timetable.remove(task_id)
+        if self._tg is not None:
+            self._timetable.spread(added, self._monotonic())
+            self._start_workers()
+            self._wake_scheduler(self._monotonic())
 
-    async def _poller(self, task_id: int, offset: float, scope: anyio.CancelScope) -> None:
-        with scope:
-            planned = self._monotonic() + offset
-            await self._wait(task_id, offset)
-            while True:
-                if self._finished_long_ago(task_id):
-                    return
-                async with self._limiter:
-                    # Checked with a slot in hand: pollers queued on the limiter when a 429 arrived must wait too.
-                    await self.gate.wait()
-                    await self.rate.acquire()
-                    started = self._monotonic()
-                    self.metrics.schedule_lag.observe(max(0.0, started - planned))
-                    ok = await self.poll(task_id)
-                delay = self._next_delay(task_id, ok)
-                if delay is None:
-                    self._finished_long_ago(task_id)
-                    return
+    def _start_workers(self) -> None:
+        assert self._tg is not None
+        while self._workers < self.config.watch.concurrency:
+            self._workers += 1
+            self._tg.start_soon(self._worker)
+
+    async def _scheduler(self, send: MemoryObjectSendStream[tuple[int, float]]) -> None:
+        """Hand each task to a free worker when it is due: one timer for all tasks, not a sleeping task per task."""
+        timetable = self._timetable
+        now = self._monotonic()
+        while True:
+            item = timetable.pop_due(now + SCHEDULER_TICK)
+            if item is not None:
+                if not self._finished_long_ago(item[0]):
+                    await send.send(item)  # waits for a free worker: `concurrency` polls at most in flight
+                continue
+            now = self._monotonic()
+            due = timetable.next_due()
+            wait = IDLE_WAKE if due is None else min(IDLE_WAKE, due - now)
+            if wait > SCHEDULER_TICK:
+                self._nap_until = now + wait
+                with anyio.CancelScope() as self._nap:
+                    await self._sleep(wait)
+                self._nap = None
+                self._nap_until = math.inf
                 now = self._monotonic()
-                # The next poll is planned from this one's plan, so lag does not accumulate; a poller that fell a
-                # whole interval behind starts afresh rather than firing a burst to catch up.
-                planned = planned + delay if planned + delay > now else now
-                if await self._wait(task_id, planned - now):
-                    planned = self._monotonic()  # a push hint: poll now
 
-    async def _wait(self, task_id: int, seconds: float) -> bool:
-        """Sleep up to `seconds`; return True if a push hint cut it short."""
-        if not self.config.push.path:
-            # No push endpoint, no hints: a plain sleep is cheaper than a cancel scope and an event per poll.
-            await self._sleep(max(0.0, seconds))
-            return False
-        wakeup = self._wakeups.setdefault(task_id, anyio.Event())
-        with anyio.move_on_after(max(0.0, seconds)):
-            await wakeup.wait()
-        self._wakeups[task_id] = anyio.Event()
-        return wakeup.is_set()
+    def _wake_scheduler(self, due: float) -> None:
+        """A task became due before the scheduler means to wake: wake it now."""
+        if due < self._nap_until and self._nap is not None:
+            self._nap.cancel()
+
+    async def _worker(self) -> None:
+        assert self._receive_due is not None
+        async for task_id, planned in self._receive_due:
+            if task_id not in self._timetable:
+                continue  # unscheduled while it waited
+            # Checked with the poll in hand: polls already handed out when a 429 arrived must wait too.
+            await self.gate.wait()
+            await self.rate.acquire()
+            started = self._monotonic()
+            self._lag(max(0.0, started - planned))
+            ok = await self.poll(task_id)
+            delay = self._next_delay(task_id, ok)
+            if delay is None:
+                self._finished_long_ago(task_id)
+            else:
+                due = self._timetable.plan(task_id, planned, delay, self._monotonic())
+                if due is not None:
+                    self._wake_scheduler(due)
+            if self._workers > self.config.watch.concurrency:
+                self._workers -= 1  # [watch] concurrency was lowered by a reload
+                return
 
     def _next_delay(self, task_id: int, ok: bool) -> float | None:
         interval = self.config.watch.interval
@@ -191,21 +213,16 @@ class Daemon:
         else:
             state = self.states.get(task_id)
             delay = next_poll(state, self._clock(), self._cadence, self._eta(task_id, state))
-        if delay is None:
-            return None
-        return delay * (1 + JITTER * (2 * self._rng.random() - 1))
+        return delay
 
     def _eta(self, task_id: int, state: TaskState | None) -> float | None:
         """Seconds until a running task reaches 100 % at the pace it has kept since it (re)started running."""
-        if state is None or state.snapshot.status != Status.RUNNING or state.snapshot.progress is None:
+        mark, eta = pace(self._marks.get(task_id), state.snapshot if state else None, self._clock())
+        if mark is None:
             self._marks.pop(task_id, None)
-            return None
-        progress, now = state.snapshot.progress, self._clock()
-        mark = self._marks.get(task_id)
-        if mark is None or progress < mark[0]:
-            self._marks[task_id] = (progress, now)
-            return None
-        return completion_eta(mark[0], mark[1], progress, now)
+        else:
+            self._marks[task_id] = mark
+        return eta
 
     def _finished_long_ago(self, task_id: int) -> bool:
         """True (and the task leaves the schedule, once, with a log line) if it finished over done_linger ago."""
@@ -222,24 +239,26 @@ class Daemon:
                 task_id=task_id,
                 reason=f"done since {state.progress_since.isoformat()}; no longer polled (watch.done_linger)",
             )
-        self._pollers.pop(task_id, None)
+        self._timetable.remove(task_id)
         return True
 
     def hint(self, task_id: int, data: dict[str, Any] | None = None) -> bool:
         """A push says the task changed: poll it now. False if the task is not on the schedule."""
-        if task_id not in self._pollers:
+        now = self._monotonic()
+        if not self._timetable.poll_now(task_id, now):
             return False
         if data is not None:
-            self._hints[task_id] = (self._monotonic(), data)
-        self._wakeups.setdefault(task_id, anyio.Event()).set()
+            self._hints[task_id] = (now, data)
+        self._wake_scheduler(now)
         return True
 
     async def poll_all(self) -> bool:
         """Poll every task once (for `watcher once`); return whether every poll succeeded (skipped ones did not)."""
         results: dict[int, bool] = {}
+        limiter = anyio.CapacityLimiter(self.config.watch.concurrency)
 
         async def one(task_id: int) -> None:
-            async with self._limiter:
+            async with limiter:
                 # After a 429 or a refused token, the rest of this round is skipped rather than waited for: a
                 # one-shot run must not sleep for an hour's Retry-After.
                 results[task_id] = self.gate.not_before <= self._monotonic() and await self.poll(task_id)
@@ -298,7 +317,7 @@ class Daemon:
             failures = self._failures[task_id] = self._failures.get(task_id, 0) + 1
             self._log_failure(task_id, exc.__class__.__name__, str(exc), failures=failures)
             return False
-        self.metrics.polls.labels("ok").inc()
+        self.metrics.polls_ok.inc()
         self._api_answered()
         self._not_found.pop(task_id, None)
         self.gate.rate_limited = self.gate.refused = 0

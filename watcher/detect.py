@@ -94,13 +94,12 @@ def detect(
     else:
         state = TaskState(current, progress_since=previous.progress_since, stalled=previous.stalled)
 
-    stalled_since = _stall_clock_start(current, state.progress_since, now, rules)
-    if (
-        current.status == Status.RUNNING
-        and not state.stalled
-        and stalled_since is not None
-        and now - stalled_since >= rules.stall_after
-    ):
+    stalled_since = (
+        _stall_clock_start(current, state.progress_since, now, rules)
+        if current.status == Status.RUNNING and not state.stalled
+        else None
+    )
+    if stalled_since is not None and now - stalled_since >= rules.stall_after:
         stalled_for = int((now - stalled_since).total_seconds())
         events.append(
             make_event(

@@ -18,7 +18,7 @@ class ApiRetry:
     initial: float = 0.5
     maximum: float = 5.0
     jitter: float = 0.5
-    budget: float = 20.0  # never spend longer than this retrying one poll
+    budget: float = 20.0  # never spend longer than this retrying one poll, counted from its first failure
 
     def tenacity_kwargs(self) -> dict[str, object]:
         """The tenacity arguments for this policy (sleep is the caller's seam)."""

@@ -10,6 +10,8 @@ running   every interval inside its calling windows; slowly outside them (it can
 from __future__ import annotations
 
 import dataclasses
+import functools
+import heapq
 from datetime import date, datetime, time, timedelta, tzinfo
 
 from .model import Status, TaskSnapshot, TaskState
@@ -44,38 +46,49 @@ def _hhmm(text: str) -> time:
     return time(int(hours), int(minutes))
 
 
-def window_state(snapshot: TaskSnapshot, now: datetime, tz: tzinfo | None = None) -> WindowState:
-    """Whether `now` is inside the task's calling windows (from option.startDate and option.startTime)."""
-    if not snapshot.windows and not snapshot.start_date:
-        return WindowState(True, None, None)  # no schedule: it may call at any time (and this runs every poll)
-    local = now.astimezone(tz) if tz is not None else now.astimezone()
-    zone = local.tzinfo
+@functools.lru_cache(maxsize=1024)
+def _calendar(
+    start_date: str, windows: tuple[tuple[str, str], ...], zone: tzinfo | None, today: date
+) -> tuple[tuple[tuple[datetime, datetime], ...], datetime | None]:
+    """The calling windows from yesterday to the day after tomorrow, sorted, and the first one if all are later.
+
+    Cached: tasks share a handful of schedules and the answer changes once a day, while `window_state` runs on
+    every poll of every task.
+    """
     try:
-        first_day = date.fromisoformat(snapshot.start_date[:10]) if snapshot.start_date else None
+        first_day = date.fromisoformat(start_date[:10]) if start_date else None
     except ValueError:
         first_day = None
-    windows = [(_hhmm(a), _hhmm(b)) for a, b in snapshot.windows]
-    if not windows:
-        windows = [(time(0, 0), time(0, 0))]  # no windows: the whole day, from the start date on
+    spans = [(_hhmm(a), _hhmm(b)) for a, b in windows] or [(time(0, 0), time(0, 0))]  # none: the whole day
     candidates: list[tuple[datetime, datetime]] = []
     for offset in (-1, 0, 1, 2):
-        day = local.date() + timedelta(days=offset)
+        day = today + timedelta(days=offset)
         if first_day is not None and day < first_day:
             continue
-        for start, end in windows:
+        for start, end in spans:
             opens = datetime.combine(day, start, tzinfo=zone)
             closes = datetime.combine(day, end, tzinfo=zone)
             if closes <= opens:  # "22:00"-"02:00" crosses midnight; "00:00"-"00:00" is the whole day
                 closes += timedelta(days=1)
             candidates.append((opens, closes))
-    for opens, closes in sorted(candidates):
+    later_start = None
+    if not candidates and first_day is not None and first_day > today:
+        later_start = datetime.combine(first_day, spans[0][0], tzinfo=zone)
+    return tuple(sorted(candidates)), later_start
+
+
+def window_state(snapshot: TaskSnapshot, now: datetime, tz: tzinfo | None = None) -> WindowState:
+    """Whether `now` is inside the task's calling windows (from option.startDate and option.startTime)."""
+    if not snapshot.windows and not snapshot.start_date:
+        return WindowState(True, None, None)  # no schedule: it may call at any time (and this runs every poll)
+    local = now.astimezone(tz) if tz is not None else now.astimezone()
+    candidates, later_start = _calendar(snapshot.start_date, snapshot.windows, local.tzinfo, local.date())
+    for opens, closes in candidates:
         if opens <= local < closes:
             return WindowState(True, opens, None)
-    upcoming = [opens for opens, _ in sorted(candidates) if opens > local]
-    if not upcoming and first_day is not None and first_day > local.date():
-        start, _ = windows[0]
-        upcoming = [datetime.combine(first_day, start, tzinfo=zone)]
-    return WindowState(False, None, upcoming[0] if upcoming else None)
+        if opens > local:
+            return WindowState(False, None, opens)
+    return WindowState(False, None, later_start)
 
 
 def next_poll(state: TaskState | None, now: datetime, cadence: Cadence, eta: float | None = None) -> float | None:
@@ -105,6 +118,19 @@ def next_poll(state: TaskState | None, now: datetime, cadence: Cadence, eta: flo
     return interval
 
 
+PaceMark = tuple[int, datetime]  # (progress, when) at the start of a running stretch
+
+
+def pace(mark: PaceMark | None, snapshot: TaskSnapshot | None, now: datetime) -> tuple[PaceMark | None, float | None]:
+    """The mark to keep for a task and its ETA: seconds to 100 % at the pace kept since it (re)started running."""
+    if snapshot is None or snapshot.status != Status.RUNNING or snapshot.progress is None:
+        return None, None
+    progress = snapshot.progress
+    if mark is None or progress < mark[0]:
+        return (progress, now), None  # a fresh start (or a reset): the pace is measured from here
+    return mark, completion_eta(mark[0], mark[1], progress, now)
+
+
 def completion_eta(progress_then: int, then: datetime, progress_now: int, now: datetime) -> float | None:
     """Seconds until progress reaches 100 at the rate seen between two observations, or None if it did not move."""
     elapsed = (now - then).total_seconds()
@@ -112,3 +138,103 @@ def completion_eta(progress_then: int, then: datetime, progress_now: int, now: d
     if elapsed <= 0 or gained <= 0:
         return None
     return max(0.0, (100 - progress_now) * elapsed / gained)
+
+
+class Timetable:
+    """Which task is due when, for one scheduler: a heap of (due, task) with lazy deletion. Pure; times are floats.
+
+    Each task keeps the phase of its first poll (its *anchor*): a task's polls stay on its own grid of
+    `anchor + k * interval`, so tasks spread over an interval on start stay spread however their delays change (a
+    calling window opening for every task at 09:00, a 429 pause, an outage that failed every poll the same way), with
+    no random jitter to widen the gap between two polls beyond the interval.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._heap: list[tuple[float, int]] = []
+        self._due: dict[int, float] = {}  # task -> its live heap entry; absent while a poll is in flight
+        self._anchor: dict[int, float] = {}  # every task on the timetable, polled or not
+        self._hinted: set[int] = set()  # asked to poll now while a poll was in flight
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._anchor
+
+    def __len__(self) -> int:
+        return len(self._anchor)
+
+    def tasks(self) -> list[int]:
+        """Every task on the timetable."""
+        return list(self._anchor)
+
+    def spread(self, task_ids: list[int], now: float) -> None:
+        """Add tasks with their first polls spread evenly over one interval from `now`: no thundering herd."""
+        for i, task_id in enumerate(task_ids):
+            at = now + self.interval * i / len(task_ids)
+            self._anchor[task_id] = at
+            self._push(task_id, at)
+
+    def remove(self, task_id: int) -> None:
+        """Take a task off the timetable (its heap entry goes stale and is skipped)."""
+        self._anchor.pop(task_id, None)
+        self._due.pop(task_id, None)
+        self._hinted.discard(task_id)
+
+    def next_due(self) -> float | None:
+        """When the earliest task is due, or None if nothing is waiting."""
+        heap = self._heap
+        while heap and self._due.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # stale: removed, or moved by a hint
+        return heap[0][0] if heap else None
+
+    def pop_due(self, now: float) -> tuple[int, float] | None:
+        """The next (task, planned time) due at or before `now`; the task is in flight until `plan` is called."""
+        due = self.next_due()
+        if due is None or due > now:
+            return None
+        _, task_id = heapq.heappop(self._heap)
+        del self._due[task_id]
+        return task_id, due
+
+    def poll_now(self, task_id: int, now: float) -> bool:
+        """Move a task to the front (a push hint); one in flight is polled again as soon as it is back."""
+        if task_id not in self._anchor:
+            return False
+        if task_id in self._due:
+            self._push(task_id, now)
+        else:
+            self._hinted.add(task_id)
+        return True
+
+    def plan(self, task_id: int, planned: float, delay: float, now: float) -> float | None:
+        """Put a polled task back, `delay` after its last plan and on its own grid; return when it is due."""
+        anchor = self._anchor.get(task_id)
+        if anchor is None:
+            return None  # removed while its poll was in flight
+        if task_id in self._hinted:
+            self._hinted.discard(task_id)
+            due = now
+        else:
+            due = planned + delay  # from the plan, not from when it ran: lag does not accumulate
+            interval = self.interval
+            off = _offgrid(due, anchor, interval) if delay >= interval else 0.0
+            if off and delay > interval:
+                # Onto its own grid, at most an interval later: a long wait (for a window to open, a slow pace, a
+                # backoff) ends in this task's slot, not in the same instant as every other task's.
+                due += interval - off
+            elif off:
+                due -= off  # the usual interval after an off-grid poll (a hint): back to its own slot, no later
+            if due < now:
+                # Fell behind (overload, a long pause): its next own slot, not a burst of catch-up polls.
+                due = now + (interval - _offgrid(now, anchor, interval)) % interval
+        self._push(task_id, due)
+        return due
+
+    def _push(self, task_id: int, due: float) -> None:
+        self._due[task_id] = due
+        heapq.heappush(self._heap, (due, task_id))
+
+
+def _offgrid(t: float, anchor: float, interval: float) -> float:
+    """How far `t` is past the last point of the grid `anchor + k * interval` (0 when on it, float noise aside)."""
+    off = (t - anchor) % interval
+    return 0.0 if off < 1e-6 or interval - off < 1e-6 else off
