@@ -11,8 +11,11 @@ from zoneinfo import ZoneInfo
 import anyio
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from watcher import schedule
 from watcher.cli_run import Components, open_components
 from watcher.detect import Rules, detect
 from watcher.model import TaskSnapshot, TaskState
@@ -114,6 +117,26 @@ def test_a_window_across_midnight_and_a_future_start_date() -> None:
     ws = window_state(later, NOW, TOKYO)
     assert not ws.open
     assert ws.next_open == datetime(2026, 12, 1, 9, 0, tzinfo=TOKYO)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(st.integers(min_value=-7200, max_value=4 * 3600), min_size=1, max_size=80),
+    windows=st.sampled_from([WINDOWS, (("22:00", "02:00"),), (("00:00", "00:00"),), ()]),
+    start_date=st.sampled_from(["", "2026-11-23", "2026-11-25", "not a date"]),
+    tz=st.sampled_from([TOKYO, ZoneInfo("America/New_York"), None]),
+)
+def test_window_state_remembered_per_schedule_answers_as_if_computed_afresh(
+    steps: list[int], windows: tuple[tuple[str, str], ...], start_date: str, tz: ZoneInfo | None
+) -> None:
+    """Walking the clock forwards and back across openings, closings and days, the memo never changes an answer."""
+    snapshot = TaskSnapshot(id=1, status="running", start_date=start_date, windows=windows)
+    when = NOW - timedelta(days=1)
+    for step in steps:
+        when += timedelta(seconds=step)
+        remembered = window_state(snapshot, when, tz)
+        schedule._memo.clear()
+        assert window_state(snapshot, when, tz) == remembered, when
 
 
 def test_a_running_task_is_never_stalled_outside_its_windows_and_its_stall_clock_starts_at_opening() -> None:

@@ -770,3 +770,54 @@ def test_the_store_defaults_to_the_state_directory_systemd_or_the_image_gives() 
     assert str(cfg.store.path) == "/var/lib/voicefox-watcher/state.db"
     explicit = config.validate({**raw, "store": {"path": "/data/x.db"}}, source="t", env={"STATE_DIRECTORY": "/s"})
     assert str(explicit.store.path) == "/data/x.db"
+
+
+def test_the_table_of_secrets_names_every_secret_field_of_the_models() -> None:
+    """SECRETS feeds log redaction, the readable-config warning and *_file: a new SecretStr field must be in it."""
+    sections: list[tuple[str, type[pydantic.BaseModel], str | None]] = [
+        (name, field.annotation, None)
+        for name, field in Config.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, pydantic.BaseModel)
+    ]
+    sections += [
+        ("notifiers", WebhookNotifierConfig, "webhook"),
+        ("notifiers", SlackNotifierConfig, "slack"),
+        ("notifiers", LogNotifierConfig, "log"),
+    ]
+    found = {
+        (section, key, kind)
+        for section, model, kind in sections
+        for key, field in model.model_fields.items()
+        if "SecretStr" in str(field.annotation)
+    }
+    table = {
+        (section, key, kind)
+        for section, key, only in config.SECRETS
+        for kind in (config.NOTIFIER_KINDS if section == "notifiers" else (None,))
+        if only in (None, kind)
+    }
+    assert found <= table
+    assert {("api", "token", None), ("push", "secret", None), ("notifiers", "url", "slack")} <= found  # it looks
+
+
+def test_every_secret_of_a_loaded_config_is_handed_to_the_log_redaction() -> None:
+    raw = {
+        "api": {"token": "api-token-123456"},
+        "watch": {"tasks": [1]},
+        "http": {"listen": "127.0.0.1:0"},
+        "push": {"path": "/push", "secret": "push-secret-0123456789"},
+        "notifiers": [
+            {"kind": "webhook", "name": "w", "url": "https://example.com/h", "secret": "whsec_" + "A" * 32},
+            {"kind": "slack", "name": "s", "url": "https://hooks.slack.com/services/T0/B0/xyzSECRET"},
+            {"kind": "log", "name": "l"},
+        ],
+    }
+    loaded = config.validate(raw, source="t", env={})
+    assert sorted(config.secret_values(loaded)) == sorted(
+        [
+            "api-token-123456",
+            "push-secret-0123456789",
+            "whsec_" + "A" * 32,
+            "https://hooks.slack.com/services/T0/B0/xyzSECRET",
+        ]
+    )

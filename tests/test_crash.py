@@ -22,6 +22,7 @@ import anyio.abc
 import pytest
 
 from watcher.httpserver import Request, Response, serve
+from watcher.model import EventType
 from watcher.simulator import Simulator
 
 from .conftest import Receiver
@@ -34,15 +35,14 @@ UNAVAILABLE = Response(503, b"")
 SEED = int(os.environ.get("WATCHER_CRASH_SEED", "20261123"))  # fixed; overridable to explore other schedules
 TRIALS = 32
 
-OBSERVED = "voicefox.task.observed"
-STARTED = "voicefox.task.started"
-PROGRESSED = "voicefox.task.progressed"
-FINISHED = "voicefox.task.finished"
-STOPPED = "voicefox.task.stopped"
-TIMED_OUT = "voicefox.task.timed_out"
-FAILED = "voicefox.task.failed"
-RESUMED = "voicefox.task.resumed"
-CHANGED = "voicefox.task.changed"
+OBSERVED, STARTED, PROGRESSED, FINISHED = (
+    EventType.OBSERVED,
+    EventType.STARTED,
+    EventType.PROGRESSED,
+    EventType.FINISHED,
+)
+STOPPED, TIMED_OUT, FAILED = EventType.STOPPED, EventType.TIMED_OUT, EventType.FAILED
+RESUMED, CHANGED = EventType.RESUMED, EventType.CHANGED
 
 
 def write_config(

@@ -80,6 +80,19 @@ def test_the_units_keep_the_promises_the_readme_makes() -> None:
         assert f"\n{line}" in service, line
 
 
+def sandbox(unit: str) -> list[str]:
+    """A unit's user, directories and hardening: its [Service] lines from DynamicUser= on, comments left out."""
+    text = (SYSTEMD / unit).read_text().split("[Service]")[1].split("\n[")[0]
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return lines[next(i for i, line in enumerate(lines) if line.startswith("DynamicUser=")) :]
+
+
+def test_the_timer_variant_runs_in_the_same_sandbox_as_the_service() -> None:
+    """A unit file cannot include another: the once-service repeats the service's hardening, and this keeps them equal."""
+    assert sandbox("voicefox-watcher-once.service") == sandbox("voicefox-watcher.service")
+    assert len(sandbox("voicefox-watcher.service")) > 30
+
+
 def test_the_systemd_config_example_is_valid_with_a_credential(tmp_path: Path) -> None:
     (tmp_path / "voicefox-token").write_text("token-from-a-credential\n")
     cfg = config_mod.load(SYSTEMD / "watcher.toml", env={"CREDENTIALS_DIRECTORY": str(tmp_path)})

@@ -35,22 +35,11 @@ STATUS_EVERY = 15.0  # seconds between STATUS= updates to systemd
 _log = structlog.get_logger("watcher.cli")
 
 
-def _secrets(config: Config) -> list[str]:
-    values = [config.api.token.get_secret_value()]
-    for n in config.notifiers:
-        secret = getattr(n, "secret", None)
-        if secret is not None:
-            values.append(secret.get_secret_value())
-        if n.kind == "slack":
-            values.append(n.url.get_secret_value())
-    return values
-
-
 def _setup_logging(config: Config, args: argparse.Namespace, also_redact: Sequence[str] = ()) -> None:
     logs.configure(
         level=getattr(args, "log_level", None) or config.log.level,
         fmt=getattr(args, "log_format", None) or config.log.format,
-        secrets=[*_secrets(config), *also_redact],
+        secrets=[*config_mod.secret_values(config), *also_redact],
     )
     path = config_mod.default_path(getattr(args, "config", None))
     if exposed := config_mod.literal_secrets_exposed(path):
@@ -132,7 +121,7 @@ def _reload(parts: Components, path: Path, args: argparse.Namespace) -> None:
         _log.exception("config.reload_failed", path=str(path), hint="still running the previous config")
         return
     # Secrets of the config still in force (the api token changes only on restart) stay redacted with the new ones.
-    _setup_logging(new, args, also_redact=_secrets(old))
+    _setup_logging(new, args, also_redact=config_mod.secret_values(old))
     _log.info(
         "config.reloaded",
         path=str(path),

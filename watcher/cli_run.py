@@ -12,7 +12,7 @@ import structlog
 
 from . import notify
 from .client import VoiceFoxClient, resolve_transport
-from .config import Config
+from .config import MAX_CONCURRENCY, Config
 from .daemon import Daemon
 from .dispatch import Dispatcher
 from .metrics import Metrics
@@ -80,7 +80,9 @@ async def open_components(
                     timeout=config.api.timeout,
                     retry=api_retry,
                     verify=config.api.verify_tls,
-                    max_connections=config.watch.concurrency,
+                    # Polls in flight are bounded by the daemon's workers ([watch] concurrency); the pool is sized for
+                    # the most that setting allows, so a reload that raises it needs no new pool.
+                    max_connections=MAX_CONCURRENCY,
                     observe=metrics.observe_api,
                     transport_kind=resolve_transport(config.api.transport),
                 ) as client,

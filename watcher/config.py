@@ -160,6 +160,9 @@ class ApiConfig(_Section):
     max_rps: Annotated[float, Field(ge=0, le=100000)] = 0.0
 
 
+MAX_CONCURRENCY = 1000  # polls in flight at most, whatever [watch] concurrency says
+
+
 class WatchConfig(_Section):
     """`[watch]`: which tasks, how often, and the detection knobs."""
 
@@ -172,7 +175,7 @@ class WatchConfig(_Section):
     interval: Annotated[Duration, Field(ge=0.1)] = 30.0
     progress_step: Annotated[int, Field(strict=True, ge=0, le=100)] = 10
     stall_after: Annotated[Duration, Field(gt=0)] = 900.0
-    concurrency: Annotated[int, Field(strict=True, ge=1, le=1000)] = 8
+    concurrency: Annotated[int, Field(strict=True, ge=1, le=MAX_CONCURRENCY)] = 8
     # Adaptive polling (see watcher/schedule.py): false polls every task every interval whatever its state.
     adaptive: Annotated[bool, Field(strict=True)] = True
     # The pace for tasks that cannot change soon: stop.*, pending before its start, running outside its windows.
@@ -334,8 +337,35 @@ def _expand(node: Any, path: str, env: dict[str, str], problems: list[str]) -> A
     return node
 
 
-# `token_file`, `secret_file`, `url_file`: the value is read from a file (systemd credentials, Docker secrets).
-_FILE_KEYS = ("token", "secret", "url")
+# Every place a config holds a secret, as (section, key, notifier kind or None for any). Value redaction in the logs
+# (`secret_values`), the warning about a readable config (`literal_secrets_exposed`) and the `*_file` keys all read
+# this one table; a test checks it against every SecretStr field of the models above.
+SECRETS: tuple[tuple[str, str, str | None], ...] = (
+    ("api", "token", None),
+    ("push", "secret", None),
+    ("notifiers", "secret", None),
+    ("notifiers", "url", "slack"),  # a Slack incoming-webhook URL's path is its credential
+)
+
+# `token_file`, `secret_file`, `url_file`: the value is read from a file (systemd credentials, Docker secrets). A
+# webhook's url may carry a token in its query, so url_file is taken for every kind.
+_FILE_KEYS = tuple(dict.fromkeys(key for _, key, _ in SECRETS))
+
+
+def secret_values(config: Config) -> list[str]:
+    """Every secret a loaded config holds, for the log redaction to hide wherever it appears."""
+    values = []
+    for section, key, kind in SECRETS:
+        nodes: list[Any] = (
+            [n for n in config.notifiers if kind is None or n.kind == kind]
+            if section == "notifiers"
+            else [getattr(config, section)]
+        )
+        for node in nodes:
+            value = getattr(node, key, None)
+            if isinstance(value, SecretStr):
+                values.append(value.get_secret_value())
+    return values
 
 
 def _read_secret_files(node: Any, path: str, base_dir: Path | None, problems: list[str]) -> Any:
@@ -496,13 +526,15 @@ def literal_secrets_exposed(path: Path) -> list[str]:
     def literal(value: Any) -> bool:
         return isinstance(value, str) and bool(value) and not _VAR.search(value)
 
-    keys = ["api.token"] if literal((raw.get("api") or {}).get("token")) else []
-    for i, n in enumerate(raw.get("notifiers") or []):
-        if isinstance(n, dict):
-            if literal(n.get("secret")):
-                keys.append(f"notifiers[{i}].secret")
-            if n.get("kind") == "slack" and literal(n.get("url")):
-                keys.append(f"notifiers[{i}].url")
+    keys = []
+    for section, key, kind in SECRETS:
+        node = raw.get(section)
+        if section == "notifiers":
+            for i, n in enumerate(node if isinstance(node, list) else []):
+                if isinstance(n, dict) and (kind is None or n.get("kind") == kind) and literal(n.get(key)):
+                    keys.append(f"notifiers[{i}].{key}")
+        elif isinstance(node, dict) and literal(node.get(key)):
+            keys.append(f"{section}.{key}")
     return keys
 
 

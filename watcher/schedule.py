@@ -77,18 +77,36 @@ def _calendar(
     return tuple(sorted(candidates)), later_start
 
 
+_ALWAYS_OPEN = WindowState(True, None, None)
+_RECHECK = timedelta(hours=1)  # a remembered answer is trusted this long at most (the host's UTC offset may change)
+_MEMO_SIZE = 4096
+_memo: dict[tuple[str, tuple[tuple[str, str], ...], tzinfo | None], tuple[datetime, datetime, WindowState]] = {}
+
+
 def window_state(snapshot: TaskSnapshot, now: datetime, tz: tzinfo | None = None) -> WindowState:
-    """Whether `now` is inside the task's calling windows (from option.startDate and option.startTime)."""
+    """Whether `now` (aware) is inside the task's calling windows (from option.startDate and option.startTime)."""
     if not snapshot.windows and not snapshot.start_date:
-        return WindowState(True, None, None)  # no schedule: it may call at any time (and this runs every poll)
+        return _ALWAYS_OPEN  # no schedule: it may call at any time (and this runs every poll)
+    # The answer holds until the next window opens or closes: remembered per schedule, since it is asked on every
+    # poll of every task and tasks share a handful of schedules.
+    key = (snapshot.start_date, snapshot.windows, tz)
+    memo = _memo.get(key)
+    if memo is not None and memo[0] <= now < memo[1]:
+        return memo[2]
     local = now.astimezone(tz) if tz is not None else now.astimezone()
     candidates, later_start = _calendar(snapshot.start_date, snapshot.windows, local.tzinfo, local.date())
+    state, until = WindowState(False, None, later_start), later_start
     for opens, closes in candidates:
         if opens <= local < closes:
-            return WindowState(True, opens, None)
+            state, until = WindowState(True, opens, None), closes
+            break
         if opens > local:
-            return WindowState(False, None, opens)
-    return WindowState(False, None, later_start)
+            state, until = WindowState(False, None, opens), opens
+            break
+    if len(_memo) >= _MEMO_SIZE:
+        _memo.clear()
+    _memo[key] = (now, min(until, now + _RECHECK) if until is not None else now + _RECHECK, state)
+    return state
 
 
 def next_poll(state: TaskState | None, now: datetime, cadence: Cadence, eta: float | None = None) -> float | None:
