@@ -125,18 +125,23 @@ def test_a_window_across_midnight_and_a_future_start_date() -> None:
     windows=st.sampled_from([WINDOWS, (("22:00", "02:00"),), (("00:00", "00:00"),), ()]),
     start_date=st.sampled_from(["", "2026-11-23", "2026-11-25", "not a date"]),
     tz=st.sampled_from([TOKYO, ZoneInfo("America/New_York"), None]),
+    start=st.sampled_from([NOW - timedelta(days=1), datetime(2026, 10, 31, 12, tzinfo=UTC)]),  # or across a DST end
 )
 def test_window_state_remembered_per_schedule_answers_as_if_computed_afresh(
-    steps: list[int], windows: tuple[tuple[str, str], ...], start_date: str, tz: ZoneInfo | None
+    steps: list[int], windows: tuple[tuple[str, str], ...], start_date: str, tz: ZoneInfo | None, start: datetime
 ) -> None:
     """Walking the clock forwards and back across openings, closings and days, the memo never changes an answer."""
     snapshot = TaskSnapshot(id=1, status="running", start_date=start_date, windows=windows)
-    when = NOW - timedelta(days=1)
+    schedule._memo.clear()
+    when = start
     for step in steps:
         when += timedelta(seconds=step)
-        remembered = window_state(snapshot, when, tz)
+        remembered = window_state(snapshot, when, tz)  # often from the memo of an earlier step
+        kept = dict(schedule._memo)
         schedule._memo.clear()
         assert window_state(snapshot, when, tz) == remembered, when
+        schedule._memo.clear()
+        schedule._memo.update(kept)
 
 
 def test_a_running_task_is_never_stalled_outside_its_windows_and_its_stall_clock_starts_at_opening() -> None:
@@ -301,6 +306,44 @@ def test_a_hint_during_a_poll_makes_the_next_poll_immediate() -> None:
     assert timetable.plan(1, planned=0.0, delay=60.0, now=0.7) == 0.7  # the hint is not lost
     assert drain(timetable, 0.7) == [(1, 0.7)]
     assert timetable.plan(1, planned=0.7, delay=60.0, now=0.8) == 60.0  # and back on its own grid
+
+
+def test_a_hint_just_before_a_tasks_slot_does_not_make_it_poll_twice_in_a_row() -> None:
+    timetable = Timetable(30.0)
+    timetable.spread([1], now=0.0)
+    drain(timetable, 0.0)
+    timetable.plan(1, 0.0, 30.0, now=0.1)
+    assert timetable.poll_now(1, now=29.9)  # pushed 0.1 s before its own slot at 30
+    assert drain(timetable, 29.9) == [(1, 29.9)]
+    assert timetable.plan(1, 29.9, 30.0, now=30.0) == 60.0  # not 30.0: its slot after next
+
+
+def test_a_hint_never_moves_an_overdue_task_back() -> None:
+    timetable = Timetable(30.0)
+    timetable.spread([1, 2], now=15.0)  # task 1 due at 15, task 2 at 30
+    assert timetable.poll_now(1, now=20.0)  # the scheduler is behind: task 1 is overdue already
+    assert drain(timetable, 40.0) == [(1, 15.0), (2, 30.0)]
+
+
+def test_a_task_removed_and_added_back_during_its_poll_is_not_polled_twice_at_once() -> None:
+    timetable = Timetable(10.0)
+    timetable.spread([1], now=0.0)
+    assert drain(timetable, 0.0) == [(1, 0.0)]  # being polled
+    timetable.remove(1)  # SIGHUP: gone
+    timetable.spread([1], now=1.0)  # SIGHUP: back, while the first poll is still out
+    assert drain(timetable, 100.0) == []  # no second poll alongside the first
+    assert timetable.plan(1, 0.0, 10.0, now=2.0) is not None  # the poll ends: planned as usual
+    assert len(drain(timetable, 100.0)) == 1
+
+
+def test_a_handed_out_task_that_is_not_polled_is_released() -> None:
+    timetable = Timetable(10.0)
+    timetable.spread([1], now=0.0)
+    drain(timetable, 0.0)
+    timetable.remove(1)
+    timetable.release(1)  # the worker found it unscheduled and skipped it
+    timetable.spread([1], now=5.0)
+    assert drain(timetable, 5.0) == [(1, 5.0)]
 
 
 def test_an_unscheduled_task_is_neither_polled_nor_hinted() -> None:

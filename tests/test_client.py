@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import json
 import socket
+import time
 import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -275,6 +276,26 @@ async def test_default_policy_makes_three_attempts_with_jittered_waits_in_bounds
     first, second = sleeps.waits
     assert 0.5 <= first <= 0.5 + API_RETRY.jitter
     assert 1.0 <= second <= 1.0 + API_RETRY.jitter
+
+
+async def test_the_first_attempt_counts_against_the_retry_budget() -> None:
+    """Tenacity is only built after a first failure; that attempt's time is still spent from the budget."""
+
+    requests = 0
+
+    def slow_503(request: httpx.Request) -> httpx.Response:
+        nonlocal requests
+        requests += 1
+        time.sleep(0.05)  # a slow server (not synchronisation): longer than the whole budget below
+        return httpx.Response(503)
+
+    policy = ApiRetry(attempts=3, initial=0.5, maximum=5.0, jitter=0.0, budget=0.04)
+    async with VoiceFoxClient(
+        BASE_URL, TOKEN, transport=httpx.MockTransport(slow_503), retry=policy, sleep=no_sleep
+    ) as client:
+        with pytest.raises(TransientApiError):
+            await client.get_task(TASK)
+    assert requests == 1  # no second attempt once the budget is spent
 
 
 async def test_success_after_two_transient_failures_returns_the_snapshot() -> None:

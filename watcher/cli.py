@@ -89,7 +89,7 @@ async def _run(config: Config, path: Path, args: argparse.Namespace) -> int:
 def _status_line(parts: Components) -> str:
     """One line for `systemctl status`: what is watched, how fresh, what waits."""
     tasks = len(parts.daemon.config.watch.tasks)
-    silent = anyio.current_time() - parts.daemon.last_answer
+    silent = time.monotonic() - parts.daemon.last_answer
     try:
         counts = parts.store.outbox_counts()
     except StoreError:

@@ -133,15 +133,18 @@ class VoiceFoxClient:
 
     async def get_task(self, task_id: int) -> TaskSnapshot:
         """Fetch one task, retrying transient failures; raise an ApiError subclass when it cannot."""
+        started = time.monotonic()
         try:
             return await self._get_task_once(task_id)
         except RateLimited:
-            raise  # not retried here: the daemon pauses every poller for Retry-After instead
+            raise  # not retried here: the daemon pauses every poll for Retry-After instead
         except TransientApiError as exc:
             first_failure: TransientApiError | None = exc
         # Nearly every poll succeeds at once: the retry machine is built only for the few that do not. The first
-        # failure is handed to it as its first attempt, so the policy in retry.py counts it like any other.
-        retrying = tenacity.AsyncRetrying(sleep=self._sleep, **self._retry.tenacity_kwargs())  # type: ignore[arg-type]
+        # failure is handed to it as its first attempt, and the time it took counts against the budget, so the policy
+        # in retry.py holds as if tenacity had run it.
+        policy = self._retry.tenacity_kwargs(spent=time.monotonic() - started)
+        retrying = tenacity.AsyncRetrying(sleep=self._sleep, **policy)  # type: ignore[arg-type]
         async for attempt in retrying:
             with attempt:
                 if first_failure is not None:

@@ -155,7 +155,7 @@ class ApiConfig(_Section):
     # HTTP transport under httpx: "aiohttp" (pip install 'voicefox-watcher[fast]') costs far less CPU per poll;
     # "auto" takes it when installed, else httpx's own.
     transport: Literal["auto", "httpx", "aiohttp"] = "auto"
-    # Requests per second at most, shared by every poller (0: no limit until the API answers 429). A 429 halves
+    # Requests per second at most, shared by every poll (0: no limit until the API answers 429). A 429 halves
     # the rate in use; it recovers by one request per second each second.
     max_rps: Annotated[float, Field(ge=0, le=100000)] = 0.0
 

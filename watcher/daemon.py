@@ -116,17 +116,23 @@ class Daemon:
         """Deliver what is pending, then poll every task on its schedule until cancelled."""
         tasks = self.config.watch.tasks
         send, receive = anyio.create_memory_object_stream[tuple[int, float]](0)  # no buffer: a hand-off
-        with send, receive:
-            async with anyio.create_task_group() as tg:
-                self._tg, self._receive_due = tg, receive
-                await tg.start(self._dispatcher.run)
-                tg.start_soon(self._housekeeping)
-                tg.start_soon(self._heartbeat)
-                self._timetable.spread(list(tasks), self._monotonic())
-                self._start_workers()
-                tg.start_soon(self._scheduler, send)
-                _log.info("watcher.started", tasks=len(tasks), interval=self.config.watch.interval)
-                task_status.started()
+        self._timetable = Timetable(self.config.watch.interval)
+        try:
+            with send, receive:
+                async with anyio.create_task_group() as tg:
+                    self._tg, self._receive_due = tg, receive
+                    await tg.start(self._dispatcher.run)
+                    tg.start_soon(self._housekeeping)
+                    tg.start_soon(self._heartbeat)
+                    self._timetable.spread(list(tasks), self._monotonic())
+                    self._start_workers()
+                    tg.start_soon(self._scheduler, send)
+                    _log.info("watcher.started", tasks=len(tasks), interval=self.config.watch.interval)
+                    task_status.started()
+        finally:
+            # Stopped: a reload or hint now has nothing to start or wake, and another run() starts afresh.
+            self._tg, self._receive_due, self._workers = None, None, 0
+            self._nap, self._nap_until = None, math.inf
 
     def watched_statuses(self) -> Iterator[str]:
         """The last known status of every watched task (for the tasks-by-status gauge)."""
@@ -147,6 +153,9 @@ class Daemon:
         self._timetable.interval = config.watch.interval
         for task_id in removed:
             self._timetable.remove(task_id)
+            for memory in (self._failures, self._not_found, self._marks, self._hints):
+                memory.pop(task_id, None)
+            self.dropped.discard(task_id)
         if self._tg is not None:
             self._timetable.spread(added, self._monotonic())
             self._start_workers()
@@ -165,7 +174,9 @@ class Daemon:
         while True:
             item = timetable.pop_due(now + SCHEDULER_TICK)
             if item is not None:
-                if not self._finished_long_ago(item[0]):
+                if self._finished_long_ago(item[0]):
+                    timetable.release(item[0])
+                else:
                     await send.send(item)  # waits for a free worker: `concurrency` polls at most in flight
                 continue
             now = self._monotonic()
@@ -186,21 +197,22 @@ class Daemon:
 
     async def _worker(self) -> None:
         assert self._receive_due is not None
+        timetable = self._timetable
         async for task_id, planned in self._receive_due:
-            if task_id not in self._timetable:
-                continue  # unscheduled while it waited
-            # Checked with the poll in hand: polls already handed out when a 429 arrived must wait too.
-            await self.gate.wait()
-            await self.rate.acquire()
-            started = self._monotonic()
-            self._lag(max(0.0, started - planned))
-            ok = await self.poll(task_id)
-            delay = self._next_delay(task_id, ok)
-            if delay is None:
-                self._finished_long_ago(task_id)
+            if task_id not in timetable:
+                timetable.release(task_id)  # unscheduled while it waited
             else:
-                due = self._timetable.plan(task_id, planned, delay, self._monotonic())
-                if due is not None:
+                # Checked with the poll in hand: polls already handed out when a 429 arrived must wait too.
+                await self.gate.wait()
+                await self.rate.acquire()
+                started = self._monotonic()
+                self._lag(max(0.0, started - planned))
+                ok = await self.poll(task_id)
+                delay = self._next_delay(task_id, ok)
+                if delay is None:
+                    self._drop(task_id)
+                    timetable.release(task_id)
+                elif (due := timetable.plan(task_id, planned, delay, self._monotonic())) is not None:
                     self._wake_scheduler(due)
             if self._workers > self.config.watch.concurrency:
                 self._workers -= 1  # [watch] concurrency was lowered by a reload
@@ -232,15 +244,17 @@ class Daemon:
             return False
         if next_poll(state, self._clock(), self._cadence) is not None:
             return False
+        self._drop(task_id)
+        return True
+
+    def _drop(self, task_id: int) -> None:
+        """Take a finished task off the schedule, saying so once."""
         if task_id not in self.dropped:
             self.dropped.add(task_id)
-            _log.info(
-                "task.dropped",
-                task_id=task_id,
-                reason=f"done since {state.progress_since.isoformat()}; no longer polled (watch.done_linger)",
-            )
+            state = self.states.get(task_id)
+            since = f" since {state.progress_since.isoformat()}" if state is not None else ""
+            _log.info("task.dropped", task_id=task_id, reason=f"done{since}; no longer polled (watch.done_linger)")
         self._timetable.remove(task_id)
-        return True
 
     def hint(self, task_id: int, data: dict[str, Any] | None = None) -> bool:
         """A push says the task changed: poll it now. False if the task is not on the schedule."""

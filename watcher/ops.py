@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from collections.abc import Callable
 
 import anyio
@@ -26,7 +27,7 @@ class OpsServer:
     """Serves health, readiness and metrics; seams: `clock` (monotonic)."""
 
     def __init__(
-        self, daemon: Daemon, store: Store, metrics: Metrics, *, clock: Callable[[], float] = anyio.current_time
+        self, daemon: Daemon, store: Store, metrics: Metrics, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._daemon = daemon
         self._store = store

@@ -1,6 +1,6 @@
-"""How fast the watcher may ask the API: a pause every poller honours (429, refused token) and an AIMD rate limit.
+"""How fast the watcher may ask the API: a pause every poll honours (429, refused token) and an AIMD rate limit.
 
-The rate limit is shared by all pollers (`api.max_rps`, 0 = none until the API objects). A 429 halves it
+The rate limit is shared by all polls (`api.max_rps`, 0 = none until the API objects). A 429 halves it
 (multiplicative decrease); every second without one adds back a step (additive increase) up to the configured
 ceiling, so many tasks never stampede the API and a busy API is given room at once.
 """
@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 
 class ApiGate:
-    """A pause shared by every poller: after a 429 or an auth failure nobody asks the API until it ends."""
+    """A pause shared by every poll: after a 429 or an auth failure nobody asks the API until it ends."""
 
     def __init__(self, clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]]) -> None:
         self._clock = clock

@@ -18,16 +18,17 @@ class ApiRetry:
     initial: float = 0.5
     maximum: float = 5.0
     jitter: float = 0.5
-    budget: float = 20.0  # never spend longer than this retrying one poll, counted from its first failure
+    budget: float = 20.0  # no new attempt once this long has passed since the first one started
 
-    def tenacity_kwargs(self) -> dict[str, object]:
-        """The tenacity arguments for this policy (sleep is the caller's seam)."""
+    def tenacity_kwargs(self, spent: float = 0.0) -> dict[str, object]:
+        """The tenacity arguments for this policy, `spent` seconds into the budget (sleep is the caller's seam)."""
         return {
-            "stop": tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(self.budget),
+            "stop": tenacity.stop_after_attempt(self.attempts)
+            | tenacity.stop_after_delay(max(0.0, self.budget - spent)),
             # = wait_exponential_jitter, spelt in parts that mean the same in every tenacity 8.x/9.x.
             "wait": tenacity.wait_exponential(multiplier=self.initial, max=self.maximum)
             + tenacity.wait_random(0, self.jitter),
-            # A 429 is not retried here: the daemon pauses every poller for Retry-After instead.
+            # A 429 is not retried here: the daemon pauses every poll for Retry-After instead.
             "retry": tenacity.retry_if_exception(
                 lambda e: isinstance(e, TransientApiError) and not isinstance(e, RateLimited)
             ),
@@ -77,12 +78,12 @@ def delivery_delay(
 
 
 def auth_pause(refusals: int) -> float:
-    """Seconds every poller waits after the `refusals`-th 401/403 in a row."""
+    """Seconds every poll waits after the `refusals`-th 401/403 in a row."""
     return min(AUTH_BACKOFF_MAX, AUTH_BACKOFF_INITIAL * _doubling(refusals))
 
 
 def rate_limit_pause(retry_after: float | None, in_a_row: int) -> float:
-    """Seconds every poller waits after a 429: Retry-After if given (capped at an hour), else doubling from 5 s."""
+    """Seconds every poll waits after a 429: Retry-After if given (capped at an hour), else doubling from 5 s."""
     if retry_after is not None:
         return min(retry_after, 3600.0)
     return min(RATE_LIMIT_MAX, RATE_LIMIT_DEFAULT * _doubling(in_a_row))

@@ -170,8 +170,9 @@ class Timetable:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._heap: list[tuple[float, int]] = []
-        self._due: dict[int, float] = {}  # task -> its live heap entry; absent while a poll is in flight
+        self._due: dict[int, float] = {}  # task -> its live heap entry
         self._anchor: dict[int, float] = {}  # every task on the timetable, polled or not
+        self._in_flight: set[int] = set()  # handed out by pop_due, not yet planned again (even if removed since)
         self._hinted: set[int] = set()  # asked to poll now while a poll was in flight
 
     def __contains__(self, task_id: object) -> bool:
@@ -189,6 +190,10 @@ class Timetable:
         for i, task_id in enumerate(task_ids):
             at = now + self.interval * i / len(task_ids)
             self._anchor[task_id] = at
+            if task_id in self._in_flight:
+                # Removed and added back while its poll was out: `plan` puts it back; a second entry now would
+                # have two workers poll it at once.
+                continue
             self._push(task_id, at)
 
     def remove(self, task_id: int) -> None:
@@ -196,6 +201,10 @@ class Timetable:
         self._anchor.pop(task_id, None)
         self._due.pop(task_id, None)
         self._hinted.discard(task_id)
+
+    def release(self, task_id: int) -> None:
+        """A task handed out by pop_due was not polled after all (unscheduled meanwhile): it is no longer in flight."""
+        self._in_flight.discard(task_id)
 
     def next_due(self) -> float | None:
         """When the earliest task is due, or None if nothing is waiting."""
@@ -211,20 +220,22 @@ class Timetable:
             return None
         _, task_id = heapq.heappop(self._heap)
         del self._due[task_id]
+        self._in_flight.add(task_id)
         return task_id, due
 
     def poll_now(self, task_id: int, now: float) -> bool:
         """Move a task to the front (a push hint); one in flight is polled again as soon as it is back."""
         if task_id not in self._anchor:
             return False
-        if task_id in self._due:
-            self._push(task_id, now)
-        else:
+        if task_id in self._in_flight:
             self._hinted.add(task_id)
+        elif self._due[task_id] > now:  # an overdue entry is already at the front: moving it to now would not be
+            self._push(task_id, now)
         return True
 
     def plan(self, task_id: int, planned: float, delay: float, now: float) -> float | None:
         """Put a polled task back, `delay` after its last plan and on its own grid; return when it is due."""
+        self._in_flight.discard(task_id)
         anchor = self._anchor.get(task_id)
         if anchor is None:
             return None  # removed while its poll was in flight
@@ -240,7 +251,9 @@ class Timetable:
                 # backoff) ends in this task's slot, not in the same instant as every other task's.
                 due += interval - off
             elif off:
-                due -= off  # the usual interval after an off-grid poll (a hint): back to its own slot, no later
+                # The usual interval after an off-grid poll (a hint): back to its own slot, no later; but not
+                # within half an interval of the hinted poll (its own slot came right after the hint).
+                due -= off if off <= interval / 2 else off - interval
             if due < now:
                 # Fell behind (overload, a long pause): its next own slot, not a burst of catch-up polls.
                 due = now + (interval - _offgrid(now, anchor, interval)) % interval
