@@ -39,6 +39,27 @@ def test_state_round_trips_with_stall_and_missing_flags() -> None:
     assert store.load_states() == {5: state}
 
 
+def test_only_commits_that_record_events_wait_for_the_disk(tmp_path: Path) -> None:
+    """Events are synced before they can be delivered (no re-announcement under a new id after a power cut)."""
+    store = Store.open(tmp_path / "s.db")
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    _observe(store, 1, ["a"])  # an `observed` event
+    durable = statements[:]
+    statements.clear()
+    store.record(TaskState(TaskSnapshot(id=1, status="running", progress=5), T0), [], lambda e: [], now=2.0)
+    quiet = statements[:]
+    statements.clear()
+    store.mark_delivered(store.head("a").seq, now=3.0)  # type: ignore[union-attr]
+    mark = statements[:]
+    store._db.set_trace_callback(None)
+    assert (
+        durable.index("PRAGMA synchronous=FULL") < durable.index("COMMIT") < durable.index("PRAGMA synchronous=NORMAL")
+    )
+    assert not any("synchronous" in s for s in quiet + mark)  # a snapshot alone or a delivery mark: no sync
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL again
+
+
 def test_a_failed_transaction_writes_neither_state_nor_outbox() -> None:
     store = Store.open(":memory:")
 

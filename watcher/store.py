@@ -120,8 +120,9 @@ class Store:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly what we say.
             db = sqlite3.connect(spath, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
-            # WAL + synchronous=NORMAL survives a process crash (kill -9) without loss; only a power cut can drop
-            # the last commits, and those polls are simply detected again.
+            # WAL + synchronous=NORMAL survives a process crash (kill -9) without loss; a power cut can drop the
+            # last commits. That is harmless for snapshots without events and for delivery marks (a lost mark is a
+            # redelivery under the same id); commits that record events are made durable one by one (see record).
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             version = cls._schema_version(db)
@@ -167,10 +168,12 @@ class Store:
         self._db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")  # this COMMIT returns only once it is on disk
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
@@ -179,6 +182,9 @@ class Store:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: write failed: {exc}") from None
 
@@ -217,7 +223,10 @@ class Store:
         now: float,
     ) -> None:
         """In one transaction: save the task's new state, its events, and one outbox row per interested receiver."""
-        with self._transaction() as db:
+        # A commit with events is synced before anything can deliver them: after a power cut, an event that went out
+        # is still on disk, so it is not detected afresh and announced again under a new id. Polls that only move a
+        # snapshot (most changes) stay cheap.
+        with self._transaction(durable=bool(events)) as db:
             db.execute(
                 "INSERT INTO tasks (task_id, snapshot, progress_since, stalled, missing, changed_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET snapshot=excluded.snapshot,"
@@ -237,7 +246,7 @@ class Store:
 
     def record_event(self, event: Event, receivers: Iterable[str], now: float) -> None:
         """Save an event that belongs to no task state (a test notification, a watcher event) with its outbox rows."""
-        with self._transaction() as db:
+        with self._transaction(durable=True) as db:
             self._insert_event(db, event, receivers, now)
 
     @staticmethod
