@@ -219,13 +219,11 @@ class Daemon:
                 return
 
     def _next_delay(self, task_id: int, ok: bool) -> float | None:
-        interval = self.config.watch.interval
+        """Seconds from this poll's plan to the next, or None when the task leaves the schedule."""
         if not ok:
-            delay: float | None = poll_failure_delay(interval, self._failures.get(task_id, 1))
-        else:
-            state = self.states.get(task_id)
-            delay = next_poll(state, self._clock(), self._cadence, self._eta(task_id, state))
-        return delay
+            return poll_failure_delay(self.config.watch.interval, self._failures.get(task_id, 1))
+        state = self.states.get(task_id)
+        return next_poll(state, self._clock(), self._cadence, self._eta(task_id, state))
 
     def _eta(self, task_id: int, state: TaskState | None) -> float | None:
         """Seconds until a running task reaches 100 % at the pace it has kept since it (re)started running."""

@@ -178,9 +178,6 @@ class Timetable:
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._anchor
 
-    def __len__(self) -> int:
-        return len(self._anchor)
-
     def tasks(self) -> list[int]:
         """Every task on the timetable."""
         return list(self._anchor)
@@ -229,7 +226,7 @@ class Timetable:
             return False
         if task_id in self._in_flight:
             self._hinted.add(task_id)
-        elif self._due[task_id] > now:  # an overdue entry is already at the front: moving it to now would not be
+        elif self._due[task_id] > now:  # (an overdue entry stays: moved to `now`, it would queue behind others)
             self._push(task_id, now)
         return True
 
