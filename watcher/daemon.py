@@ -176,8 +176,11 @@ class Daemon:
             if item is not None:
                 if self._finished_long_ago(item[0]):
                     timetable.release(item[0])
-                else:
-                    await send.send(item)  # waits for a free worker: `concurrency` polls at most in flight
+                    continue
+                try:
+                    send.send_nowait(item)  # to a waiting worker, without first a trip through the event loop
+                except anyio.WouldBlock:
+                    await send.send(item)  # every worker busy: wait for one (`concurrency` polls in flight at most)
                 continue
             now = self._monotonic()
             due = timetable.next_due()
