@@ -176,11 +176,8 @@ class Daemon:
             if item is not None:
                 if self._finished_long_ago(item[0]):
                     timetable.release(item[0])
-                    continue
-                try:
-                    send.send_nowait(item)  # to a waiting worker, without first a trip through the event loop
-                except anyio.WouldBlock:
-                    await send.send(item)  # every worker busy: wait for one (`concurrency` polls in flight at most)
+                else:
+                    await send.send(item)  # waits for a free worker: `concurrency` polls at most in flight
                 continue
             now = self._monotonic()
             due = timetable.next_due()
