@@ -177,7 +177,9 @@ class Daemon:
                 if self._finished_long_ago(item[0]):
                     timetable.release(item[0])
                 else:
-                    await send.send(item)  # waits for a free worker: `concurrency` polls at most in flight
+                    # Waits for a free worker: `concurrency` polls at most in flight. Not send_nowait: the checkpoint
+                    # in send() spreads hand-outs over loop iterations; without it the dispatcher starved under load.
+                    await send.send(item)
                 continue
             now = self._monotonic()
             due = timetable.next_due()
