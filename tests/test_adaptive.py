@@ -346,6 +346,26 @@ def test_a_handed_out_task_that_is_not_polled_is_released() -> None:
     assert drain(timetable, 5.0) == [(1, 5.0)]
 
 
+def test_a_shorter_interval_brings_waiting_tasks_forward_spread_over_it() -> None:
+    timetable = Timetable(300.0)
+    tasks = list(range(10))
+    timetable.spread(tasks, now=0.0)  # phases 30 s apart: all the same phase modulo a 30 s interval
+    for task, planned in drain(timetable, 290.0):
+        timetable.plan(task, planned, 300.0, now=planned)  # all waiting until 300 s and later
+    timetable.retime(30.0, now=295.0)  # SIGHUP: interval 300 s -> 30 s
+    dues = sorted(planned for _, planned in drain(timetable, 325.0))
+    assert len(dues) == 10 and all(295.0 <= d < 325.0 for d in dues)
+    assert dues == pytest.approx([295.0 + 3.0 * i for i in range(10)])  # spread evenly again, no herd
+    assert drain(timetable, 10_000.0) == []  # the old entries are stale: no second poll
+
+
+def test_a_longer_interval_leaves_waiting_tasks_where_they_are() -> None:
+    timetable = Timetable(10.0)
+    timetable.spread([1, 2], now=0.0)
+    timetable.retime(60.0, now=1.0)
+    assert drain(timetable, 100.0) == [(1, 0.0), (2, 5.0)]
+
+
 def test_an_unscheduled_task_is_neither_polled_nor_hinted() -> None:
     timetable = Timetable(10.0)
     timetable.spread([1, 2], now=0.0)

@@ -150,7 +150,8 @@ class Daemon:
         removed = [t for t in self.config.watch.tasks if t not in config.watch.tasks]
         self.config = config
         self._rules, self._cadence = knobs(config)
-        self._timetable.interval = config.watch.interval
+        if config.watch.interval != self._timetable.interval:
+            self._timetable.retime(config.watch.interval, self._monotonic())  # a shorter pace now, not after a wait
         for task_id in removed:
             self._timetable.remove(task_id)
             for memory in (self._failures, self._not_found, self._marks, self._hints):

@@ -193,6 +193,20 @@ class Timetable:
                 continue
             self._push(task_id, at)
 
+    def retime(self, interval: float, now: float) -> None:
+        """A new interval (a reload): phases spread evenly over it again; if shorter, every waiting task moves to its
+        new slot (nobody waits longer than the new interval, and the spread holds at once)."""
+        shorter = interval < self.interval
+        self.interval = interval
+        order = sorted(self._anchor, key=lambda t: (self._anchor[t] - now) % interval)
+        for i, task_id in enumerate(order):
+            self._anchor[task_id] = now + interval * i / len(order)
+        if not shorter:
+            return
+        for task_id in list(self._due):
+            # For a task that was to wait longer (slow, or backing off) this is one extra poll; the next plans again.
+            self._push(task_id, now + (interval - _offgrid(now, self._anchor[task_id], interval)) % interval)
+
     def remove(self, task_id: int) -> None:
         """Take a task off the timetable (its heap entry goes stale and is skipped)."""
         self._anchor.pop(task_id, None)
