@@ -16,15 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import stat
-import sys
 import time
 from array import array
 from pathlib import Path
 
 import httpx
+from lifeline import Lifeline
 
 
 class Floor:
@@ -80,15 +77,6 @@ class Floor:
         }
 
 
-def stdin_is_pipe() -> bool:
-    """Whether standard input is a pipe (whose end tells us that whoever started us is gone)."""
-    try:
-        mode = os.fstat(sys.stdin.fileno()).st_mode
-        return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 async def run(args: argparse.Namespace) -> dict[str, object]:
     """Poll until told to stop; return the report."""
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
@@ -98,13 +86,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
         transport = AiohttpTransport(limits=limits)
     task_ids = list(range(args.first_id, args.first_id + args.tasks))
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    reader = asyncio.StreamReader()
-    if stdin_is_pipe():  # else (a terminal, /dev/null) only a signal or --max-seconds stops us
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    lifeline = Lifeline()
+    await lifeline.start()
     async with httpx.AsyncClient(
         base_url=args.base_url,
         headers={"Authorization": f"Bearer {args.token}", "Accept": "application/json"},
@@ -118,13 +101,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             asyncio.create_task(floor.poller(task_id, start + args.interval * i / len(task_ids)))
             for i, task_id in enumerate(task_ids)
         ]
-        stdin_closed = asyncio.create_task(reader.read())
         print(json.dumps({"ready": True, "start": start}), flush=True)
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait([stopped, stdin_closed], timeout=args.max_seconds, return_when=asyncio.FIRST_COMPLETED)
-        for task in [*pollers, stdin_closed, stopped]:
+        await lifeline.wait(args.max_seconds)
+        for task in pollers:
             task.cancel()
-        await asyncio.gather(*pollers, stdin_closed, stopped, return_exceptions=True)
+        await asyncio.gather(*pollers, return_exceptions=True)
     return floor.report()
 
 

@@ -21,12 +21,11 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import stat
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, cast
+
+from lifeline import Lifeline
 
 from watcher.simulator import task_body
 
@@ -232,15 +231,6 @@ def body_for(task_id: int, **fields: Any) -> dict[str, Any]:
     return body
 
 
-def stdin_is_pipe() -> bool:
-    """Whether standard input is a pipe (whose end tells us that whoever started us is gone)."""
-    try:
-        mode = os.fstat(sys.stdin.fileno()).st_mode
-        return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 async def serve(args: argparse.Namespace) -> None:
     """Serve until a signal, the end of standard input, or --max-seconds."""
     standin = StandIn(args.tasks, args.first_id, args.token)
@@ -249,27 +239,12 @@ async def serve(args: argparse.Namespace) -> None:
         lambda: HttpProtocol(standin.handle, standin.fast), args.host, args.port, backlog=1024, reuse_address=True
     )
     port = server.sockets[0].getsockname()[1]
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    if not args.keep_stdin:
-        reader = asyncio.StreamReader()
-        if stdin_is_pipe():  # else (a terminal, /dev/null) only a signal or --max-seconds stops us
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-
-        async def watch_stdin() -> None:
-            await reader.read()  # EOF: whoever started us is gone
-            stop.set()
-
-        stdin_task = asyncio.create_task(watch_stdin())
+    lifeline = Lifeline()
+    await lifeline.start(watch_stdin=not args.keep_stdin)
     print(json.dumps({"port": port, "pid": os.getpid(), "tasks": args.tasks, "first_id": args.first_id}), flush=True)
     try:
-        await asyncio.wait_for(stop.wait(), timeout=args.max_seconds)
-    except TimeoutError:
-        pass
+        await lifeline.wait(args.max_seconds)
     finally:
-        if not args.keep_stdin:
-            stdin_task.cancel()
         server.close()
 
 
