@@ -287,11 +287,14 @@ async def test_a_reload_starts_and_stops_pollers_and_swaps_notifiers(
     async with open_components(config, api_retry=FAST_RETRY) as parts, anyio.create_task_group() as tg:
         await tg.start(parts.daemon.run)
         await receiver.wait_for(1)
-        new = make_config(url, sim.token, receiver.url + "?v=2", tmp_path / "s.db", [2], concurrency=12)
+        new = make_config(
+            url, sim.token, receiver.url + "?v=2", tmp_path / "s.db", [2], concurrency=12, interval="200ms"
+        )
         needs_restart = parts.reload(new)
         await receiver.wait_for(2)
         assert parts.daemon.scheduled() == [2]
         assert parts.daemon._workers == 12  # [watch] concurrency raised: more workers at once
+        assert parts.daemon._timetable.interval == 0.2  # and the new interval is the timetable's at once
         tg.cancel_scope.cancel()
     assert needs_restart == []
     assert types(receiver) == [("1", "voicefox.task.observed"), ("2", "voicefox.task.observed")]
