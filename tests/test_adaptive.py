@@ -23,6 +23,7 @@ from watcher.ops import OpsServer
 from watcher.pace import AdaptiveRate
 from watcher.schedule import Cadence, Timetable, completion_eta, next_poll, window_state
 from watcher.simulator import Simulator
+from watcher.zone import Source, Zone
 
 from .conftest import Receiver
 from .test_daemon import FAST_RETRY, make_config
@@ -30,7 +31,7 @@ from .test_daemon import FAST_RETRY, make_config
 TOKYO = ZoneInfo("Asia/Tokyo")
 # 2026-11-23 10:30 in Tokyo (01:30 UTC): inside the 09:00-12:00 window.
 NOW = datetime(2026, 11, 23, 10, 30, tzinfo=TOKYO)
-CADENCE = Cadence(interval=30.0, slow_interval=300.0, done_linger=3600.0, timezone=TOKYO)
+CADENCE = Cadence(interval=30.0, slow_interval=300.0, done_linger=3600.0)
 WINDOWS = (("09:00", "12:00"), ("14:00", "18:00"))
 
 
@@ -82,7 +83,7 @@ def state(
     ],
 )
 def test_next_poll(case: str, task: TaskState | None, now: datetime, eta: float | None, expected: float | None) -> None:
-    assert next_poll(task, now, CADENCE, eta) == expected, case
+    assert next_poll(task, now, CADENCE, eta, TOKYO) == expected, case
 
 
 def test_adaptive_off_polls_everything_every_interval() -> None:
@@ -145,15 +146,16 @@ def test_window_state_remembered_per_schedule_answers_as_if_computed_afresh(
 
 
 def test_a_running_task_is_never_stalled_outside_its_windows_and_its_stall_clock_starts_at_opening() -> None:
-    rules = Rules(stall_after=timedelta(minutes=30), timezone=TOKYO)
+    rules = Rules(stall_after=timedelta(minutes=30))
+    zone = Zone(TOKYO, Source.CONFIG)
     snapshot = state("running").snapshot
     # Progress last moved yesterday afternoon; all night it could not call.
     previous = TaskState(snapshot, progress_since=datetime(2026, 11, 22, 17, 0, tzinfo=TOKYO))
-    _, at_night = detect(previous, snapshot, NOW.replace(hour=7), rules)
+    _, at_night = detect(previous, snapshot, NOW.replace(hour=7), rules, zone=zone)
     assert at_night == []
-    _, early = detect(previous, snapshot, NOW.replace(hour=9, minute=20), rules)  # 20 min into the window
+    _, early = detect(previous, snapshot, NOW.replace(hour=9, minute=20), rules, zone=zone)  # 20 min into the window
     assert early == []
-    _, late = detect(previous, snapshot, NOW.replace(hour=9, minute=40), rules)
+    _, late = detect(previous, snapshot, NOW.replace(hour=9, minute=40), rules, zone=zone)
     assert [e.type for e in late] == ["voicefox.task.stalled"]
     assert late[0].data["stalledForSeconds"] == 40 * 60
 

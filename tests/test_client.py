@@ -151,6 +151,7 @@ async def test_200_body_is_parsed_into_a_snapshot() -> None:
         total=1200,
         collection_rate=33,
         updated_at="2026-11-23 10:00:00",
+        created_at="2026-11-23 09:00:00",
         start_date="2026-11-01",
         windows=(("00:00", "00:00"),),
     )
@@ -444,6 +445,7 @@ async def test_sim_task_is_fetched_over_a_socket(simulator: tuple[Simulator, str
         total=300,
         collection_rate=55,
         updated_at="2026-11-23 09:00:00",
+        created_at="2026-11-23 09:00:00",
         start_date="2026-11-01",
         windows=(("00:00", "00:00"),),
     )

@@ -138,7 +138,7 @@ def test_unchanged_snapshot_emits_nothing(status: str, progress: int | None) -> 
 # --- first sight ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [*ALL_STATUSES, UNKNOWN])
+@pytest.mark.parametrize("status", ["pending", "running", "done", UNKNOWN])
 @pytest.mark.parametrize("progress", [None, 0, 37, 100])
 def test_first_sight_is_exactly_one_observed_event(status: str, progress: int | None) -> None:
     """A task seen for the first time is observed; no started/finished/progressed is invented."""
@@ -146,6 +146,22 @@ def test_first_sight_is_exactly_one_observed_event(status: str, progress: int | 
     assert types(events) == [E.OBSERVED.value]
     assert events[0].data["previous"] is None
     assert state == TaskState(snap(status, progress), progress_since=T0, stalled=False, missing=False)
+
+
+@pytest.mark.parametrize(
+    ("status", "announced"),
+    [("stop.abnormal", E.FAILED), ("stop.timeout", E.TIMED_OUT), ("stop.operate", E.STOPPED)],
+)
+def test_first_sight_of_a_stopped_task_also_announces_the_stop(status: str, announced: E) -> None:
+    """A campaign that failed before the watcher started (or before it was added) reaches those who hear of failures:
+    the event is the stop's own type, with no previous status and `firstSight` set."""
+    state, events = detect(None, snap(status, 40), T0, RULES)
+    assert types(events) == [E.OBSERVED.value, announced.value]
+    assert events[1].data["previous"] is None
+    assert events[1].data["firstSight"] is True
+    assert events[0].id != events[1].id
+    _, again = detect(state, snap(status, 40), T0 + timedelta(minutes=5), RULES)
+    assert again == []  # once, not on every poll
 
 
 def test_first_sight_of_a_running_task_starts_the_stall_clock_now() -> None:
@@ -414,6 +430,7 @@ def test_event_carries_time_subject_task_snapshot_and_previous() -> None:
         "summary": "",
         "suggestion": "",
         "updatedAt": "2026-11-23 09:00:00",
+        "createdAt": "",
         "startDate": "",
         "startTime": [],
     }

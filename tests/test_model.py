@@ -39,6 +39,7 @@ EXPECTED = TaskSnapshot(
     summary="",
     suggestion="",
     updated_at="2026-11-23 09:00:00",
+    created_at="2026-11-23 09:00:00",
     start_date="2026-11-01",
     windows=(("00:00", "00:00"),),
 )
@@ -102,7 +103,7 @@ def test_unknown_fields_are_ignored() -> None:
         ("summary", "summary", ""),
         ("suggestion", "suggestion", ""),
         ("updatedAt", "updated_at", ""),
-        ("createdAt", None, None),
+        ("createdAt", "created_at", ""),
         ("option", "windows", ()),
         ("assistant", None, None),
         ("assistantVid", None, None),
@@ -417,8 +418,9 @@ def test_an_error_body_with_a_status_is_not_a_task(doc: dict[str, Any]) -> None:
     ("option", "start_date", "windows"),
     [
         ({"startDate": "2026-12-01", "startTime": [["08:00", "11:30"]]}, "2026-12-01", (("08:00", "11:30"),)),
-        ({"startTime": [["8:00", "25:00"], ["x", "y"], ["10:00"]]}, "", ()),  # malformed windows are dropped
-        ({"startTime": "09:00-12:00"}, "", ()),
+        # One unreadable window and the whole value is dropped: a window silently lost would be a window closed.
+        ({"startTime": [["8:00", "12:00"], ["x", "y"]]}, "", ()),
+        ({"startTime": "09:00-12:00"}, "", (("09:00", "12:00"),)),
         ("not an object", "", ()),
     ],
 )

@@ -88,7 +88,7 @@ async def _run(config: Config, path: Path, args: argparse.Namespace) -> int:
 
 def _status_line(parts: Components) -> str:
     """One line for `systemctl status`: what is watched, how fresh, what waits."""
-    tasks = len(parts.daemon.config.watch.tasks)
+    tasks = len(parts.daemon.config.watch.ids)
     silent = time.monotonic() - parts.daemon.last_answer
     try:
         counts = parts.store.outbox_counts()
@@ -125,8 +125,8 @@ def _reload(parts: Components, path: Path, args: argparse.Namespace) -> None:
     _log.info(
         "config.reloaded",
         path=str(path),
-        tasks_added=sorted(set(new.watch.tasks) - set(old.watch.tasks)),
-        tasks_removed=sorted(set(old.watch.tasks) - set(new.watch.tasks)),
+        tasks_added=sorted(set(new.watch.ids) - set(old.watch.ids)),
+        tasks_removed=sorted(set(old.watch.ids) - set(new.watch.ids)),
     )
     if needs_restart:
         _log.warning("config.restart_needed", sections=needs_restart, hint="these sections change only on restart")
@@ -149,7 +149,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{config_mod.default_path(args.config)}: OK", file=out)
     print(f"  api: {config.api.base_url} (timeout {config.api.timeout:g}s)", file=out)
     print(
-        f"  watch: {len(config.watch.tasks)} task(s) every {config.watch.interval:g}s; progress step "
+        f"  watch: {len(config.watch.ids)} task(s) every {config.watch.interval:g}s; progress step "
         f"{config.watch.progress_step}%, stalled after {config.watch.stall_after:g}s",
         file=out,
     )
@@ -196,6 +196,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     # Finished longer than watch.done_linger ago: the daemon no longer polls them.
     dropped = {tid for tid, s in states.items() if next_poll(s, now, cadence) is None}
+    watched = set(config.watch.ids)
     if args.json:
         doc = {
             "tasks": [
@@ -204,8 +205,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "progressSince": s.progress_since.isoformat(),
                     "stalled": s.stalled,
                     "missing": s.missing,
-                    "watched": tid in config.watch.tasks,
-                    "polled": tid in config.watch.tasks and tid not in dropped,
+                    "watched": tid in watched,
+                    "polled": tid in watched and tid not in dropped,
                 }
                 for tid, s in sorted(states.items())
             ],
@@ -215,7 +216,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     out = args.stdout
     print(f"{'TASK':>8}  {'STATUS':<14}{'PROGRESS':>9}  {'LAST CHANGE':<20}  NAME", file=out)
-    for tid in config.watch.tasks:
+    for tid in config.watch.ids:
         s = states.get(tid)
         if s is None:
             print(f"{tid:>8}  {'(not polled)':<14}", file=out)
@@ -225,7 +226,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         progress = f"{s.snapshot.progress}%" if s.snapshot.progress is not None else "–"
         since = s.progress_since.astimezone().strftime("%Y-%m-%d %H:%M:%S")
         print(f"{tid:>8}  {s.snapshot.status:<14}{progress:>9}  {since:<20}  {s.snapshot.name}{flags}", file=out)
-    for tid in sorted(set(states) - set(config.watch.tasks)):
+    for tid in sorted(set(states) - watched):
         print(f"{tid:>8}  (no longer in watch.tasks)", file=out)
     if counts:
         print("\nOUTBOX", file=out)

@@ -163,15 +163,39 @@ class ApiConfig(_Section):
 MAX_CONCURRENCY = 1000  # polls in flight at most, whatever [watch] concurrency says
 
 
+TaskId = Annotated[int, Field(strict=True, gt=0, lt=2**63)]
+
+
+class TaskConfig(_Section):
+    """A `[[watch.task]]` entry: one task with settings of its own."""
+
+    id: TaskId
+    # The zone this task's calling windows are written in, when it differs from the others' (a watcher running
+    # Japanese and Chinese campaigns); "" = the campaigns' zone (watch.timezone, or found from the API).
+    timezone: Annotated[str, pydantic.AfterValidator(_check_timezone)] = ""
+
+
 class WatchConfig(_Section):
     """`[watch]`: which tasks, how often, and the detection knobs."""
 
     @property
     def tz(self) -> zoneinfo.ZoneInfo | None:
-        """The calling windows' time zone, None for the host's."""
+        """The calling windows' time zone as configured; None: found from the API (watcher/zone.py)."""
         return zoneinfo.ZoneInfo(self.timezone) if self.timezone else None
 
-    tasks: list[Annotated[int, Field(strict=True, gt=0, lt=2**63)]] = Field(min_length=1)
+    @property
+    def ids(self) -> list[int]:
+        """Every watched task: `tasks` then the `[[watch.task]]` entries."""
+        return [*self.tasks, *(t.id for t in self.task)]
+
+    @property
+    def task_zones(self) -> dict[int, zoneinfo.ZoneInfo]:
+        """The tasks with a zone of their own."""
+        return {t.id: zoneinfo.ZoneInfo(t.timezone) for t in self.task if t.timezone}
+
+    # (Declared before `tasks`, whose check reads it.)
+    task: list[TaskConfig] = Field(default_factory=list)
+    tasks: list[TaskId] = Field(default_factory=list, validate_default=True)
     interval: Annotated[Duration, Field(ge=0.1)] = 30.0
     progress_step: Annotated[int, Field(strict=True, ge=0, le=100)] = 10
     stall_after: Annotated[Duration, Field(gt=0)] = 900.0
@@ -182,15 +206,20 @@ class WatchConfig(_Section):
     slow_interval: Annotated[Duration, Field(gt=0)] = 300.0
     # `done` is final: keep polling a finished task this long (slowly), then drop it from the schedule.
     done_linger: Duration = 3600.0
-    # Time zone of the tasks' calling windows (option.startDate / option.startTime); "" = the host's.
+    # Time zone of the tasks' calling windows (option.startDate / option.startTime); "" = found from the API's
+    # timestamps, and while it cannot be, windows slow nothing (watcher/zone.py).
     timezone: Annotated[str, pydantic.AfterValidator(_check_timezone)] = ""
 
     @pydantic.field_validator("tasks")
     @classmethod
-    def _unique(cls, tasks: list[int]) -> list[int]:
-        dupes = sorted({t for t in tasks if tasks.count(t) > 1})
+    def _some_and_unique(cls, tasks: list[int], info: pydantic.ValidationInfo) -> list[int]:
+        entries = [t.id for t in info.data.get("task", [])]
+        if not tasks and not entries and "task" in info.data:
+            raise ValueError("needs at least one task: tasks = [1001, 1002] or a [[watch.task]] entry with an id")
+        every = [*tasks, *entries]
+        dupes = sorted({t for t in every if every.count(t) > 1})
         if dupes:
-            raise ValueError(f"lists task {', '.join(map(str, dupes))} more than once")
+            raise ValueError(f"lists task {', '.join(map(str, dupes))} more than once (in tasks or [[watch.task]])")
         return tasks
 
 

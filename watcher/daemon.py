@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -20,11 +21,12 @@ from .detect import Rules, detect, detect_missing
 from .dispatch import Dispatcher
 from .errors import ApiError, AuthenticationError, RateLimited, StoreError, TaskNotFound, TransientApiError
 from .metrics import Metrics
-from .model import Event, EventType, Status, TaskState
+from .model import Event, EventType, Status, TaskSnapshot, TaskState
 from .pace import AdaptiveRate, ApiGate
 from .retry import auth_pause, poll_failure_delay, rate_limit_pause
-from .schedule import Cadence, PaceMark, Timetable, next_poll, pace
+from .schedule import Cadence, PaceMark, Timetable, next_poll, offsets_open, pace
 from .store import Store
+from .zone import Zone, ZoneResolver, offset_label
 
 _log = structlog.get_logger("watcher.daemon")
 
@@ -45,14 +47,11 @@ PUSH_DATA_MAX_AGE = 3600.0  # a task.end push older than this is not attached to
 def knobs(config: Config) -> tuple[Rules, Cadence]:
     """The detection rules and the polling cadence a config asks for."""
     watch = config.watch
-    rules = Rules(
-        progress_step=watch.progress_step, stall_after=timedelta(seconds=watch.stall_after), timezone=watch.tz
-    )
+    rules = Rules(progress_step=watch.progress_step, stall_after=timedelta(seconds=watch.stall_after))
     cadence = Cadence(
         interval=watch.interval,
         slow_interval=watch.slow_interval,
         done_linger=watch.done_linger,
-        timezone=watch.tz,
         adaptive=watch.adaptive,
     )
     return rules, cadence
@@ -105,6 +104,14 @@ class Daemon:
         self._hints: dict[int, tuple[float, dict[str, Any]]] = {}  # task -> (when, VoiceFox's task.end data)
         self._marks: dict[int, PaceMark] = {}  # task -> (progress, when) at the start of its run
         self.dropped: set[int] = set()  # finished tasks no longer polled
+        # The campaigns' zone (watcher/zone.py), seeded with what an earlier run learned from naive timestamps.
+        self.zones = ZoneResolver(config.watch.tz, config.watch.task_zones, learned=self._remembered_offset())
+        self._zone_shown: Zone | None = None  # the zone last logged and stored
+        self._looked: dict[int, datetime] = {}  # task -> when it was last polled (evidence against its windows)
+        self._mismatch_warned: dict[int, date] = {}  # task -> the day its window mismatch was last logged
+        self._likely: dict[int, frozenset[int]] = {}  # task -> UTC offsets (h) its seen changes fit, intersected
+        self._schedule_problems: dict[int, tuple[str, ...]] = {}  # task -> unreadable schedule, as last logged
+        self._unseen_noted: set[int] = set()  # never-served tasks whose 404 is in the store for `watcher status`
         self._tg: anyio.abc.TaskGroup | None = None
         # API reachability, for voicefox.watcher.api_unreachable / api_recovered.
         self.last_answer = monotonic()  # when a poll last got an answer from the API (readiness)
@@ -114,7 +121,7 @@ class Daemon:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver what is pending, then poll every task on its schedule until cancelled."""
-        tasks = self.config.watch.tasks
+        tasks = self.config.watch.ids
         send, receive = anyio.create_memory_object_stream[tuple[int, float]](0)  # no buffer: a hand-off
         self._timetable = Timetable(self.config.watch.interval)
         try:
@@ -128,6 +135,7 @@ class Daemon:
                     self._start_workers()
                     tg.start_soon(self._scheduler, send)
                     _log.info("watcher.started", tasks=len(tasks), interval=self.config.watch.interval)
+                    self._show_zone()
                     task_status.started()
         finally:
             # Stopped: a reload or hint now has nothing to start or wake, and another run() starts afresh.
@@ -136,7 +144,7 @@ class Daemon:
 
     def watched_statuses(self) -> Iterator[str]:
         """The last known status of every watched task (for the tasks-by-status gauge)."""
-        for task_id in self.config.watch.tasks:
+        for task_id in self.config.watch.ids:
             state = self.states.get(task_id)
             yield state.snapshot.status if state is not None else "unknown"
 
@@ -146,18 +154,31 @@ class Daemon:
 
     def reload(self, config: Config) -> None:
         """Take a new config: schedule added tasks, unschedule removed ones, new [watch] knobs."""
-        added = [t for t in config.watch.tasks if t not in self.config.watch.tasks]
-        removed = [t for t in self.config.watch.tasks if t not in config.watch.tasks]
+        old_ids, new_ids = set(self.config.watch.ids), set(config.watch.ids)
+        added = [t for t in config.watch.ids if t not in old_ids]
+        removed = [t for t in self.config.watch.ids if t not in new_ids]
         self.config = config
         self._rules, self._cadence = knobs(config)
+        self.zones.reconfigure(config.watch.tz, config.watch.task_zones)
+        self.zones.forget(removed)
         if config.watch.interval != self._timetable.interval:
             self._timetable.retime(config.watch.interval, self._monotonic())  # a shorter pace now, not after a wait
         for task_id in removed:
             self._timetable.remove(task_id)
-            for memory in (self._failures, self._not_found, self._marks, self._hints):
+            for memory in (
+                self._failures,
+                self._not_found,
+                self._marks,
+                self._hints,
+                self._looked,
+                self._mismatch_warned,
+                self._likely,
+                self._schedule_problems,
+            ):
                 memory.pop(task_id, None)
             self.dropped.discard(task_id)
         if self._tg is not None:
+            self._show_zone()
             self._timetable.spread(added, self._monotonic())
             self._start_workers()
             self._wake_scheduler(self._monotonic())
@@ -226,11 +247,12 @@ class Daemon:
         if not ok:
             return poll_failure_delay(self.config.watch.interval, self._failures.get(task_id, 1))
         state = self.states.get(task_id)
-        return next_poll(state, self._clock(), self._cadence, self._eta(task_id, state))
+        now = self._clock()
+        return next_poll(state, now, self._cadence, self._eta(task_id, state, now), self.zones.for_task(task_id).tz)
 
-    def _eta(self, task_id: int, state: TaskState | None) -> float | None:
+    def _eta(self, task_id: int, state: TaskState | None, now: datetime) -> float | None:
         """Seconds until a running task reaches 100 % at the pace it has kept since it (re)started running."""
-        mark, eta = pace(self._marks.get(task_id), state.snapshot if state else None, self._clock())
+        mark, eta = pace(self._marks.get(task_id), state.snapshot if state else None, now)
         if mark is None:
             self._marks.pop(task_id, None)
         else:
@@ -279,7 +301,7 @@ class Daemon:
                 results[task_id] = self.gate.not_before <= self._monotonic() and await self.poll(task_id)
 
         async with anyio.create_task_group() as tg:
-            for task_id in self.config.watch.tasks:
+            for task_id in self.config.watch.ids:
                 tg.start_soon(one, task_id)
         return all(results.values())
 
@@ -293,6 +315,7 @@ class Daemon:
             self._api_answered()
             if previous is None:
                 self._log_failure(task_id, "not_found", str(exc), hint="check watch.tasks: VoiceFox has no such task")
+                self._note_unseen(task_id, "not found: the API answers 404 (check watch.tasks)")
                 return False
             # One 404 may be a proxy's or a deploy's hiccup: a task is missing only when the API says so twice in
             # a row, so a single bad answer never announces every task as gone.
@@ -343,10 +366,89 @@ class Daemon:
                 _log.info("poll.recovered", causes=sorted({cause for _, cause in self._last_failure_log}))
                 self._last_failure_log.clear()
                 self._suppressed.clear()
-        state, events = detect(previous, snapshot, self._clock(), self._rules)
+        now = self._clock()
+        looked = self._looked.get(task_id)
+        self._looked[task_id] = now
+        if self.zones.observe(task_id, previous.snapshot if previous else None, snapshot, now, looked):
+            self._show_zone()
+        if snapshot.schedule_problems and self._schedule_problems.get(task_id) != snapshot.schedule_problems:
+            self._schedule_problems[task_id] = snapshot.schedule_problems
+            _log.warning("schedule.unreadable", task_id=task_id, problems=list(snapshot.schedule_problems))
+        zone = self.zones.for_task(task_id)
+        state, events = detect(previous, snapshot, now, self._rules, zone=zone, previous_look=looked)
+        if state.windows_doubted_at == now:
+            self._window_mismatch(task_id, snapshot, zone, looked, now)
         if state != previous:
             self._record(task_id, state, events)
         return True
+
+    def _remembered_offset(self) -> int | None:
+        """The UTC offset an earlier run learned from naive timestamps, if it learned one."""
+        try:
+            text = self._store.meta("zone.learned")
+        except StoreError:
+            return None
+        return int(text) if text and text.lstrip("-").isdigit() else None
+
+    def _show_zone(self) -> None:
+        """Log the campaigns' zone and how it was found, and keep it for `watcher status`, when it changed."""
+        zone = self.zones.zone()
+        if zone == self._zone_shown:
+            return
+        self._zone_shown = zone
+        level = _log.warning if not zone.known and self._has_schedules() else _log.info
+        level("schedule.zone_resolved", zone=zone.name, source=zone.source.value, how=zone.describe())
+        try:
+            self._store.set_meta("zone", json.dumps(zone.to_dict()))
+            if self.zones.learned is not None:
+                self._store.set_meta("zone.learned", str(self.zones.learned))
+        except StoreError as exc:
+            _log.error("store.write_failed", error=str(exc), what="the campaigns' zone")
+
+    def _has_schedules(self) -> bool:
+        return any(s.snapshot.has_schedule for s in self.states.values()) or not self.states
+
+    def _window_mismatch(
+        self, task_id: int, snapshot: TaskSnapshot, zone: Zone, looked: datetime | None, now: datetime
+    ) -> None:
+        """The task was seen at work in a window believed closed: say so once a day, with the likely zone."""
+        fits = offsets_open(snapshot, now) | (offsets_open(snapshot, looked) if looked is not None else frozenset())
+        self._likely[task_id] = fits = fits & self._likely.get(task_id, fits) or fits
+        if self._mismatch_warned.get(task_id) == now.date():
+            return
+        self._mismatch_warned[task_id] = now.date()
+        suggested = self.zones.suggested(task_id)
+        if suggested is not None and suggested.name != zone.name:
+            likely = suggested.describe()
+        elif fits and len(fits) <= 6:
+            low, high = min(fits), max(fits)
+            likely = (
+                offset_label(low * 60)
+                if low == high
+                else f"between {offset_label(low * 60)} and {offset_label(high * 60)}"
+            )
+        else:
+            likely = "not clear from one change"
+        _log.warning(
+            "schedule.window_mismatch",
+            task_id=task_id,
+            zone=zone.name,
+            zone_source=zone.source.value,
+            likely_zone=likely,
+            hint="the task changed while its calling window was believed closed: it is polled at the normal pace and "
+            "can be called stalled until its windows match what the API shows for a day; if the zone is wrong, set "
+            "watch.timezone (or timezone in its [[watch.task]])",
+        )
+
+    def _note_unseen(self, task_id: int, reason: str) -> None:
+        if task_id in self._unseen_noted:
+            return
+        try:
+            self._store.note_unseen(task_id, reason, self._wall())
+        except StoreError as exc:
+            _log.error("store.write_failed", task_id=task_id, error=str(exc))
+            return
+        self._unseen_noted.add(task_id)
 
     def _api_answered(self) -> None:
         self.last_answer = self._monotonic()

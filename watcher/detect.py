@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from typing import Any
 
 from .model import Event, EventType, Status, TaskSnapshot, TaskState
-from .schedule import window_state
+from .schedule import DOUBT_FOR, calling_windows, contradicts
+from .zone import UNKNOWN, Zone
 
 # Event ids are derived from what the event is, so detection stays a pure function; the outbox stores them, so a
 # redelivery after a crash carries the same id.
@@ -31,7 +32,6 @@ class Rules:
 
     progress_step: int = 10  # 0 turns `progressed` off
     stall_after: timedelta = timedelta(minutes=15)
-    timezone: tzinfo | None = None  # of the calling windows; None: the host's
 
 
 def transition_type(previous: str, current: str) -> EventType:
@@ -64,12 +64,26 @@ def make_event(
 
 
 def detect(
-    previous: TaskState | None, current: TaskSnapshot, now: datetime, rules: Rules
+    previous: TaskState | None,
+    current: TaskSnapshot,
+    now: datetime,
+    rules: Rules,
+    *,
+    zone: Zone = UNKNOWN,
+    previous_look: datetime | None = None,
 ) -> tuple[TaskState, list[Event]]:
-    """Compare a fresh snapshot with what was known and return the new state and the events it implies."""
+    """Compare a fresh snapshot with what was known and return the new state and the events it implies.
+
+    `zone` is where the task's calling windows are read (unknown: they silence no stall); `previous_look` is when the
+    task was last polled, if known, to tell a change inside a window believed closed (evidence against the model).
+    """
     if previous is None:
-        # First sight: we know nothing of its history, so no transition is invented; the stall clock starts now.
-        return TaskState(current, progress_since=now), [make_event(EventType.OBSERVED, now, current, None)]
+        # First sight: we know nothing of its history, so no transition is invented; the stall clock starts now. But a
+        # campaign already stopped or failed is news to whoever would have heard of the stop: say so to them too.
+        first = [make_event(EventType.OBSERVED, now, current, None)]
+        if current.status in _STOP_STATUSES:
+            first.append(make_event(_TERMINAL_EVENTS[Status(current.status)], now, current, None, firstSight=True))
+        return TaskState(current, progress_since=now), first
 
     before = previous.snapshot
     events: list[Event] = []
@@ -89,42 +103,40 @@ def detect(
         milestone = current.progress // rules.progress_step * rules.progress_step
         events.append(make_event(EventType.PROGRESSED, now, current, before, milestone=milestone))
 
+    doubted_at = previous.windows_doubted_at
+    if contradicts(before, current, previous_look, now, zone.tz):
+        doubted_at = now  # evidence beats the model: seen at work where its windows said it could not be
+    elif doubted_at is not None and now - doubted_at >= DOUBT_FOR:
+        doubted_at = None  # the model has been right for a full cycle: its windows count again
     if status_changed or progress_changed:
-        state = TaskState(current, progress_since=now)
+        state = TaskState(current, progress_since=now, windows_doubted_at=doubted_at)
     else:
-        state = TaskState(current, progress_since=previous.progress_since, stalled=previous.stalled)
-
-    stalled_since = (
-        _stall_clock_start(current, state.progress_since, now, rules)
-        if current.status == Status.RUNNING and not state.stalled
-        else None
-    )
-    if stalled_since is not None and now - stalled_since >= rules.stall_after:
-        stalled_for = int((now - stalled_since).total_seconds())
-        events.append(
-            make_event(
-                EventType.STALLED,
-                now,
-                current,
-                before,
-                stalledSince=stalled_since.isoformat(),
-                stalledForSeconds=stalled_for,
-            )
+        state = TaskState(
+            current, progress_since=previous.progress_since, stalled=previous.stalled, windows_doubted_at=doubted_at
         )
-        state = dataclasses.replace(state, stalled=True)
+
+    if current.status == Status.RUNNING and not state.stalled:
+        windows = calling_windows(state, now, zone.tz)
+        # Since when the task has had the chance to progress and did not: never outside a window it cannot call in.
+        since = None if not windows.open else max(state.progress_since, windows.opened_at or state.progress_since)
+        if since is not None and now - since >= rules.stall_after:
+            extra: dict[str, Any] = {
+                "stalledSince": since.isoformat(),
+                "stalledForSeconds": int((now - since).total_seconds()),
+            }
+            if current.has_schedule:
+                # On what the stall clock rested: windows placed in a zone, or not placed (unknown zone: the key that
+                # fixes it), or ignored because the task was seen calling outside them.
+                extra["windows"] = {
+                    "zone": zone.name,
+                    "zoneSource": zone.source.value,
+                    "placed": windows.placed,
+                    "doubted": windows.doubted,
+                    **({} if windows.placed else {"fix": "watch.timezone"}),
+                }
+            events.append(make_event(EventType.STALLED, now, current, before, **extra))
+            state = dataclasses.replace(state, stalled=True)
     return state, events
-
-
-def _stall_clock_start(
-    snapshot: TaskSnapshot, progress_since: datetime, now: datetime, rules: Rules
-) -> datetime | None:
-    """Since when a running task has had the chance to progress and did not; None outside its calling windows."""
-    if not snapshot.windows and not snapshot.start_date:
-        return progress_since
-    windows = window_state(snapshot, now, rules.timezone)
-    if not windows.open or windows.opened_at is None:
-        return None  # it cannot progress outside its windows: never stalled there
-    return max(progress_since, windows.opened_at)
 
 
 def detect_missing(previous: TaskState | None, now: datetime) -> tuple[TaskState | None, list[Event]]:

@@ -6,7 +6,8 @@ import dataclasses
 import json
 import math
 import re
-from datetime import datetime
+import unicodedata
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -58,9 +59,18 @@ class TaskSnapshot:
     summary: str = ""
     suggestion: str = ""
     updated_at: str = ""
-    # When calling may happen: option.startDate and option.startTime windows ("HH:MM", in watch.timezone).
+    created_at: str = ""
+    # When calling may happen: option.startDate ("YYYY-MM-DD") and option.startTime windows ("HH:MM[:SS]", the end
+    # may be "24:00"), in the campaigns' time zone (watcher/zone.py); both empty: at any time.
     start_date: str = ""
     windows: tuple[tuple[str, str], ...] = ()
+    # What of option could not be read (and was dropped, so that calls count as possible): for a log line only.
+    schedule_problems: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+
+    @property
+    def has_schedule(self) -> bool:
+        """Whether calling is limited to a start date or to windows of the day."""
+        return bool(self.windows or self.start_date)
 
     def to_dict(self) -> dict[str, Any]:
         """The snapshot in the API's own field names, as events carry it."""
@@ -74,6 +84,7 @@ class TaskSnapshot:
             "summary": self.summary,
             "suggestion": self.suggestion,
             "updatedAt": self.updated_at,
+            "createdAt": self.created_at,
             "startDate": self.start_date,
             "startTime": [list(w) for w in self.windows],
         }
@@ -91,6 +102,7 @@ class TaskSnapshot:
             summary=d.get("summary") or "",
             suggestion=d.get("suggestion") or "",
             updated_at=d.get("updatedAt") or "",
+            created_at=d.get("createdAt") or "",
             start_date=d.get("startDate") or "",
             windows=tuple((str(a), str(b)) for a, b in d.get("startTime") or ()),
         )
@@ -104,6 +116,9 @@ class TaskState:
     progress_since: datetime  # when progress (or status) last changed: the start of a possible stall
     stalled: bool = False  # a `stalled` event was already emitted for the current episode
     missing: bool = False  # a `missing` event was already emitted; cleared when the task reappears
+    # When the task was last seen at work inside a window the model believed closed (schedule.contradicts): for a
+    # day after that its windows slow nothing and silence no stall.
+    windows_doubted_at: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -175,6 +190,7 @@ class _TaskBody(pydantic.BaseModel):
     summary: Any = ""
     suggestion: Any = ""
     updatedAt: Any = ""
+    createdAt: Any = ""
 
 
 _ENVELOPE_OK_CODES = (0, 200, "0", "200", "OK", "ok", "success")
@@ -209,6 +225,7 @@ def parse_task_body(raw: bytes | str, task_id: int) -> TaskSnapshot:
         got = "no id" if body.id is None else f"task {body.id}"
         raise TransientApiError(f"task {task_id}: response has {got}, not the task asked for")
     status = body.status.strip()
+    schedule = parse_schedule(doc.get("option"))
     if not status:
         raise TransientApiError(f"task {task_id}: response body has an empty status")
     return TaskSnapshot(
@@ -221,27 +238,109 @@ def parse_task_body(raw: bytes | str, task_id: int) -> TaskSnapshot:
         summary=_lenient_str(body.summary)[:4000],
         suggestion=_lenient_str(body.suggestion)[:4000],
         updated_at=_lenient_str(body.updatedAt)[:64],
-        **_schedule_of(doc.get("option")),
+        created_at=_lenient_str(body.createdAt)[:64],
+        start_date=schedule.start_date,
+        windows=schedule.windows,
+        schedule_problems=schedule.problems,
     )
 
 
-_HHMM = re.compile(r"^([01]?\d|2[0-3]):[0-5]\d$")
+# Clock times as people write them: "9:00", "09:00", "09:00:00", "24:00" (the end of the day); full-width digits
+# and colons ("０９：００") are folded by NFKC first.
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
+_RANGE = re.compile(r"^\s*(\S+?)\s*(?:-|~|–|—|〜|to)\s*(\S+)\s*$")
+_DATE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:$|[ T])")
+MAX_WINDOWS = 96  # more than this is not a calling schedule anyone wrote
 
 
-def _schedule_of(option: Any) -> dict[str, Any]:
-    # Only the calling schedule is read from `option`; its phone numbers are never touched.
-    if not isinstance(option, dict):
-        return {}
-    start_date = option.get("startDate")
+@dataclasses.dataclass(frozen=True, slots=True)
+class Schedule:
+    """A task's calling schedule as read from `option`; `problems` names what could not be read (and was dropped)."""
+
+    start_date: str = ""  # "YYYY-MM-DD", or "" for no first day
+    windows: tuple[tuple[str, str], ...] = ()  # ("HH:MM[:SS]", "HH:MM[:SS]"), end may be "24:00"; () = any time
+    problems: tuple[str, ...] = ()
+
+
+def _clock(value: Any) -> str | None:
+    """A clock time normalised to "HH:MM" or "HH:MM:SS", or None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    m = _CLOCK.match(unicodedata.normalize("NFKC", value).strip())
+    if m is None:
+        return None
+    hours, minutes, seconds = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    if minutes > 59 or seconds > 59 or hours > 24 or (hours == 24 and (minutes or seconds)):
+        return None
+    return f"{hours:02d}:{minutes:02d}" + (f":{seconds:02d}" if seconds else "")
+
+
+def _window(entry: Any) -> tuple[str, str] | None:
+    """One window: a pair ["09:00", "12:00"] or a range written as one string ("09:00-12:00", "9:00~12:00")."""
+    if isinstance(entry, list | tuple) and len(entry) == 2:
+        start, end = _clock(entry[0]), _clock(entry[1])
+    elif isinstance(entry, list | tuple) and len(entry) == 1 and isinstance(entry[0], str):
+        return _window(entry[0])  # [["09:00-12:00"]]
+    elif isinstance(entry, str) and (m := _RANGE.match(unicodedata.normalize("NFKC", entry))):
+        start, end = _clock(m.group(1)), _clock(m.group(2))
+    else:
+        return None
+    if start is None or end is None or start == "24:00":
+        return None
+    return start, end
+
+
+def _windows(value: Any) -> tuple[tuple[tuple[str, str], ...], str | None]:
+    """option.startTime -> (windows, problem). Nothing silently closes a window: one unreadable entry and the whole
+    value is dropped (calls may then happen at any time), with the problem named."""
+    if value is None or value == [] or value == "":
+        return (), None
+    if isinstance(value, str):
+        entries: list[Any] = [part for part in re.split(r"[,;、，]", value) if part.strip()]
+    elif isinstance(value, list):
+        entries = value
+        if len(value) == 2 and all(isinstance(v, str) and _clock(v) for v in value):
+            entries = [value]  # a single pair, not nested: ["09:00", "18:00"]
+    else:
+        return (), "option.startTime is not a list of [start, end] pairs"
+    if len(entries) > MAX_WINDOWS:
+        return (), f"option.startTime has {len(entries)} windows (more than {MAX_WINDOWS})"
     windows = []
-    for window in option.get("startTime") or () if isinstance(option.get("startTime"), list) else ():
-        if (
-            isinstance(window, list)
-            and len(window) == 2
-            and all(isinstance(t, str) and _HHMM.match(t.strip()) for t in window)
-        ):
-            windows.append((window[0].strip(), window[1].strip()))
-    return {
-        "start_date": start_date[:32] if isinstance(start_date, str) else "",
-        "windows": tuple(windows[:24]),
-    }
+    for entry in entries:
+        window = _window(entry)
+        if window is None:
+            return (), f"option.startTime has an unreadable window {_shown(entry)}"
+        windows.append(window)
+    return tuple(windows), None
+
+
+def _shown(value: Any) -> str:
+    # Shown in a log line: only the shape of a calling schedule, never more than a few dozen characters of it.
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_schedule(option: Any) -> Schedule:
+    """The calling schedule in `option` (startDate, startTime), read as people write it; never raises."""
+    # Only the calling schedule is read from `option`; its phone numbers are never touched.
+    if option is None:
+        return Schedule()
+    if not isinstance(option, dict):
+        return Schedule(problems=("option is not an object",))
+    problems = []
+    windows, problem = _windows(option.get("startTime"))
+    if problem:
+        problems.append(f"{problem}: calls are taken as possible at any time of day")
+    raw_date = option.get("startDate")
+    start_date = ""
+    if isinstance(raw_date, str) and raw_date.strip():
+        m = _DATE.match(unicodedata.normalize("NFKC", raw_date).strip())
+        try:
+            start_date = date(int(m.group(1)), int(m.group(2)), int(m.group(3))).isoformat() if m else ""
+        except ValueError:
+            start_date = ""
+        if not start_date:
+            problems.append(f"option.startDate {_shown(raw_date)} is not a date: calls are taken as possible already")
+    elif raw_date not in (None, ""):
+        problems.append(f"option.startDate {_shown(raw_date)} is not a date: calls are taken as possible already")
+    return Schedule(start_date, windows, tuple(problems))

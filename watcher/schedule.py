@@ -5,6 +5,10 @@ stop.*    may resume: polled slowly
 pending   polled slowly until its start date and first calling window are near
 running   every interval inside its calling windows; slowly outside them (it cannot progress there);
           more often when its progress rate says it is about to finish
+
+The windows are an optimisation, and a guess never silences an alert: they are read in the campaigns' zone
+(watcher/zone.py) and, while that is unknown, slow nothing that might call; and evidence beats the model: a task seen
+at work inside a window believed closed is polled as if its windows were open for a day after (`contradicts`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import heapq
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
 from .model import Status, TaskSnapshot, TaskState
 
@@ -28,7 +32,6 @@ class Cadence:
     interval: float = 30.0
     slow_interval: float = 300.0
     done_linger: float = 3600.0
-    timezone: tzinfo | None = None  # of the calling windows; None: the host's
     adaptive: bool = True
 
 
@@ -36,14 +39,30 @@ class Cadence:
 class WindowState:
     """Where `now` stands against a task's calling schedule."""
 
-    open: bool  # calling may happen now (True when the task has no schedule at all)
-    opened_at: datetime | None  # start of the window `now` is in
+    open: bool  # calling may happen now (True when the task has no schedule, or it cannot be placed)
+    opened_at: datetime | None  # start of the window `now` is in, when known
     next_open: datetime | None  # start of the next window, when not in one
+    placed: bool = True  # False: the campaigns' zone is unknown, so only what is closed in every zone is closed
+    doubted: bool = False  # the task was seen calling where the model said it could not: windows are ignored
 
 
-def _hhmm(text: str) -> time:
-    hours, minutes = text.split(":")
-    return time(int(hours), int(minutes))
+# After a task was seen to change inside a window believed closed, its windows are ignored this long after the last
+# such change: a full cycle of daily windows in which the model must be right again before it may slow anything.
+DOUBT_FOR = timedelta(days=1)
+EARLIEST = timezone(timedelta(hours=14))  # the first zone to reach any date (Kiribati): no campaign calls sooner
+
+
+def clock_seconds(text: str) -> int:
+    """ "09:00" / "09:00:30" / "24:00" (as stored by `model.parse_schedule`) -> seconds after midnight."""
+    parts = [int(p) for p in text.split(":")]
+    return parts[0] * 3600 + parts[1] * 60 + (parts[2] if len(parts) > 2 else 0)
+
+
+def _first_day(start_date: str) -> date | None:
+    try:
+        return date.fromisoformat(start_date[:10]) if start_date else None
+    except ValueError:
+        return None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -55,46 +74,61 @@ def _calendar(
     Cached: tasks share a handful of schedules and the answer changes once a day, while `window_state` runs on
     every poll of every task.
     """
-    try:
-        first_day = date.fromisoformat(start_date[:10]) if start_date else None
-    except ValueError:
-        first_day = None
-    spans = [(_hhmm(a), _hhmm(b)) for a, b in windows] or [(time(0, 0), time(0, 0))]  # none: the whole day
+    first_day = _first_day(start_date)
+    spans = [(clock_seconds(a), clock_seconds(b)) for a, b in windows] or [(0, 0)]  # none: the whole day
     candidates: list[tuple[datetime, datetime]] = []
     for offset in (-1, 0, 1, 2):
         day = today + timedelta(days=offset)
         if first_day is not None and day < first_day:
             continue
+        midnight = datetime.combine(day, time(0), tzinfo=zone)
         for start, end in spans:
-            opens = datetime.combine(day, start, tzinfo=zone)
-            closes = datetime.combine(day, end, tzinfo=zone)
+            # Wall-clock arithmetic (aware datetimes of one zone add as naive ones): 09:00 is 09:00 on a DST day too.
+            opens = midnight + timedelta(seconds=start)
+            closes = midnight + timedelta(seconds=end)
             if closes <= opens:  # "22:00"-"02:00" crosses midnight; "00:00"-"00:00" is the whole day
                 closes += timedelta(days=1)
             candidates.append((opens, closes))
     later_start = None
     if not candidates and first_day is not None and first_day > today:
-        later_start = datetime.combine(first_day, spans[0][0], tzinfo=zone)
+        later_start = datetime.combine(first_day, time(0), tzinfo=zone) + timedelta(seconds=min(s for s, _ in spans))
     return tuple(sorted(candidates)), later_start
 
 
 _ALWAYS_OPEN = WindowState(True, None, None)
-_RECHECK = timedelta(hours=1)  # a remembered answer is trusted this long at most (the host's UTC offset may change)
+_UNPLACED = WindowState(True, None, None, placed=False)
+_DOUBTED = WindowState(True, None, None, doubted=True)
+_RECHECK = timedelta(hours=1)  # a remembered answer is trusted this long at most (a zone's UTC offset may change)
 _MEMO_SIZE = 4096
 _memo: dict[tuple[str, tuple[tuple[str, str], ...], tzinfo | None], tuple[datetime, datetime, WindowState]] = {}
 
 
-def window_state(snapshot: TaskSnapshot, now: datetime, tz: tzinfo | None = None) -> WindowState:
-    """Whether `now` (aware) is inside the task's calling windows (from option.startDate and option.startTime)."""
-    if not snapshot.windows and not snapshot.start_date:
+def window_state(snapshot: TaskSnapshot, now: datetime, zone: tzinfo | None) -> WindowState:
+    """Whether `now` (aware) is inside the task's calling windows, read in `zone` (None: the zone is unknown).
+
+    A guess never silences an alert: with the zone unknown a window is closed only if it is closed in every zone (a
+    start date not yet reached anywhere on Earth). And the status the API reports wins over the schedule: a running
+    task has started, whatever its start date says.
+    """
+    start_date = "" if snapshot.status == Status.RUNNING else snapshot.start_date
+    if not snapshot.windows and not start_date:
         return _ALWAYS_OPEN  # no schedule: it may call at any time (and this runs every poll)
+    if zone is None:
+        first_day = _first_day(start_date)
+        if first_day is not None:
+            starts = [clock_seconds(a) for a, _ in snapshot.windows] or [0]
+            earliest = datetime.combine(first_day, time(0), tzinfo=EARLIEST) + timedelta(seconds=min(starts))
+            if now < earliest:
+                return WindowState(False, None, earliest, placed=False)
+        return _UNPLACED
     # The answer holds until the next window opens or closes: remembered per schedule, since it is asked on every
     # poll of every task and tasks share a handful of schedules.
-    key = (snapshot.start_date, snapshot.windows, tz)
+    key = (start_date, snapshot.windows, zone)
     memo = _memo.get(key)
     if memo is not None and memo[0] <= now < memo[1]:
         return memo[2]
-    local = now.astimezone(tz) if tz is not None else now.astimezone()
-    candidates, later_start = _calendar(snapshot.start_date, snapshot.windows, local.tzinfo, local.date())
+    local = now.astimezone(zone)
+    candidates, later_start = _calendar(start_date, snapshot.windows, zone, local.date())
     state, until = WindowState(False, None, later_start), later_start
     for opens, closes in candidates:
         if opens <= local < closes:
@@ -109,8 +143,53 @@ def window_state(snapshot: TaskSnapshot, now: datetime, tz: tzinfo | None = None
     return state
 
 
-def next_poll(state: TaskState | None, now: datetime, cadence: Cadence, eta: float | None = None) -> float | None:
-    """Seconds until the task should be polled again, or None to drop it from the schedule (done long enough)."""
+def offsets_open(snapshot: TaskSnapshot, when: datetime) -> frozenset[int]:
+    """The whole-hour UTC offsets in which the task's windows are open at `when`: where it could be calling."""
+    return frozenset(h for h in range(-12, 15) if window_state(snapshot, when, _HOURS[h]).open)
+
+
+_HOURS = {h: timezone(timedelta(hours=h)) for h in range(-12, 15)}
+
+
+def calling_windows(state: TaskState, now: datetime, zone: tzinfo | None) -> WindowState:
+    """`window_state` of the task's last snapshot, unless evidence has put its windows in doubt (see DOUBT_FOR)."""
+    doubted_at = state.windows_doubted_at
+    if doubted_at is not None and now - doubted_at < DOUBT_FOR and state.snapshot.has_schedule:
+        return _DOUBTED
+    return window_state(state.snapshot, now, zone)
+
+
+def seen_calling(before: TaskSnapshot, after: TaskSnapshot) -> bool:
+    """Whether two answers show the task at work: progress moved, it (re)started running, or it changed while
+    running. A stop or an end may come at any hour (an operator, a deadline): that is no sign of calling."""
+    if after.progress != before.progress and after.progress is not None and before.progress is not None:
+        return True
+    if after.status == Status.RUNNING:
+        return before.status != Status.RUNNING or after.updated_at != before.updated_at
+    return False
+
+
+def contradicts(
+    before: TaskSnapshot, after: TaskSnapshot, previous_look: datetime | None, now: datetime, zone: tzinfo | None
+) -> bool:
+    """Evidence beats the model: the task was seen at work between two looks that both found its window closed
+    (and the same closed stretch, so no window opened in between)."""
+    if zone is None or previous_look is None or not after.has_schedule or not seen_calling(before, after):
+        return False
+    then = window_state(after, previous_look, zone)
+    if then.open:
+        return False
+    current = window_state(after, now, zone)
+    return not current.open and current.next_open == then.next_open
+
+
+def next_poll(
+    state: TaskState | None, now: datetime, cadence: Cadence, eta: float | None = None, zone: tzinfo | None = None
+) -> float | None:
+    """Seconds until the task should be polled again, or None to drop it from the schedule (done long enough).
+
+    `zone` is the one the task's windows are read in (None: unknown, and then they slow nothing that might call).
+    """
     interval = cadence.interval
     if state is None or not cadence.adaptive:
         return interval
@@ -124,7 +203,7 @@ def next_poll(state: TaskState | None, now: datetime, cadence: Cadence, eta: flo
     if status in _STOPPED:
         return slow
     if status in (Status.PENDING, Status.RUNNING):
-        windows = window_state(snapshot, now, cadence.timezone)
+        windows = calling_windows(state, now, zone)
         if not windows.open:
             if windows.next_open is None:
                 return slow

@@ -21,7 +21,7 @@ from typing import IO, Any
 from .errors import StoreError
 from .model import Event, TaskSnapshot, TaskState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -31,7 +31,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     progress_since TEXT NOT NULL,
     stalled        INTEGER NOT NULL DEFAULT 0,
     missing        INTEGER NOT NULL DEFAULT 0,
-    changed_at     TEXT NOT NULL
+    changed_at     TEXT NOT NULL,
+    windows_doubted_at TEXT
+);
+CREATE TABLE IF NOT EXISTS unseen (
+    task_id INTEGER PRIMARY KEY,
+    reason  TEXT NOT NULL,
+    since   TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     id      TEXT PRIMARY KEY,
@@ -61,6 +67,10 @@ CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (receiver, state, seq);
 # mid-migration leaves the old version intact. Never edit a released step: add the next one.
 MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE outbox ADD COLUMN last_attempt_at REAL"],
+    2: [
+        "ALTER TABLE tasks ADD COLUMN windows_doubted_at TEXT",
+        "CREATE TABLE IF NOT EXISTS unseen (task_id INTEGER PRIMARY KEY, reason TEXT NOT NULL, since TEXT NOT NULL)",
+    ],
 }
 
 
@@ -204,14 +214,15 @@ class Store:
     def load_states(self) -> dict[int, TaskState]:
         """Every task's last known state."""
         states = {}
-        for task_id, snapshot, since, stalled, missing in self._read(
-            "SELECT task_id, snapshot, progress_since, stalled, missing FROM tasks"
+        for task_id, snapshot, since, stalled, missing, doubted in self._read(
+            "SELECT task_id, snapshot, progress_since, stalled, missing, windows_doubted_at FROM tasks"
         ):
             states[task_id] = TaskState(
                 snapshot=TaskSnapshot.from_dict(json.loads(snapshot)),
                 progress_since=datetime.fromisoformat(since),
                 stalled=bool(stalled),
                 missing=bool(missing),
+                windows_doubted_at=datetime.fromisoformat(doubted) if doubted else None,
             )
         return states
 
@@ -228,10 +239,10 @@ class Store:
         # snapshot (most changes) stay cheap.
         with self._transaction(durable=bool(events)) as db:
             db.execute(
-                "INSERT INTO tasks (task_id, snapshot, progress_since, stalled, missing, changed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET snapshot=excluded.snapshot,"
+                "INSERT INTO tasks (task_id, snapshot, progress_since, stalled, missing, changed_at, windows_doubted_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET snapshot=excluded.snapshot,"
                 " progress_since=excluded.progress_since, stalled=excluded.stalled, missing=excluded.missing,"
-                " changed_at=excluded.changed_at",
+                " changed_at=excluded.changed_at, windows_doubted_at=excluded.windows_doubted_at",
                 (
                     state.snapshot.id,
                     json.dumps(state.snapshot.to_dict(), separators=(",", ":")),
@@ -239,10 +250,41 @@ class Store:
                     int(state.stalled),
                     int(state.missing),
                     datetime.fromtimestamp(now, UTC).isoformat(),
+                    state.windows_doubted_at.isoformat() if state.windows_doubted_at else None,
                 ),
             )
+            db.execute("DELETE FROM unseen WHERE task_id = ?", (state.snapshot.id,))
             for event in events:
                 self._insert_event(db, event, receivers_for(event), now)
+
+    def note_unseen(self, task_id: int, reason: str, now: float) -> None:
+        """A task the API has never served answered with `reason` (e.g. 404): kept for `watcher status`."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO unseen (task_id, reason, since) VALUES (?, ?, ?)"
+                " ON CONFLICT (task_id) DO UPDATE SET reason=excluded.reason WHERE reason != excluded.reason",
+                (task_id, reason, datetime.fromtimestamp(now, UTC).isoformat()),
+            )
+
+    def unseen(self) -> dict[int, tuple[str, datetime]]:
+        """Tasks never served by the API, with why and since when."""
+        return {
+            t: (r, datetime.fromisoformat(since))
+            for t, r, since in self._read("SELECT task_id, reason, since FROM unseen")
+        }
+
+    def meta(self, key: str) -> str | None:
+        """A value kept beside the state (such as the campaigns' zone), or None."""
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep a value beside the state."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
 
     def record_event(self, event: Event, receivers: Iterable[str], now: float) -> None:
         """Save an event that belongs to no task state (a test notification, a watcher event) with its outbox rows."""
