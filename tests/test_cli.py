@@ -324,3 +324,57 @@ async def test_status_says_when_a_finished_task_is_no_longer_polled(tmp_path: Pa
     assert "no longer polled" not in next(line for line in lines if line.strip().startswith("2 "))
     doc = json.loads((await run(["status", "-c", str(cfg), "--json"])).stdout)
     assert [t["polled"] for t in doc["tasks"]] == [False, True]
+
+
+async def test_status_shows_the_campaigns_zone_times_with_their_offset_and_a_task_the_api_does_not_know(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from watcher.model import TaskSnapshot, TaskState
+    from watcher.store import Store
+
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1, 2, 3])
+    store = Store.open(tmp_path / "state.db")
+    changed = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # 18:00 in Tokyo
+    snapshot = TaskSnapshot(
+        id=1, status="running", progress=40, name="東京キャンペーン", updated_at="2026-11-23T18:00:00+09:00"
+    )
+    store.record(TaskState(snapshot, changed), [], lambda e: [], 0.0)
+    store.note_unseen(2, "not found: the API answers 404 (check watch.tasks)", 0.0)
+    store.close()
+    text = (await run(["status", "-c", str(cfg)])).stdout.decode()
+    assert "campaigns' time zone: +09:00 (the UTC offset in the API's own timestamps)" in text
+    row = {line.split()[0]: line for line in text.splitlines() if line.strip()[:1].isdigit()}
+    assert "2026-11-23 18:00:00 +09:00" in row["1"]
+    assert "東京キャンペーン" in row["1"]
+    assert "not found: the API answers 404" in row["2"]  # not "(not polled)"
+    assert "not polled yet" in row["3"]
+    doc = json.loads((await run(["status", "-c", str(cfg), "--json"])).stdout)
+    assert doc["zone"]["name"] == "+09:00"
+    assert doc["zone"]["source"] == "api"
+    assert doc["tasks"][0]["zone"] == {"name": "+09:00", "source": "api"}
+    assert doc["notSeen"] == [
+        {"id": 2, "reason": "not found: the API answers 404 (check watch.tasks)", "since": "1970-01-01T00:00:00+00:00"}
+    ]
+
+
+async def test_status_with_the_zone_unknown_says_so_and_shows_utc(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from watcher.model import TaskSnapshot, TaskState
+    from watcher.store import Store
+
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1])
+    store = Store.open(tmp_path / "state.db")
+    snapshot = TaskSnapshot(
+        id=1, status="running", progress=40, updated_at="2026-11-23 18:00:00", windows=(("09:00", "18:00"),)
+    )
+    store.record(TaskState(snapshot, datetime(2026, 11, 23, 9, 0, tzinfo=UTC)), [], lambda e: [], 0.0)
+    store.close()
+    text = (await run(["status", "-c", str(cfg)])).stdout.decode()
+    assert (
+        "campaigns' time zone: unknown: calling windows neither slow polling nor silence stalls (set watch.timezone)"
+        in text
+    )
+    assert "2026-11-23 09:00:00 +00:00" in text

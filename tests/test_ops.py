@@ -70,6 +70,23 @@ async def test_readyz_needs_a_recent_answer_from_the_api(ops: Ops) -> None:
     assert (await get(ops.url + "/readyz")).status_code == 200
 
 
+async def test_readyz_follows_the_pace_the_watcher_expects_not_a_fixed_three_intervals(ops: Ops) -> None:
+    """Every task rightly polled slowly (stopped, or outside its windows): no answer for 3 intervals is no outage."""
+    ops.sim.set(1, status="stop.operate")
+    ops.sim.set(2, status="stop.timeout")
+    daemon = ops.parts.daemon
+    assert await daemon.poll(1)
+    assert await daemon.poll(2)
+    assert daemon.answer_expected_within() == 300.0  # both polled every slow_interval from now on
+    ops.clock[0] += 3 * 10 + 2 + 60  # more than three intervals, much less than three slow intervals
+    ready = await get(ops.url + "/readyz")
+    assert ready.status_code == 200, ready.text
+    ops.clock[0] += 3 * 300  # now three slow intervals without an answer: that is an outage
+    stale = await get(ops.url + "/readyz")
+    assert stale.status_code == 503
+    assert f"limit {3 * 300 + daemon.config.api.timeout:.0f}s" in stale.json()["reason"]
+
+
 async def test_readyz_needs_a_writable_store(ops: Ops) -> None:
     ops.parts.store._db.execute("PRAGMA query_only=ON")
     response = await get(ops.url + "/readyz")
@@ -100,6 +117,9 @@ async def test_metrics_parse_and_count_polls_events_deliveries_and_state(ops: Op
     assert samples[(p + "tasks", (("status", "pending"),))] == 1
     assert samples[(p + "last_successful_poll_timestamp_seconds", ())] > 0
     assert any(name == p + "build_info" for name, _ in samples)
+    # The simulator writes naive timestamps that have not changed yet: the zone is not known.
+    assert samples[(p + "timezone_info", (("source", "unknown"), ("zone", "unknown")))] == 1
+    assert samples[(p + "tasks_windows_doubted", ())] == 0
     receiver.default = Response(503, b"")
     simulator.set(1, status="done")
     assert await daemon.poll(1)
@@ -114,6 +134,10 @@ async def test_metrics_parse_and_count_polls_events_deliveries_and_state(ops: Op
     assert samples[(p + "outbox_oldest_age_seconds", (("notifier", "hook"),))] >= 0
     assert samples[(p + "deliveries_total", (("notifier", "hook"), ("outcome", "failed")))] == 1
     assert samples[(p + "tasks", (("status", "done"),))] == 1
+    simulator.set(2, updatedAt="2026-11-23T10:00:00+09:00")  # an API that writes its offset
+    assert await daemon.poll(2)
+    text = (await get(ops.url + "/metrics")).text
+    assert 'voicefox_watcher_timezone_info{source="api",zone="+09:00"} 1.0' in text
 
 
 async def test_unknown_paths_and_methods_are_refused(ops: Ops) -> None:

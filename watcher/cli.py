@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TextIO
 
@@ -25,10 +25,11 @@ from .cli_run import Components, delivery_client, open_components
 from .config import Config
 from .daemon import knobs
 from .errors import ConfigError, DeliveryError, StoreError, UsageError, WatcherError
-from .model import Event, EventType
+from .model import Event, EventType, TaskState
 from .ops import OpsServer
-from .schedule import next_poll
+from .schedule import DOUBT_FOR, next_poll
 from .store import Store
+from .zone import Source, Zone, ZoneResolver, offset_label
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 STATUS_EVERY = 15.0  # seconds between STATUS= updates to systemd
@@ -190,6 +191,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         states = store.load_states()
         counts = store.outbox_counts()
+        unseen = store.unseen()
+        stored_zone = store.meta("zone")
+        learned = store.meta("zone.learned")
     finally:
         store.close()
     cadence = knobs(config)[1]
@@ -197,8 +201,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     # Finished longer than watch.done_linger ago: the daemon no longer polls them.
     dropped = {tid for tid, s in states.items() if next_poll(s, now, cadence) is None}
     watched = set(config.watch.ids)
+    # The zones as the daemon resolves them, from what the store keeps: the configured ones, each task's own
+    # timestamps, and what the daemon learned.
+    zones = ZoneResolver(
+        config.watch.tz,
+        config.watch.task_zones,
+        learned=int(learned) if learned and learned.lstrip("-").isdigit() else None,
+    )
+    for tid, s in states.items():
+        zones.observe(tid, None, s.snapshot, now, None)
+    zone = zones.zone()
+    if not zone.known and stored_zone:
+        zone = Zone.from_dict(json.loads(stored_zone))
+
+    def doubted(s: TaskState) -> bool:
+        return s.windows_doubted_at is not None and now - s.windows_doubted_at < DOUBT_FOR
+
     if args.json:
         doc = {
+            "zone": {**zone.to_dict(), "how": zone.describe()},
             "tasks": [
                 {
                     **s.snapshot.to_dict(),
@@ -207,25 +228,41 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "missing": s.missing,
                     "watched": tid in watched,
                     "polled": tid in watched and tid not in dropped,
+                    "zone": zones.for_task(tid).to_dict(),
+                    "windowsDoubted": doubted(s),
+                    "windowsDoubtedAt": s.windows_doubted_at.isoformat() if s.windows_doubted_at else None,
                 }
                 for tid, s in sorted(states.items())
+            ],
+            "notSeen": [
+                {"id": tid, "reason": reason, "since": since.isoformat()}
+                for tid, (reason, since) in sorted(unseen.items())
+                if tid in watched and tid not in states
             ],
             "outbox": [{"receiver": c.receiver, "state": c.state, "count": c.count} for c in counts],
         }
         print(json.dumps(doc, indent=2, ensure_ascii=False), file=args.stdout)
         return EXIT_OK
     out = args.stdout
-    print(f"{'TASK':>8}  {'STATUS':<14}{'PROGRESS':>9}  {'LAST CHANGE':<20}  NAME", file=out)
+    print(f"campaigns' time zone: {zone.describe()}", file=out)
+    shown = zone.tz or UTC  # times are shown in the campaigns' zone when it is known, else in UTC, with the offset
+    print(f"{'TASK':>8}  {'STATUS':<14}{'PROGRESS':>9}  {'LAST CHANGE':<25}  NAME", file=out)
     for tid in config.watch.ids:
-        s = states.get(tid)
-        if s is None:
-            print(f"{tid:>8}  {'(not polled)':<14}", file=out)
+        state = states.get(tid)
+        if state is None:
+            reason = unseen.get(tid, ("not polled yet", now))[0]
+            print(f"{tid:>8}  ({reason})", file=out)
             continue
-        flags = (" [stalled]" if s.stalled else "") + (" [missing]" if s.missing else "")
+        snapshot = state.snapshot
+        flags = (" [stalled]" if state.stalled else "") + (" [missing]" if state.missing else "")
         flags += " [finished; no longer polled]" if tid in dropped else ""
-        progress = f"{s.snapshot.progress}%" if s.snapshot.progress is not None else "–"
-        since = s.progress_since.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{tid:>8}  {s.snapshot.status:<14}{progress:>9}  {since:<20}  {s.snapshot.name}{flags}", file=out)
+        flags += " [seen calling outside its windows: polled as if open]" if doubted(state) else ""
+        own = zones.for_task(tid)
+        if own.source is Source.TASK:
+            flags += f" [windows in {own.name}]"
+        progress = f"{snapshot.progress}%" if snapshot.progress is not None else "–"
+        since = _timestamp(state.progress_since, shown)
+        print(f"{tid:>8}  {snapshot.status:<14}{progress:>9}  {since:<25}  {snapshot.name}{flags}", file=out)
     for tid in sorted(set(states) - watched):
         print(f"{tid:>8}  (no longer in watch.tasks)", file=out)
     if counts:
@@ -233,6 +270,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         for c in counts:
             print(f"  {c.receiver:<20} {c.state:<10} {c.count}", file=out)
     return EXIT_OK
+
+
+def _timestamp(when: datetime, zone: tzinfo) -> str:
+    """ "2026-11-23 18:00:00 +09:00": a time people can read, with the offset that makes it unambiguous."""
+    local = when.astimezone(zone)
+    offset = local.utcoffset()
+    return f"{local:%Y-%m-%d %H:%M:%S} {offset_label(int(offset.total_seconds() // 60)) if offset else '+00:00'}"
 
 
 def _open_existing_store(config: Config) -> Store:

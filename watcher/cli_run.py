@@ -100,7 +100,7 @@ async def open_components(
                 daemon = Daemon(
                     config, client=client, store=store, dispatcher=dispatcher, metrics=metrics, monotonic=monotonic
                 )
-                metrics.watch_state(store, lambda: daemon.watched_statuses())
+                metrics.watch_state(store, lambda: daemon.watched_statuses(), zone=daemon.zone_summary)
                 yield Components(daemon, dispatcher, store, http, metrics)
         finally:
             store.close()

@@ -24,7 +24,7 @@ from .metrics import Metrics
 from .model import Event, EventType, Status, TaskSnapshot, TaskState
 from .pace import AdaptiveRate, ApiGate
 from .retry import auth_pause, poll_failure_delay, rate_limit_pause
-from .schedule import Cadence, PaceMark, Timetable, next_poll, offsets_open, pace
+from .schedule import DOUBT_FOR, Cadence, PaceMark, Timetable, next_poll, offsets_open, pace
 from .store import Store
 from .zone import Zone, ZoneResolver, offset_label
 
@@ -148,6 +148,17 @@ class Daemon:
             state = self.states.get(task_id)
             yield state.snapshot.status if state is not None else "unknown"
 
+    def zone_summary(self) -> tuple[str, str, int]:
+        """The campaigns' zone, how it was found, and how many tasks' windows are in doubt (for /metrics)."""
+        zone = self.zones.zone()
+        now = self._clock()
+        doubted = sum(
+            1
+            for state in self.states.values()
+            if state.windows_doubted_at is not None and now - state.windows_doubted_at < DOUBT_FOR
+        )
+        return zone.name, zone.source.value, doubted
+
     def scheduled(self) -> list[int]:
         """The tasks being polled: the watched ones, less those finished long ago."""
         return sorted(self._timetable.tasks())
@@ -249,6 +260,23 @@ class Daemon:
         state = self.states.get(task_id)
         now = self._clock()
         return next_poll(state, now, self._cadence, self._eta(task_id, state, now), self.zones.for_task(task_id).tz)
+
+    def answer_expected_within(self) -> float | None:
+        """The longest the API may rightly stay unheard: the shortest pace any polled task is on (never below the
+        interval); None when no task is polled at all. Readiness follows it, so that a night of slow polling (every
+        task outside its windows, or stopped) is not mistaken for an outage."""
+        interval = self.config.watch.interval
+        now = self._clock()
+        shortest = None
+        for task_id in self.config.watch.ids:
+            if task_id in self.dropped:
+                continue
+            pace = next_poll(self.states.get(task_id), now, self._cadence, None, self.zones.for_task(task_id).tz)
+            if pace is not None and (shortest is None or pace < shortest):
+                shortest = pace
+                if shortest <= interval:
+                    break  # (by day: the first task decides)
+        return None if shortest is None else max(interval, shortest)
 
     def _eta(self, task_id: int, state: TaskState | None, now: datetime) -> float | None:
         """Seconds until a running task reaches 100 % at the pace it has kept since it (re)started running."""

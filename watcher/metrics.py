@@ -66,10 +66,16 @@ class Metrics:
         self.api_latency.observe(seconds)
 
     def watch_state(
-        self, store: Store, task_statuses: Callable[[], Iterator[str]], clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        task_statuses: Callable[[], Iterator[str]],
+        clock: Callable[[], float] = time.time,
+        *,
+        zone: Callable[[], tuple[str, str, int]] | None = None,
     ) -> None:
-        """Export outbox depth, age and dead letters, and watched tasks by status, computed at each scrape."""
-        self.registry.register(_StateCollector(store, task_statuses, clock))
+        """Export outbox depth, age and dead letters, watched tasks by status, and the campaigns' zone (name, source,
+        tasks whose windows are in doubt), computed at each scrape."""
+        self.registry.register(_StateCollector(store, task_statuses, clock, zone))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -77,10 +83,17 @@ class Metrics:
 
 
 class _StateCollector(Collector):
-    def __init__(self, store: Store, task_statuses: Callable[[], Iterator[str]], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        task_statuses: Callable[[], Iterator[str]],
+        clock: Callable[[], float],
+        zone: Callable[[], tuple[str, str, int]] | None,
+    ) -> None:
         self._store = store
         self._task_statuses = task_statuses
         self._clock = clock
+        self._zone = zone
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         pending = GaugeMetricFamily(f"{PREFIX}_outbox_pending", "Deliveries waiting, by notifier.", labels=["notifier"])
@@ -104,6 +117,21 @@ class _StateCollector(Collector):
         for status, n in sorted(counts.items()):
             tasks.add_metric([status], n)
         yield from (pending, age, dead, tasks)
+        if self._zone is not None:
+            name, source, doubted = self._zone()
+            info = GaugeMetricFamily(
+                f"{PREFIX}_timezone_info",
+                "The campaigns' time zone the calling windows are read in, and how it was found"
+                " (config, api, learned, unknown).",
+                labels=["zone", "source"],
+            )
+            info.add_metric([name, source], 1)
+            yield info
+            yield GaugeMetricFamily(
+                f"{PREFIX}_tasks_windows_doubted",
+                "Tasks seen changing inside a calling window believed closed: polled as if their windows were open.",
+                value=doubted,
+            )
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())

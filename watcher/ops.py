@@ -20,7 +20,7 @@ from .store import Store
 _log = structlog.get_logger("watcher.ops")
 
 HEARTBEAT_STALE = 10.0  # /healthz fails if the main loop has not ticked for this long
-READY_INTERVALS = 3  # /readyz fails if no poll got an answer for this many intervals (plus the API timeout)
+READY_INTERVALS = 3  # /readyz fails if no poll got an answer for this many times the pace expected (+ API timeout)
 
 
 class OpsServer:
@@ -46,7 +46,12 @@ class OpsServer:
         except StoreError as exc:
             return False, f"store not writable: {exc}"
         config = self._daemon.config
-        limit = READY_INTERVALS * config.watch.interval + config.api.timeout
+        # What the watcher expects to have heard: every task outside its windows or stopped is rightly polled every
+        # slow_interval, and that is no reason to be taken out of service every night.
+        expected = self._daemon.answer_expected_within()
+        if expected is None:
+            return True, "ok (no task is being polled)"
+        limit = READY_INTERVALS * expected + config.api.timeout
         silent = self._clock() - self._daemon.last_answer
         if silent > limit:
             return False, f"no poll got an answer for {silent:.0f}s (limit {limit:.0f}s)"
