@@ -353,6 +353,31 @@ async def test_slack_connection_refused_is_transient_and_names_no_url(http: http
     assert "127.0.0.1" not in str(caught.value)
 
 
+# -- the API's own failures ------------------------------------------------------------------------------------
+
+
+def api_unreachable(cause: str) -> Event:
+    """A `voicefox.watcher.api_unreachable` event as the daemon records it."""
+    data = {"apiBaseUrl": "https://openapi.voicefox.ai", "unreachableForSeconds": 300, "cause": cause}
+    return Event(id="api-1", type=EventType.API_UNREACHABLE.value, time=NOW, subject="api", data=data)
+
+
+async def test_a_refused_token_is_announced_as_refused_with_the_key_to_check() -> None:
+    event = api_unreachable("authentication")
+    expected = "VoiceFox API refused the token (check api.token): no task can be watched for 5 min"
+    with structlog.testing.capture_logs() as logs:
+        await LogNotifier("audit").send(event)
+    assert describe(event)[2] == expected
+    assert logs[0]["message"] == expected
+    assert expected in message(event)["text"]
+    assert "unreachable" not in _block_texts(message(event)).replace(event.type, "")
+
+
+def test_an_outage_is_still_announced_as_unreachable() -> None:
+    headline = describe(api_unreachable("unreachable or failing"))[2]
+    assert headline == "VoiceFox API unreachable for 5 min: no task can be watched"
+
+
 # -- event filters ---------------------------------------------------------------------------------------------
 
 
