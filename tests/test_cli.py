@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -14,7 +16,9 @@ import anyio.abc
 import pytest
 
 from watcher.httpserver import Response
+from watcher.model import Event
 from watcher.simulator import Simulator
+from watcher.store import Store
 
 from .conftest import Receiver
 
@@ -324,3 +328,45 @@ async def test_status_says_when_a_finished_task_is_no_longer_polled(tmp_path: Pa
     assert "no longer polled" not in next(line for line in lines if line.strip().startswith("2 "))
     doc = json.loads((await run(["status", "-c", str(cfg), "--json"])).stdout)
     assert [t["polled"] for t in doc["tasks"]] == [False, True]
+
+
+def dead_letters(db: Path, count: int, receiver: str = "hook") -> list[int]:
+    """Fill a store with `count` dead-lettered deliveries to `receiver`; return their seqs."""
+    store = Store.open(db)
+    try:
+        for task_id in range(1, count + 1):
+            event = Event(f"e{task_id}", "voicefox.task.finished", datetime.now(UTC), str(task_id), {})
+            store.record_event(event, [receiver], now=time.time())
+        seqs = []
+        while (head := store.head(receiver)) is not None:
+            store.mark_dead(head.seq, "receiver answered 410", now=time.time())
+            seqs.append(head.seq)
+        return seqs
+    finally:
+        store.close()
+
+
+async def test_outbox_list_limit_0_lists_every_row_and_a_cut_list_says_so(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1])
+    dead_letters(tmp_path / "state.db", 5)
+    cut = await run(["outbox", "-c", str(cfg), "--limit", "2"])
+    assert cut.stdout.count(b" dead ") == 2
+    assert b"showing 2 of 5; --limit 0 for all" in cut.stdout
+    every = await run(["outbox", "-c", str(cfg), "--limit", "0"])
+    assert every.returncode == 0, every.stderr.decode()
+    assert every.stdout.count(b" dead ") == 5
+    assert b"showing" not in every.stdout
+    exact = await run(["outbox", "-c", str(cfg), "--limit", "5"])
+    assert b"showing" not in exact.stdout
+    as_json = await run(["outbox", "-c", str(cfg), "--json", "--limit", "2"])
+    assert len(json.loads(as_json.stdout)) == 2  # stdout stays one JSON list...
+    assert b"showing 2 of 5; --limit 0 for all" in as_json.stderr  # ...and the cut is said beside it
+
+
+async def test_outbox_list_refuses_a_negative_limit_with_exit_2(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1])
+    dead_letters(tmp_path / "state.db", 1)
+    result = await run(["outbox", "-c", str(cfg), "--limit", "-1"])
+    assert result.returncode == 2
+    assert b"--limit: '-1' is not a number of rows (0 or more; 0 lists every row)" in result.stderr
+    assert b"Traceback" not in result.stderr

@@ -259,9 +259,17 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             states = {"pending": ["pending"], "dead": ["dead"], "all": ["pending", "dead"]}[args.state]
-            rows = store.outbox_rows(states=states, receiver=args.receiver, limit=args.limit)
+            limit = args.limit or None  # --limit 0: every row
+            rows = store.outbox_rows(states=states, receiver=args.receiver, limit=limit)
+            cut = None
+            if limit is not None and len(rows) == limit:
+                total = store.outbox_total(states=states, receiver=args.receiver)
+                if total > limit:
+                    cut = f"showing {limit} of {total}; --limit 0 for all"
             if args.json:
                 print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2), file=out)
+                if cut:
+                    print(cut, file=sys.stderr)  # stdout stays one JSON list for scripts; people still see the cut
                 return EXIT_OK
             if not rows:
                 print(f"no {' or '.join(states)} deliveries", file=out)
@@ -279,6 +287,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 )
                 if r.last_error:
                     print(f"{'':>8}last error: {r.last_error}", file=out)
+            if cut:
+                print(cut, file=out)
             return EXIT_OK
         if not (args.seq or args.receiver or args.all):
             raise UsageError(f"outbox {args.action}: say which deliveries: --seq N, --receiver NAME or --all")
@@ -397,6 +407,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _row_limit(text: str) -> int:
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of rows (0 or more; 0 lists every row)")
+    return limit
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
     parser = argparse.ArgumentParser(
@@ -434,7 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq", type=int, action="append", metavar="N", help="only this row (repeatable)")
     p.add_argument("--all", action="store_true", help="retry/drop: every row in the state")
     p.add_argument("--pending", action="store_true", help="drop: pending rows instead of dead letters")
-    p.add_argument("--limit", type=int, default=100, help="list: at most this many rows")
+    p.add_argument(
+        "--limit", type=_row_limit, default=100, metavar="N", help="list: at most this many rows (default 100; 0: all)"
+    )
     p.add_argument("--json", action="store_true", help="list: machine-readable output")
     p = add("notify-test", cmd_notify_test, "send a test notification to each notifier")
     p.add_argument("--notifier", metavar="NAME", help="only this notifier")
