@@ -350,6 +350,14 @@ class Store:
             params.append(receiver)
         return where, params
 
+    def outbox_seqs(self, seqs: Iterable[int]) -> dict[int, tuple[str, str]]:
+        """(receiver, state) of each of these outbox rows that exists."""
+        seqs = list(seqs)
+        if not seqs:
+            return {}
+        rows = self._read(f"SELECT seq, receiver, state FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs)
+        return {seq: (receiver, state) for seq, receiver, state in rows}
+
     def requeue(self, *, seqs: Iterable[int] = (), receiver: str | None = None, now: float) -> int:
         """Put dead letters (chosen by seq, or all of a receiver's, or all) back in the queue as new; return how many."""
         where, params = self._selection("dead", seqs, receiver)
