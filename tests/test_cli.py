@@ -440,3 +440,25 @@ async def test_outbox_retry_all_with_no_dead_letters_says_0_and_exits_0(tmp_path
     result = await run(["outbox", "-c", str(cfg), "retry", "--all"])
     assert result.returncode == 0, result.stderr.decode()
     assert b"0 dead-lettered deliveries queued again" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "utf8_mode",
+    [{}, {"PYTHONUTF8": "0"}],
+    ids=["c-locale", "c-locale-ascii-stdout"],  # without UTF-8 mode, Python's stdout under LC_ALL=C is ASCII
+)
+async def test_json_logs_show_a_japanese_campaign_name_verbatim_under_a_c_locale_and_still_redact(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path, utf8_mode: dict[str, str]
+) -> None:
+    sim, url = simulator
+    sim.add_task(11, f"東京キャンペーン {sim.token}", status="running")  # an operator pasted the token in the name
+    cfg = write_config(tmp_path / "w.toml", url, sim.token, receiver.url, [11])
+    environ = {k: v for k, v in env(sim.token).items() if k not in ("PYTHONIOENCODING", "PYTHONUTF8", "LANGUAGE")}
+    environ |= {"LANG": "C", "LC_ALL": "C", **utf8_mode}
+    result = await anyio.run_process([WATCHER, "once", "-c", str(cfg)], env=environ, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "東京キャンペーン [REDACTED]".encode() in result.stdout  # raw UTF-8 in the file: `grep 東京` finds it
+    assert sim.token.encode() not in result.stdout
+    lines = [json.loads(line) for line in result.stdout.decode("utf-8").splitlines()]
+    (notified,) = [line for line in lines if line["event"] == "task.notified"]
+    assert "東京キャンペーン [REDACTED]" in notified["message"]
