@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -462,3 +463,12 @@ async def test_json_logs_show_a_japanese_campaign_name_verbatim_under_a_c_locale
     lines = [json.loads(line) for line in result.stdout.decode("utf-8").splitlines()]
     (notified,) = [line for line in lines if line["event"] == "task.notified"]
     assert "東京キャンペーン [REDACTED]" in notified["message"]
+
+
+async def test_the_readme_command_table_lists_every_command_of_watcher_help() -> None:
+    result = await anyio.run_process([WATCHER, "--help"], check=False)
+    commands = re.findall(r"^ {4}([a-z][a-z-]*)", result.stdout.decode(), flags=re.MULTILINE)
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    listed = re.findall(r"^\| `watcher ([a-z-]+)", readme, flags=re.MULTILINE)
+    assert "run" in commands and "health" in commands  # the help was parsed
+    assert [c for c in commands if c not in listed] == []
