@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -14,7 +17,9 @@ import anyio.abc
 import pytest
 
 from watcher.httpserver import Response
+from watcher.model import Event
 from watcher.simulator import Simulator
+from watcher.store import Store
 
 from .conftest import Receiver
 
@@ -378,3 +383,146 @@ async def test_status_with_the_zone_unknown_says_so_and_shows_utc(tmp_path: Path
         in text
     )
     assert "2026-11-23 09:00:00 +00:00" in text
+
+
+def outbox_rows_in(db: Path, states: list[str], receiver: str = "hook") -> list[int]:
+    """Add one delivery to `receiver` in each of these states (pending, dead, delivered) to a store; return its seqs."""
+    store = Store.open(db)
+    try:
+        seqs: list[int] = []
+        for state in states:
+            event = Event(f"e{len(seqs)}-{receiver}", "voicefox.task.finished", datetime.now(UTC), str(len(seqs)), {})
+            store.record_event(event, [receiver], now=time.time())
+            row = store.outbox_rows(states=["pending"], receiver=receiver, limit=None)[-1]  # the one just added
+            if state == "dead":
+                store.mark_dead(row.seq, "receiver answered 410", now=time.time())
+            elif state == "delivered":
+                store.mark_delivered(row.seq, now=time.time())
+            seqs.append(row.seq)
+        return seqs
+    finally:
+        store.close()
+
+
+async def test_outbox_list_limit_0_lists_every_row_and_a_cut_list_says_so(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1])
+    outbox_rows_in(tmp_path / "state.db", ["dead"] * 5)
+    cut = await run(["outbox", "-c", str(cfg), "--limit", "2"])
+    assert cut.stdout.count(b" dead ") == 2
+    assert b"showing 2 of 5; --limit 0 for all" in cut.stdout
+    every = await run(["outbox", "-c", str(cfg), "--limit", "0"])
+    assert every.returncode == 0, every.stderr.decode()
+    assert every.stdout.count(b" dead ") == 5
+    assert b"showing" not in every.stdout
+    exact = await run(["outbox", "-c", str(cfg), "--limit", "5"])
+    assert b"showing" not in exact.stdout
+    as_json = await run(["outbox", "-c", str(cfg), "--json", "--limit", "2"])
+    assert len(json.loads(as_json.stdout)) == 2  # stdout stays one JSON list...
+    assert b"showing 2 of 5; --limit 0 for all" in as_json.stderr  # ...and the cut is said beside it
+
+
+async def test_outbox_list_refuses_a_negative_limit_with_exit_2(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1])
+    outbox_rows_in(tmp_path / "state.db", ["dead"])
+    result = await run(["outbox", "-c", str(cfg), "--limit", "-1"])
+    assert result.returncode == 2
+    assert b"--limit: '-1' is not a number of rows (0 or more; 0 lists every row)" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+async def test_outbox_retry_or_drop_of_a_seq_that_does_not_exist_is_a_usage_error(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1])
+    outbox_rows_in(tmp_path / "state.db", ["dead"])
+    for action in ("retry", "drop"):
+        result = await run(["outbox", "-c", str(cfg), action, "--seq", "999", "--seq", "1"])
+        assert result.returncode == 2, action
+        assert b"--seq 999: no such row in the outbox" in result.stderr
+        assert result.stdout == b""  # nothing was done, not even to seq 1
+    assert b" dead " in (await run(["outbox", "-c", str(cfg)])).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["retry", "--seq", "1"], "seq 1 is pending, not dead: it is still queued, so there is nothing to retry"),
+        (["retry", "--seq", "2"], "seq 2 is delivered, not dead: the receiver accepted it"),
+        (["drop", "--seq", "1"], "seq 1 is pending, not dead: add --pending to drop a pending delivery"),
+        (["drop", "--pending", "--seq", "3"], "seq 3 is dead, not pending: drop a dead letter without --pending"),
+        (["drop", "--seq", "2"], "seq 2 is delivered, not dead: the receiver accepted it"),
+        (["retry", "--seq", "3", "--receiver", "log"], "seq 3 is a delivery to 'hook', not to 'log'"),
+    ],
+    ids=["retry-pending", "retry-delivered", "drop-pending", "drop-pending-dead", "drop-delivered", "other-receiver"],
+)
+async def test_outbox_retry_or_drop_of_a_row_in_another_state_names_its_state_and_exits_1(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1])
+    assert outbox_rows_in(tmp_path / "state.db", ["pending", "delivered", "dead"]) == [1, 2, 3]
+    result = await run(["outbox", "-c", str(cfg), *args])
+    assert result.returncode == 1
+    assert f"error: {expected}".encode() in result.stderr
+    assert result.stdout == b""  # no "0 ... queued again": nothing was selected
+    rows = json.loads((await run(["outbox", "-c", str(cfg), "--json"])).stdout)
+    assert [(r["seq"], r["state"]) for r in rows] == [(1, "pending"), (3, "dead")]  # and nothing changed
+
+
+async def test_outbox_retry_acts_on_the_rows_it_can_and_names_the_others(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1])
+    outbox_rows_in(tmp_path / "state.db", ["pending", "dead"])
+    result = await run(["outbox", "-c", str(cfg), "retry", "--seq", "2", "--seq", "1"])
+    assert result.returncode == 1
+    assert b"1 dead-lettered deliveries queued again" in result.stdout
+    assert b"error: seq 1 is pending, not dead" in result.stderr
+
+
+async def test_outbox_retry_or_drop_for_an_unknown_receiver_names_the_configured_ones(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1])
+    outbox_rows_in(tmp_path / "state.db", ["dead"], receiver="old-hook")  # no longer configured, still in the outbox
+    for action in ("retry", "drop"):
+        result = await run(["outbox", "-c", str(cfg), action, "--receiver", "nosuch"])
+        assert result.returncode == 2, action
+        assert b"--receiver: no notifier named 'nosuch' in the config or the outbox (configured: hook, log)" in (
+            result.stderr
+        )
+    dropped = await run(["outbox", "-c", str(cfg), "drop", "--receiver", "old-hook"])
+    assert dropped.returncode == 0, dropped.stderr.decode()
+    assert b"1 dead deliveries dropped" in dropped.stdout
+
+
+async def test_outbox_retry_all_with_no_dead_letters_says_0_and_exits_0(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1])
+    outbox_rows_in(tmp_path / "state.db", ["pending", "delivered"])
+    result = await run(["outbox", "-c", str(cfg), "retry", "--all"])
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"0 dead-lettered deliveries queued again" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "utf8_mode",
+    [{}, {"PYTHONUTF8": "0"}],
+    ids=["c-locale", "c-locale-ascii-stdout"],  # without UTF-8 mode, Python's stdout under LC_ALL=C is ASCII
+)
+async def test_json_logs_show_a_japanese_campaign_name_verbatim_under_a_c_locale_and_still_redact(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path, utf8_mode: dict[str, str]
+) -> None:
+    sim, url = simulator
+    sim.add_task(11, f"東京キャンペーン {sim.token}", status="running")  # an operator pasted the token in the name
+    cfg = write_config(tmp_path / "w.toml", url, sim.token, receiver.url, [11])
+    environ = {k: v for k, v in env(sim.token).items() if k not in ("PYTHONIOENCODING", "PYTHONUTF8", "LANGUAGE")}
+    environ |= {"LANG": "C", "LC_ALL": "C", **utf8_mode}
+    result = await anyio.run_process([WATCHER, "once", "-c", str(cfg)], env=environ, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "東京キャンペーン [REDACTED]".encode() in result.stdout  # raw UTF-8 in the file: `grep 東京` finds it
+    assert sim.token.encode() not in result.stdout
+    lines = [json.loads(line) for line in result.stdout.decode("utf-8").splitlines()]
+    (notified,) = [line for line in lines if line["event"] == "task.notified"]
+    assert "東京キャンペーン [REDACTED]" in notified["message"]
+
+
+async def test_the_readme_command_table_lists_every_command_of_watcher_help() -> None:
+    result = await anyio.run_process([WATCHER, "--help"], check=False)
+    commands = re.findall(r"^ {4}([a-z][a-z-]*)", result.stdout.decode(), flags=re.MULTILINE)
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    listed = re.findall(r"^\| `watcher ([a-z-]+)", readme, flags=re.MULTILINE)
+    assert "run" in commands and "health" in commands  # the help was parsed
+    assert [c for c in commands if c not in listed] == []

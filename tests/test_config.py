@@ -163,6 +163,18 @@ def test_load_reads_a_file_and_resolves_a_relative_store_path_against_it(tmp_pat
     assert cfg.store.path == tmp_path.resolve() / "state" / "watcher.db"
 
 
+def test_a_store_path_that_is_a_directory_is_a_config_error_suggesting_a_file_in_it(tmp_path: Path) -> None:
+    path = tmp_path / "watcher.toml"
+    path.write_text(MINIMAL + '\n[store]\npath = "data"\n', encoding="utf-8")
+    (tmp_path / "data").mkdir()
+    with pytest.raises(ConfigError) as info:
+        config.load(path, env={})
+    data = tmp_path.resolve() / "data"
+    assert info.value.problems == [
+        f"store.path: {data} is a directory; give a file inside it, e.g. {data}/state.db (line 9)"
+    ]
+
+
 def test_load_keeps_an_absolute_store_path(tmp_path: Path) -> None:
     path = tmp_path / "watcher.toml"
     path.write_text(MINIMAL + '\n[store]\npath = "/srv/watcher.db"\n', encoding="utf-8")
@@ -597,6 +609,18 @@ def test_cli_check_rejects_an_invalid_file_with_exit_2_and_no_traceback(
     assert f"  {expected}" in err
     assert "Traceback" not in err
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("command", ["check", "run", "once"])
+def test_cli_commands_refuse_a_store_path_that_is_a_directory_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    path = tmp_path / "watcher.toml"
+    path.write_text(MINIMAL + f'[store]\npath = "{tmp_path}"\n', encoding="utf-8")
+    assert main([command, "-c", str(path)]) == 2
+    _, err = capsys.readouterr()
+    assert f"  store.path: {tmp_path} is a directory; give a file inside it, e.g. {tmp_path}/state.db" in err
+    assert "Traceback" not in err
 
 
 def test_cli_check_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

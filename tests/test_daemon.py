@@ -277,6 +277,33 @@ async def test_an_unreachable_api_is_announced_once_and_its_recovery_too(
     assert receiver.bodies()[1]["data"]["unreachableForSeconds"] == 660
 
 
+async def test_a_refused_token_reaches_slack_as_a_refused_token_not_an_outage(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    sim.add_task(1, status="running")
+    config = config_mod.validate(
+        {
+            "api": {"base_url": url, "token": sim.token, "timeout": "1s"},
+            "watch": {"tasks": [1], "interval": "100ms"},
+            "store": {"path": str(tmp_path / "s.db")},
+            "notifiers": [{"kind": "slack", "name": "team", "url": receiver.url}],
+        },
+        source="test",
+    )
+    mono = [0.0]
+    async with components(config) as (real, dispatcher, store):
+        daemon = Daemon(config, client=real._client, store=store, dispatcher=dispatcher, monotonic=lambda: mono[0])
+        assert await daemon.poll(1)
+        sim.inject("401", times=1000)
+        mono[0] = 600.0  # past api.unreachable_after (5 min)
+        assert not await daemon.poll(1)
+        await dispatcher.drain()
+    (slack,) = receiver.bodies()  # Slack skips `observed` by default: only the API's failure is announced
+    assert slack["text"].endswith("VoiceFox API refused the token (check api.token): no task can be watched for 10 min")
+    assert "voicefox.watcher.api_unreachable" in str(slack["blocks"])  # the event type itself is unchanged
+
+
 async def test_a_reload_starts_and_stops_pollers_and_swaps_notifiers(
     simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
 ) -> None:

@@ -60,3 +60,32 @@ def test_rendered_lines_are_json_with_level_and_time_and_no_secret_even_in_a_tra
     assert "timestamp" in line
     assert TOKEN not in stream.getvalue()
     assert "RuntimeError" in line["exception"]
+
+
+def test_json_lines_keep_japanese_and_chinese_text_verbatim() -> None:
+    stream = io.StringIO()
+    configure(fmt="json", stream=stream)
+    structlog.get_logger("t").info("task.notified", message="Campaign “東京キャンペーン” finished", city="上海")
+    assert "東京キャンペーン" in stream.getvalue()
+    assert "上海" in stream.getvalue()
+    assert json.loads(stream.getvalue())["city"] == "上海"
+
+
+def test_json_lines_are_utf8_even_on_an_ascii_stream() -> None:
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii")  # what stdout is under LC_ALL=C without Python's UTF-8 mode
+    configure(fmt="json", stream=stream)
+    structlog.get_logger("t").info("task.notified", message="東京キャンペーン", path="/data/\udcff.db")
+    stream.flush()
+    line = raw.getvalue().decode("utf-8")
+    assert "東京キャンペーン" in line
+    assert json.loads(line)["path"] == "/data/\udcff.db"  # a lone surrogate is escaped, the line stays JSON
+
+
+def test_console_lines_on_an_ascii_stream_escape_what_it_cannot_show() -> None:
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii")
+    configure(fmt="console", stream=stream)
+    structlog.get_logger("t").info("task.notified", message="東京")
+    stream.flush()
+    assert "\\u6771\\u4eac" in raw.getvalue().decode("ascii")

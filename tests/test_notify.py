@@ -250,10 +250,29 @@ async def test_webhook_error_never_names_the_url_path_or_query(
 # -- slack -----------------------------------------------------------------------------------------------------
 
 
+# Slack mrkdwn in every form a campaign name, status or summary could carry it, a mention included.
+MARKUP_NAME = "*VIP* _renewal_ ~old~ `x` <!channel>"
+MARKUP_TEXT = "> quoted\n*bold* _it_ ~gone~ `code` ```block``` <https://evil.test|click> <!here> & <@U123>"
+LONG_NAME = "東京キャンペーン " * 30  # 270 characters: too long for a header block
+
+
+def markup_event(type_: EventType, name: str = MARKUP_NAME) -> Event:
+    """An event whose name, status, summary and suggestion (everything that comes from the API) carry mrkdwn."""
+    if type_ not in TRANSITIONS:
+        return event_of(type_)
+    before, after = TRANSITIONS[type_]
+    if type_ is EventType.CHANGED:
+        after = "`odd`*status*"
+    current = snapshot(after, name=name, summary=MARKUP_TEXT, suggestion="_" + MARKUP_TEXT + "_")
+    previous = snapshot(before, name=name, progress=40) if before is not None else None
+    return make_event(type_, NOW, current, previous, **EXTRAS.get(type_, {}))
+
+
+@pytest.mark.parametrize("name", ["Spring renewal reminders", MARKUP_NAME, LONG_NAME], ids=["plain", "markup", "long"])
 @pytest.mark.parametrize("type_", list(EventType), ids=[t.name for t in EventType])
-def test_slack_payload_has_text_and_blocks_that_slack_sdk_validates(type_: EventType) -> None:
-    payload = message(event_of(type_))
-    assert set(payload) == {"text", "blocks"}
+def test_slack_payload_has_text_and_blocks_that_slack_sdk_validates(type_: EventType, name: str) -> None:
+    payload = message(markup_event(type_, name))
+    assert set(payload) == {"text", "mrkdwn", "blocks"}
     assert isinstance(payload["text"], str)
     assert payload["text"]
     assert payload["blocks"]
@@ -294,23 +313,67 @@ def test_slack_finished_and_failed_have_different_emoji() -> None:
     assert failed_emoji not in json.dumps(finished)
 
 
-NASTY_NAME = "<!channel> R&D <https://evil.test|click> >_<"
+def text_objects(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every text object in the blocks: header and section texts, section fields, context elements."""
+    found = []
+    for block in payload["blocks"]:
+        found += [block["text"]] if "text" in block else []
+        found += block.get("fields", []) + block.get("elements", [])
+    return found
 
 
-def test_slack_campaign_name_is_escaped_in_blocks() -> None:
-    payload = message(event_of(EventType.FINISHED, name=NASTY_NAME))
-    headline = payload["blocks"][0]["text"]["text"]
-    assert "&lt;!channel&gt; R&amp;D &lt;https://evil.test|click&gt; &gt;_&lt;" in headline
-    texts = _block_texts(payload)
-    assert "<!channel>" not in texts
-    assert "<https://evil.test" not in texts
+@pytest.mark.parametrize("type_", list(TRANSITIONS), ids=lambda t: t.name)
+def test_slack_puts_text_from_the_api_only_in_plain_text_objects(type_: EventType) -> None:
+    """Slack shows plain_text as it is: a name, status or summary can never become formatting, a quote or a mention."""
+    payload = message(markup_event(type_))
+    mrkdwn = " ".join(t["text"] for t in text_objects(payload) if t["type"] == "mrkdwn")
+    plain = " ".join(t["text"] for t in text_objects(payload) if t["type"] == "plain_text")
+    for api_text in (
+        MARKUP_NAME,
+        MARKUP_TEXT,
+        "`odd`*status*",
+        "*VIP*",
+        "<!channel>",
+        "<!here>",
+        "<@U123>",
+        "> quoted",
+    ):
+        assert api_text not in mrkdwn
+    assert MARKUP_NAME in plain
+    assert all(t.get("emoji") is False for t in text_objects(payload)[1:] if t["type"] == "plain_text")
 
 
-def test_slack_campaign_name_is_escaped_in_the_fallback_text() -> None:
-    """The top-level `text` (used in push notifications) is mrkdwn too: `<!channel>` there would ping everyone."""
-    payload = message(event_of(EventType.FINISHED, name=NASTY_NAME))
+def test_slack_headline_is_a_header_block_showing_the_name_verbatim() -> None:
+    payload = message(markup_event(EventType.FINISHED))
+    assert payload["blocks"][0] == {
+        "type": "header",
+        "text": {
+            "type": "plain_text",
+            "text": f":white_check_mark: Campaign “{MARKUP_NAME}” (task {TASK}) finished",
+            "emoji": True,
+        },
+    }
+
+
+def test_slack_headline_too_long_for_a_header_is_a_plain_text_section() -> None:
+    first = message(markup_event(EventType.FAILED, LONG_NAME))["blocks"][0]
+    assert first["type"] == "section"
+    assert first["text"]["type"] == "plain_text"
+    assert LONG_NAME in first["text"]["text"]
+
+
+def test_slack_summary_and_suggestion_keep_their_text_verbatim() -> None:
+    plain = [t["text"] for t in text_objects(message(markup_event(EventType.FINISHED))) if t["type"] == "plain_text"]
+    assert MARKUP_TEXT in plain
+    assert "_" + MARKUP_TEXT + "_" in plain
+
+
+def test_slack_fallback_text_turns_no_name_into_formatting_or_a_mention() -> None:
+    """The top-level `text` (push notifications, screen readers) is sent with mrkdwn off and <, >, & escaped."""
+    payload = message(markup_event(EventType.FINISHED))
+    assert payload["mrkdwn"] is False
     assert "<!channel>" not in payload["text"]
-    assert "&lt;!channel&gt;" in payload["text"]
+    assert "*VIP* _renewal_ ~old~ `x` &lt;!channel&gt;" in payload["text"]
 
 
 async def test_slack_posts_the_message_as_json(receiver: Receiver, http: httpx.AsyncClient) -> None:
@@ -351,6 +414,31 @@ async def test_slack_connection_refused_is_transient_and_names_no_url(http: http
     assert caught.value.permanent is False
     assert "XXXXslacksecretXXXX" not in str(caught.value)
     assert "127.0.0.1" not in str(caught.value)
+
+
+# -- the API's own failures ------------------------------------------------------------------------------------
+
+
+def api_unreachable(cause: str) -> Event:
+    """A `voicefox.watcher.api_unreachable` event as the daemon records it."""
+    data = {"apiBaseUrl": "https://openapi.voicefox.ai", "unreachableForSeconds": 300, "cause": cause}
+    return Event(id="api-1", type=EventType.API_UNREACHABLE.value, time=NOW, subject="api", data=data)
+
+
+async def test_a_refused_token_is_announced_as_refused_with_the_key_to_check() -> None:
+    event = api_unreachable("authentication")
+    expected = "VoiceFox API refused the token (check api.token): no task can be watched for 5 min"
+    with structlog.testing.capture_logs() as logs:
+        await LogNotifier("audit").send(event)
+    assert describe(event)[2] == expected
+    assert logs[0]["message"] == expected
+    assert expected in message(event)["text"]
+    assert "unreachable" not in _block_texts(message(event)).replace(event.type, "")
+
+
+def test_an_outage_is_still_announced_as_unreachable() -> None:
+    headline = describe(api_unreachable("unreachable or failing"))[2]
+    assert headline == "VoiceFox API unreachable for 5 min: no task can be watched"
 
 
 # -- event filters ---------------------------------------------------------------------------------------------

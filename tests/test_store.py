@@ -232,3 +232,14 @@ def test_dead_letters_can_be_requeued_or_dropped() -> None:
     assert store.drop(state="dead", receiver="b") == 3
     assert store.requeue(now=100.0) == 2  # the rest of a's
     assert {(c.receiver, c.state, c.count) for c in store.outbox_counts()} == {("a", "pending", 3)}
+
+
+def test_outbox_rows_without_a_limit_lists_every_row_and_the_total_counts_them() -> None:
+    store = Store.open(":memory:")
+    for task_id in range(1, 6):
+        _observe(store, task_id, ["a", "b"])
+    assert len(store.outbox_rows(states=["pending"], limit=2)) == 2
+    assert len(store.outbox_rows(states=["pending"], limit=None)) == 10
+    assert store.outbox_total(states=["pending"]) == 10
+    assert store.outbox_total(states=["pending"], receiver="a") == 5
+    assert store.outbox_total(states=["dead"]) == 0

@@ -302,11 +302,20 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     out = args.stdout
     store = _open_existing_store(config)
     try:
+        _check_receiver(store, config, args.receiver)
         if args.action == "list":
             states = {"pending": ["pending"], "dead": ["dead"], "all": ["pending", "dead"]}[args.state]
-            rows = store.outbox_rows(states=states, receiver=args.receiver, limit=args.limit)
+            limit = args.limit or None  # --limit 0: every row
+            rows = store.outbox_rows(states=states, receiver=args.receiver, limit=limit)
+            cut = None
+            if limit is not None and len(rows) == limit:
+                total = store.outbox_total(states=states, receiver=args.receiver)
+                if total > limit:
+                    cut = f"showing {limit} of {total}; --limit 0 for all"
             if args.json:
                 print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2), file=out)
+                if cut:
+                    print(cut, file=sys.stderr)  # stdout stays one JSON list for scripts; people still see the cut
                 return EXIT_OK
             if not rows:
                 print(f"no {' or '.join(states)} deliveries", file=out)
@@ -324,19 +333,74 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 )
                 if r.last_error:
                     print(f"{'':>8}last error: {r.last_error}", file=out)
+            if cut:
+                print(cut, file=out)
             return EXIT_OK
         if not (args.seq or args.receiver or args.all):
             raise UsageError(f"outbox {args.action}: say which deliveries: --seq N, --receiver NAME or --all")
-        if args.action == "retry":
-            n = store.requeue(seqs=args.seq or (), receiver=args.receiver, now=time.time())
-            print(f"{n} dead-lettered deliveries queued again (a running watcher sends them within a minute)", file=out)
-        else:
-            state = "pending" if args.pending else "dead"
-            n = store.drop(state=state, seqs=args.seq or (), receiver=args.receiver)
-            print(f"{n} {state} deliveries dropped", file=out)
-        return EXIT_OK
+        state = "pending" if args.action == "drop" and args.pending else "dead"
+        seqs, refused = _selected_seqs(store, args.seq or [], state, args.receiver, args.action)
+        # When every --seq was refused there is nothing to do: an empty seq list would select every row of the state.
+        if seqs or not args.seq:
+            if args.action == "retry":
+                n = store.requeue(seqs=seqs, receiver=args.receiver, now=time.time())
+                print(
+                    f"{n} dead-lettered deliveries queued again (a running watcher sends them within a minute)",
+                    file=out,
+                )
+            else:
+                n = store.drop(state=state, seqs=seqs, receiver=args.receiver)
+                print(f"{n} {state} deliveries dropped", file=out)
+        for problem in refused:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_FAILURE if refused else EXIT_OK
     finally:
         store.close()
+
+
+def _check_receiver(store: Store, config: Config, name: str | None) -> None:
+    """Raise UsageError unless --receiver names a configured notifier or one the outbox still holds rows for."""
+    if name is None:
+        return
+    configured = [n.name for n in config.notifiers]
+    if name not in configured and name not in {c.receiver for c in store.outbox_counts()}:
+        raise UsageError(
+            f"--receiver: no notifier named {name!r} in the config or the outbox "
+            f"(configured: {', '.join(configured) or 'none'})"
+        )
+
+
+# Why a row in `actual` state cannot be retried or dropped as asked, keyed by (action, state acted on, actual).
+_REFUSED = {
+    ("retry", "dead", "pending"): "it is still queued, so there is nothing to retry",
+    ("retry", "dead", "delivered"): "the receiver accepted it, so there is nothing to retry",
+    ("drop", "dead", "pending"): "add --pending to drop a pending delivery",
+    ("drop", "dead", "delivered"): "the receiver accepted it, so there is nothing to drop",
+    ("drop", "pending", "dead"): "drop a dead letter without --pending",
+    ("drop", "pending", "delivered"): "the receiver accepted it, so there is nothing to drop",
+}
+
+
+def _selected_seqs(
+    store: Store, seqs: list[int], state: str, receiver: str | None, action: str
+) -> tuple[list[int], list[str]]:
+    """The --seq rows that can be acted on, and why each other one cannot; UsageError for a seq that does not exist."""
+    seqs = list(dict.fromkeys(seqs))
+    found = store.outbox_seqs(seqs)
+    if unknown := [str(seq) for seq in seqs if seq not in found]:
+        raise UsageError(
+            f"--seq {', '.join(unknown)}: no such row in the outbox (`watcher outbox list` shows each row's SEQ)"
+        )
+    selected, refused = [], []
+    for seq in seqs:
+        owner, actual = found[seq]
+        if actual != state:
+            refused.append(f"seq {seq} is {actual}, not {state}: {_REFUSED[action, state, actual]}")
+        elif receiver is not None and owner != receiver:
+            refused.append(f"seq {seq} is a delivery to {owner!r}, not to {receiver!r}")
+        else:
+            selected.append(seq)
+    return selected, refused
 
 
 def cmd_notify_test(args: argparse.Namespace) -> int:
@@ -442,6 +506,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _row_limit(text: str) -> int:
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of rows (0 or more; 0 lists every row)")
+    return limit
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
     parser = argparse.ArgumentParser(
@@ -479,7 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq", type=int, action="append", metavar="N", help="only this row (repeatable)")
     p.add_argument("--all", action="store_true", help="retry/drop: every row in the state")
     p.add_argument("--pending", action="store_true", help="drop: pending rows instead of dead letters")
-    p.add_argument("--limit", type=int, default=100, help="list: at most this many rows")
+    p.add_argument(
+        "--limit", type=_row_limit, default=100, metavar="N", help="list: at most this many rows (default 100; 0: all)"
+    )
     p.add_argument("--json", action="store_true", help="list: machine-readable output")
     p = add("notify-test", cmd_notify_test, "send a test notification to each notifier")
     p.add_argument("--notifier", metavar="NAME", help="only this notifier")

@@ -514,11 +514,15 @@ def validate(
             if line not in problems and loc not in unset:
                 problems.append(line)
         raise ConfigError(problems, source) from None
-    if problems:
-        raise ConfigError(problems, source)
     if base_dir is not None and not config.store.path.is_absolute():
         # A relative store path is relative to the config file, not to wherever the daemon was started from.
         config = config.model_copy(update={"store": StoreConfig(path=base_dir / config.store.path)})
+    if (store_path := config.store.path).is_dir():  # else `check` passes it and `run` refuses it
+        problems.append(
+            f"store.path: {store_path} is a directory; give a file inside it, e.g. {store_path / 'state.db'}"
+        )
+    if problems:
+        raise ConfigError(problems, source)
     return config
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
@@ -53,9 +54,16 @@ def configure(
     """Configure structlog for the process: level, rendering and the redaction of `secrets`."""
     out = stream or sys.stdout
     console = fmt == "console" or (fmt == "auto" and out.isatty())
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=out.isatty()) if console else structlog.processors.JSONRenderer()
-    )
+    renderer: Any
+    if console:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        # A terminal shows its own encoding: a name it cannot show becomes \u escapes instead of a crash.
+        _reconfigure(out, encoding=None)
+    else:
+        # JSON lines are UTF-8 whatever the locale says, so `grep 東京` finds 東京 (not \u6771\u4eac), also under a
+        # C/POSIX locale or an ASCII stdout; a lone surrogate becomes a \udcxx escape, which is still valid JSON.
+        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+        _reconfigure(out, encoding="utf-8")
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -69,3 +77,9 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+
+
+def _reconfigure(out: TextIO, encoding: str | None) -> None:
+    """Make a real text stream write `encoding` (None: keep its own) and escape what it cannot encode."""
+    if isinstance(out, io.TextIOWrapper):  # not a StringIO (tests): that takes text and encodes nothing
+        out.reconfigure(encoding=encoding or out.encoding, errors="backslashreplace")

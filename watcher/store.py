@@ -362,19 +362,43 @@ class Store:
             )
         ]
 
-    def outbox_rows(self, *, states: Iterable[str], receiver: str | None = None, limit: int = 100) -> list[OutboxRow]:
-        """Outbox rows in the given states (oldest first), for `watcher outbox`."""
-        states = list(states)
+    def outbox_rows(
+        self, *, states: Iterable[str], receiver: str | None = None, limit: int | None = 100
+    ) -> list[OutboxRow]:
+        """Outbox rows in the given states (oldest first), at most `limit` (None: all), for `watcher outbox`."""
+        where, params = self._rows_where(states, receiver)
         sql = (
             "SELECT o.seq, o.receiver, o.state, e.type, e.task_id, o.event_id, o.created_at, o.attempts,"
             " o.last_attempt_at, o.next_attempt_at, o.last_error FROM outbox o JOIN events e ON e.id = o.event_id"
-            f" WHERE o.state IN ({','.join('?' * len(states))})"
+            f" WHERE {where} ORDER BY o.seq"
         )
-        params: list[Any] = [*states]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [OutboxRow(*row) for row in self._read(sql, params)]
+
+    def outbox_total(self, *, states: Iterable[str], receiver: str | None = None) -> int:
+        """How many rows `outbox_rows` would list without a limit."""
+        where, params = self._rows_where(states, receiver)
+        sql = f"SELECT COUNT(*) FROM outbox o JOIN events e ON e.id = o.event_id WHERE {where}"
+        return int(self._read(sql, params)[0][0])
+
+    @staticmethod
+    def _rows_where(states: Iterable[str], receiver: str | None) -> tuple[str, list[Any]]:
+        params: list[Any] = list(states)
+        where = f"o.state IN ({','.join('?' * len(params))})"
         if receiver is not None:
-            sql += " AND o.receiver = ?"
+            where += " AND o.receiver = ?"
             params.append(receiver)
-        return [OutboxRow(*row) for row in self._read(sql + " ORDER BY o.seq LIMIT ?", [*params, limit])]
+        return where, params
+
+    def outbox_seqs(self, seqs: Iterable[int]) -> dict[int, tuple[str, str]]:
+        """(receiver, state) of each of these outbox rows that exists."""
+        seqs = list(seqs)
+        if not seqs:
+            return {}
+        rows = self._read(f"SELECT seq, receiver, state FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs)
+        return {seq: (receiver, state) for seq, receiver, state in rows}
 
     def requeue(self, *, seqs: Iterable[int] = (), receiver: str | None = None, now: float) -> int:
         """Put dead letters (chosen by seq, or all of a receiver's, or all) back in the queue as new; return how many."""

@@ -84,11 +84,15 @@ def describe(event: Event) -> tuple[str, str, str]:
     if event.type == EventType.TEST:
         return severity, emoji, verb[0].upper() + verb[1:]
     if event.type == EventType.API_UNREACHABLE:
-        return (
-            severity,
-            emoji,
-            f"{verb} for {_duration(int(event.data.get('unreachableForSeconds', 0)))}: no task can be watched",
-        )
+        silent_for = _duration(int(event.data.get("unreachableForSeconds", 0)))
+        if event.data.get("cause") == "authentication":
+            # The API answers, but 401/403: "unreachable" would send people to the network instead of the token.
+            return (
+                severity,
+                emoji,
+                f"VoiceFox API refused the token (check api.token): no task can be watched for {silent_for}",
+            )
+        return severity, emoji, f"{verb} for {silent_for}: no task can be watched"
     if event.type == EventType.API_RECOVERED:
         return severity, emoji, f"{verb} after {_duration(int(event.data.get('downForSeconds', 0)))}"
     if event.type == EventType.PROGRESSED:

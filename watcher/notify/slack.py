@@ -13,12 +13,24 @@ from . import DEFAULT_EVENTS, EventFilter, describe
 from .http import post
 
 _TERMINAL = {EventType.FINISHED, EventType.STOPPED, EventType.TIMED_OUT, EventType.FAILED}
-_MAX_SECTION = 2900  # Slack caps a section's text at 3000 characters
+_MAX_HEADER = 150  # Slack caps a header block's text at 150 characters
+_MAX_SECTION = 2900  # and a section's text at 3000
+_MAX_FIELD = 1900  # and a field's at 2000
 
 
 def _escape(text: str) -> str:
     # Slack mrkdwn control characters; a campaign name must not become a link or a mention.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _plain(text: str, *, emoji: bool = False) -> dict[str, Any]:
+    # Text from the API goes only into plain_text: Slack shows it as it is, so a campaign name with *, _, ~, `,
+    # a leading > or <!channel> never turns into formatting, a quote or a mention. mrkdwn is for our own labels.
+    return {"type": "plain_text", "text": text, "emoji": emoji}
+
+
+def _slack_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2  # Slack counts UTF-16 units: an emoji outside the BMP counts 2
 
 
 def _pct(value: Any) -> str:
@@ -29,37 +41,35 @@ def message(event: Event) -> dict[str, Any]:
     """The Slack payload for an event."""
     _severity, emoji, headline = describe(event)
     task: dict[str, Any] = event.data.get("task") or {}
-    text = f"{emoji} {_escape(headline)}"  # Slack formats the fallback text too: no <!channel> from a name
+    title = _plain(f"{emoji} {headline}", emoji=True)  # emoji: our shortcode becomes the emoji
     blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"{emoji} *{_escape(headline)}*"}},
+        {"type": "header", "text": title}
+        if _slack_len(title["text"]) <= _MAX_HEADER
+        else {"type": "section", "text": title | {"text": title["text"][:_MAX_SECTION]}}
     ]
     if task:
         total = task.get("total")
         previous = event.data.get("previous") or {}
-        status = f"`{_escape(str(task.get('status')))}`"
+        status = str(task.get("status"))
         if previous.get("status") and previous["status"] != task.get("status"):
-            status = f"`{_escape(str(previous['status']))}` → {status}"
-        blocks.append(
-            {
-                "type": "section",
-                "fields": [
-                    {"type": "mrkdwn", "text": f"*Status*\n{status}"},
-                    {"type": "mrkdwn", "text": f"*Progress*\n{_pct(task.get('progress'))}"},
-                    {"type": "mrkdwn", "text": f"*Numbers*\n{total:,}" if isinstance(total, int) else "*Numbers*\n–"},
-                    {"type": "mrkdwn", "text": f"*Collection rate*\n{_pct(task.get('collectionRate'))}"},
-                ],
-            }
-        )
+            status = f"{previous['status']} → {status}"
+        facts = [
+            ("Status", status),
+            ("Progress", _pct(task.get("progress"))),
+            ("Numbers", f"{total:,}" if isinstance(total, int) else "–"),
+            ("Collection rate", _pct(task.get("collectionRate"))),
+        ]
+        # Label and value side by side in the section's two columns: the label in bold, the value as it is.
+        fields = [
+            f for label, value in facts for f in ({"type": "mrkdwn", "text": f"*{label}*"}, _plain(value[:_MAX_FIELD]))
+        ]
+        blocks.append({"type": "section", "fields": fields})
         if event.type in _TERMINAL:
             for label, key in (("Summary", "summary"), ("Suggestion", "suggestion")):
                 value = task.get(key)
                 if value:
-                    blocks.append(
-                        {
-                            "type": "section",
-                            "text": {"type": "mrkdwn", "text": f"*{label}*\n{_escape(value)[:_MAX_SECTION]}"},
-                        }
-                    )
+                    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*{label}*"}})
+                    blocks.append({"type": "section", "text": _plain(str(value)[:_MAX_SECTION])})
     ts = int(event.time.timestamp())
     blocks.append(
         {
@@ -73,7 +83,9 @@ def message(event: Event) -> dict[str, Any]:
             ],
         }
     )
-    return {"text": text, "blocks": blocks}
+    # The top-level text is the notification and what screen readers say. Slack parses it as mrkdwn unless the
+    # message says `mrkdwn: false`; the entities keep <!channel> in a name from pinging anyone either way.
+    return {"text": f"{emoji} {_escape(headline)}", "mrkdwn": False, "blocks": blocks}
 
 
 class SlackNotifier:
