@@ -546,3 +546,36 @@ async def test_webhook_errors_never_show_user_and_password_of_the_url(http: http
         await WebhookNotifier("hook", url, http).send(event_of(EventType.FINISHED))
     assert "hunter2pass" not in str(info.value)
     assert "alice" not in str(info.value)
+
+
+# -- what a stall rested on, and first sight ---------------------------------------------------------------------
+
+
+def test_a_stall_with_windows_not_placed_says_so_and_names_the_key_that_fixes_it() -> None:
+    windows = {"zone": "unknown", "zoneSource": "unknown", "placed": False, "doubted": False, "fix": "watch.timezone"}
+    stalled = make_event(
+        EventType.STALLED, NOW, snapshot("running"), snapshot("running"), stalledForSeconds=900, windows=windows
+    )
+    headline = describe(stalled)[2]
+    assert headline.endswith(
+        "is stalled: no progress for 15 min (its calling windows could not be placed: their time zone is unknown; "
+        "set watch.timezone)"
+    )
+    assert "watch.timezone" in _block_texts(message(stalled))
+    doubted = make_event(
+        EventType.STALLED,
+        NOW,
+        snapshot("running"),
+        snapshot("running"),
+        stalledForSeconds=900,
+        windows={**windows, "placed": True, "doubted": True, "zone": "Asia/Tokyo"},
+    )
+    assert "seen calling outside its calling windows" in describe(doubted)[2]
+
+
+def test_a_task_first_seen_failed_is_announced_as_failed_already_so() -> None:
+    event = make_event(EventType.FAILED, NOW, snapshot("stop.abnormal"), None, firstSight=True)
+    assert describe(event)[2] == (
+        "Campaign “Spring renewal reminders” (task 1001) stopped abnormally (already so when the watcher first saw it)"
+    )
+    assert EventFilter(DEFAULT_EVENTS["slack"])(event.type)  # chat hears of it, unlike `observed`

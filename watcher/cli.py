@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+import zoneinfo
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -29,7 +30,7 @@ from .model import Event, EventType, TaskState
 from .ops import OpsServer
 from .schedule import DOUBT_FOR, next_poll
 from .store import Store
-from .zone import Source, Zone, ZoneResolver, offset_label
+from .zone import Source, Zone, ZoneResolver, fixed, offset_label, parse_offset
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 STATUS_EVERY = 15.0  # seconds between STATUS= updates to systemd
@@ -467,7 +468,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     """Serve the simulator until interrupted."""
     from .simulator import Simulator, demo_scenario
 
-    sim = Simulator(token=args.token)
+    sim = Simulator(token=args.token, timestamps=args.timestamps, zone=args.zone)
     if not args.empty:
         demo_scenario(sim)
     for task_id in args.task or []:
@@ -494,6 +495,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return anyio.run(run_demo, args.stdout, args.scale)
+
+
+def _zone(text: str) -> tzinfo:
+    minutes = parse_offset(text)
+    if minutes is not None:
+        return fixed(minutes)
+    try:
+        return zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a zone (e.g. +09:00, Asia/Tokyo)") from None
 
 
 def _port(text: str) -> int:
@@ -571,6 +582,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default="sim-token-0123456789", help="the bearer token it accepts")
     p.add_argument("--empty", action="store_true", help="start without the demo campaigns")
     p.add_argument("--task", type=int, action="append", metavar="ID", help="add a running task (repeatable)")
+    p.add_argument(
+        "--timestamps",
+        choices=["offset", "naive", "static"],
+        default="offset",
+        help="how createdAt/updatedAt are written: with the zone's UTC offset (default), without one, or fixed",
+    )
+    p.add_argument(
+        "--zone",
+        type=_zone,
+        default="+09:00",
+        metavar="ZONE",
+        help='the zone its campaigns call in and its timestamps are written in: "+09:00" (default), "Asia/Shanghai"',
+    )
     p = add("demo", cmd_demo, "play a campaign day against the simulator (no account needed)", config=False, log=False)
     p.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
     return parser

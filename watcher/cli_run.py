@@ -6,6 +6,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import httpx
 import structlog
@@ -13,7 +14,7 @@ import structlog
 from . import notify
 from .client import VoiceFoxClient, resolve_transport
 from .config import MAX_CONCURRENCY, Config
-from .daemon import Daemon
+from .daemon import Daemon, utcnow
 from .dispatch import Dispatcher
 from .metrics import Metrics
 from .retry import API_RETRY, ApiRetry
@@ -55,7 +56,11 @@ def delivery_client(config: Config) -> httpx.AsyncClient:
 
 @asynccontextmanager
 async def open_components(
-    config: Config, *, api_retry: ApiRetry = API_RETRY, monotonic: Callable[[], float] = time.monotonic
+    config: Config,
+    *,
+    api_retry: ApiRetry = API_RETRY,
+    monotonic: Callable[[], float] = time.monotonic,
+    clock: Callable[[], datetime] = utcnow,
 ) -> AsyncIterator[Components]:
     """Open the store (under its lock), the API client and the notifiers; close them all on the way out."""
     if not config.api.verify_tls:
@@ -98,7 +103,13 @@ async def open_components(
                     metrics=metrics,
                 )
                 daemon = Daemon(
-                    config, client=client, store=store, dispatcher=dispatcher, metrics=metrics, monotonic=monotonic
+                    config,
+                    client=client,
+                    store=store,
+                    dispatcher=dispatcher,
+                    metrics=metrics,
+                    monotonic=monotonic,
+                    clock=clock,
                 )
                 metrics.watch_state(store, lambda: daemon.watched_statuses(), zone=daemon.zone_summary)
                 yield Components(daemon, dispatcher, store, http, metrics)

@@ -107,6 +107,7 @@ class Daemon:
         # The campaigns' zone (watcher/zone.py), seeded with what an earlier run learned from naive timestamps.
         self.zones = ZoneResolver(config.watch.tz, config.watch.task_zones, learned=self._remembered_offset())
         self._zone_shown: Zone | None = None  # the zone last logged and stored
+        self._zone_warned = False  # whether the end of the first round of polls was looked at
         self._looked: dict[int, datetime] = {}  # task -> when it was last polled (evidence against its windows)
         self._mismatch_warned: dict[int, date] = {}  # task -> the day its window mismatch was last logged
         self._likely: dict[int, frozenset[int]] = {}  # task -> UTC offsets (h) its seen changes fit, intersected
@@ -243,7 +244,7 @@ class Daemon:
                 started = self._monotonic()
                 self._lag(max(0.0, started - planned))
                 ok = await self.poll(task_id)
-                delay = self._next_delay(task_id, ok)
+                delay = self.next_delay(task_id, ok)
                 if delay is None:
                     self._drop(task_id)
                     timetable.release(task_id)
@@ -253,8 +254,9 @@ class Daemon:
                 self._workers -= 1  # [watch] concurrency was lowered by a reload
                 return
 
-    def _next_delay(self, task_id: int, ok: bool) -> float | None:
-        """Seconds from this poll's plan to the next, or None when the task leaves the schedule."""
+    def next_delay(self, task_id: int, ok: bool = True) -> float | None:
+        """Seconds from a poll's plan to the next (after a poll that got an answer, or not), or None when the task
+        leaves the schedule."""
         if not ok:
             return poll_failure_delay(self.config.watch.interval, self._failures.get(task_id, 1))
         state = self.states.get(task_id)
@@ -399,6 +401,8 @@ class Daemon:
         self._looked[task_id] = now
         if self.zones.observe(task_id, previous.snapshot if previous else None, snapshot, now, looked):
             self._show_zone()
+        if not self._zone_warned and looked is None and len(self._looked) >= len(self.config.watch.ids):
+            self._zone_still_unknown()
         if snapshot.schedule_problems and self._schedule_problems.get(task_id) != snapshot.schedule_problems:
             self._schedule_problems[task_id] = snapshot.schedule_problems
             _log.warning("schedule.unreadable", task_id=task_id, problems=list(snapshot.schedule_problems))
@@ -424,8 +428,7 @@ class Daemon:
         if zone == self._zone_shown:
             return
         self._zone_shown = zone
-        level = _log.warning if not zone.known and self._has_schedules() else _log.info
-        level("schedule.zone_resolved", zone=zone.name, source=zone.source.value, how=zone.describe())
+        _log.info("schedule.zone_resolved", zone=zone.name, source=zone.source.value, how=zone.describe())
         try:
             self._store.set_meta("zone", json.dumps(zone.to_dict()))
             if self.zones.learned is not None:
@@ -433,8 +436,19 @@ class Daemon:
         except StoreError as exc:
             _log.error("store.write_failed", error=str(exc), what="the campaigns' zone")
 
-    def _has_schedules(self) -> bool:
-        return any(s.snapshot.has_schedule for s in self.states.values()) or not self.states
+    def _zone_still_unknown(self) -> None:
+        """Once every task has answered and the zone is still unknown while some have windows, say what it costs."""
+        self._zone_warned = True
+        if self.zones.zone().known:
+            return
+        scheduled = sum(1 for s in self.states.values() if s.snapshot.has_schedule)
+        if scheduled:
+            _log.warning(
+                "schedule.zone_unknown",
+                tasks_with_windows=scheduled,
+                hint="the API's timestamps carry no UTC offset and have not changed enough to learn one: calling "
+                "windows slow no polling and silence no stall until they do; set watch.timezone to save requests",
+            )
 
     def _window_mismatch(
         self, task_id: int, snapshot: TaskSnapshot, zone: Zone, looked: datetime | None, now: datetime

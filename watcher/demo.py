@@ -27,7 +27,9 @@ DEMO_SECRET = "whsec_" + base64.b64encode(b"voicefox-watcher-demo-secret-32b").d
 
 async def run_demo(out: TextIO, scale: float = 1.0) -> int:
     """Play the demo scenario; print each webhook as it arrives; exit 0 when every campaign has ended."""
-    sim = Simulator()
+    # The simulator writes its timestamps as in Tokyo (+09:00) and its campaigns call in Tokyo hours; the watcher is
+    # told no zone, as on a server in UTC, and finds it from the API.
+    sim = Simulator(timestamps="offset")
     task_ids = demo_scenario(sim, scale)
     finals: set[str] = set()
     all_final = anyio.Event()
@@ -75,8 +77,8 @@ async def run_demo(out: TextIO, scale: float = 1.0) -> int:
                         "interval": max(0.2, scale),
                         "progress_step": 25,
                         "stall_after": 5 * scale,
-                        # A demo day is short: the slow pace of stopped tasks is two intervals, not minutes.
-                        "slow_interval": 2 * max(0.2, scale),
+                        # A demo day is short: the slow pace (stopped tasks, windows closed) is four intervals.
+                        "slow_interval": 4 * max(0.2, scale),
                     },
                     "store": {"path": str(Path(tmp) / "state.db")},
                     "notifiers": [
@@ -103,11 +105,19 @@ async def run_demo(out: TextIO, scale: float = 1.0) -> int:
                     await all_final.wait()
                 parts.dispatcher.shutdown()
                 watcher_tg.cancel_scope.cancel()
+                zone = parts.daemon.zones.zone()
             tg.cancel_scope.cancel()
+    polls = sim.requests_by_task
+    print(
+        f"\ncampaigns' time zone: {zone.describe()}\n"
+        f"task 1004 calls later today in Tokyo: polled {polls.get(1004, 0)} times, "
+        f"against {polls.get(1001, 0)} for task 1001 calling now",
+        file=out,
+    )
     duplicates = len(received) - len({e.id for e in received})
     ok = not timer.cancelled_caught and bad_signatures == 0 and duplicates == 0
     print(
-        f"\n{len(received)} events delivered, {duplicates} duplicates, {bad_signatures} bad signatures"
+        f"{len(received)} events delivered, {duplicates} duplicates, {bad_signatures} bad signatures"
         + ("" if not timer.cancelled_caught else "; the campaigns did not all end in time"),
         file=out,
     )

@@ -8,6 +8,11 @@ drive a simulator in another process):
     DELETE /_sim/tasks/{id} the task answers 404 from now on
     POST /_sim/faults       `{"kind": "500", "times": 3, "task_id": 1001, "retry_after": "2"}`
     GET /_sim/stats         request counts
+
+Timestamps: `timestamps="static"` (the default) keeps the fixed `2026-11-23 09:00:00` of `task_body`; "offset" writes
+`createdAt`/`updatedAt` as VoiceFox might, in `zone` with its offset (`2026-11-23T10:00:00+09:00`), and "naive" in
+`zone` without one (`2026-11-23 10:00:00`); either way `updatedAt` moves whenever a task changes, as the watcher's zone
+learning expects of the real API.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import re
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
@@ -42,6 +48,8 @@ FAULT_KINDS = (
     "404",
     "envelope",
 )
+TOKYO = timezone(timedelta(hours=9), "+09:00")  # where most VoiceFox campaigns call (a fixed offset: no DST there)
+Timestamps = Literal["static", "naive", "offset"]
 _TASK_PATH = re.compile(r"^/openapi/tasks/(\d+)$")
 _SIM_TASK_PATH = re.compile(r"^/_sim/tasks/(\d+)$")
 
@@ -109,9 +117,20 @@ def task_body(task_id: int, name: str, **fields: Any) -> dict[str, Any]:
 class Simulator:
     """The simulated API; `timeline` scripts changes at seconds after `start()`; `clock` is a seam."""
 
-    def __init__(self, token: str = DEFAULT_TOKEN, *, clock: Callable[[], float] = anyio.current_time) -> None:
+    def __init__(
+        self,
+        token: str = DEFAULT_TOKEN,
+        *,
+        clock: Callable[[], float] = anyio.current_time,
+        timestamps: Timestamps = "static",
+        zone: tzinfo = TOKYO,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.token = token
         self._clock = clock
+        self.timestamps = timestamps
+        self.zone = zone
+        self._wall = wall_clock
         self._tasks: dict[int, dict[str, Any]] = {}
         self._timelines: dict[int, list[tuple[float, dict[str, Any]]]] = {}
         self._removed: set[int] = set()
@@ -125,6 +144,9 @@ class Simulator:
 
     def add_task(self, task_id: int, name: str = "", **fields: Any) -> None:
         """Create (or replace) a task with these fields."""
+        if self.timestamps != "static":
+            now = self.stamp()
+            fields = {"createdAt": now, "updatedAt": now, **fields}
         self._tasks[task_id] = task_body(task_id, name or f"Campaign {task_id}", **fields)
         self._removed.discard(task_id)
 
@@ -132,8 +154,21 @@ class Simulator:
         """Change fields of a task now (creating it if needed)."""
         if task_id not in self._tasks:
             self.add_task(task_id)
-        self._tasks[task_id].update(fields)
+        self._update(self._tasks[task_id], fields)
         self._removed.discard(task_id)
+
+    def stamp(self, when: datetime | None = None) -> str:
+        """A timestamp as this simulator writes them (now, unless `when`)."""
+        local = (when or self._wall()).astimezone(self.zone)
+        if self.timestamps == "offset":
+            return local.isoformat(timespec="seconds")
+        return local.strftime("%Y-%m-%d %H:%M:%S")
+
+    def _update(self, body: dict[str, Any], fields: dict[str, Any]) -> None:
+        changed = any(body.get(k) != v for k, v in fields.items())
+        body.update(fields)
+        if changed and self.timestamps != "static" and "updatedAt" not in fields:
+            body["updatedAt"] = self.stamp()
 
     def remove(self, task_id: int) -> None:
         """The task answers 404 from now on."""
@@ -167,8 +202,12 @@ class Simulator:
         if steps and self._t0 is not None:
             elapsed = self._clock() - self._t0
             while steps and steps[0][0] <= elapsed:
-                body.update(steps.pop(0)[1])
+                self._update(body, steps.pop(0)[1])
         return body
+
+    def elapsed(self) -> float:
+        """Seconds since `start()`: where a timeline added now begins."""
+        return 0.0 if self._t0 is None else self._clock() - self._t0
 
     def finished(self) -> bool:
         """Every timeline has played out."""
@@ -282,13 +321,29 @@ def _json(status: int, doc: Any) -> Response:
     return Response(status, json.dumps(doc, ensure_ascii=False).encode())
 
 
+def calling_hours(zone: tzinfo, *, open_now: bool, now: datetime | None = None) -> list[list[str]]:
+    """`option.startTime` for a window open now in `zone` (from two hours ago to two hours on), or one that is closed
+    now (opening in three hours, for an hour): campaigns that call in Tokyo hours while the watcher runs in UTC."""
+    local = (now or datetime.now(UTC)).astimezone(zone)
+    start, length = (local - timedelta(hours=2), 4) if open_now else (local + timedelta(hours=3), 1)
+    end = start + timedelta(hours=length)
+    return [[f"{start:%H:%M}", f"{end:%H:%M}"]]  # may cross midnight: "22:30"-"02:30" is one window
+
+
 def demo_scenario(sim: Simulator, scale: float = 1.0) -> list[int]:
-    """Three campaigns that, within ~30 s × scale, start, progress, stall, stop, resume, finish and fail."""
+    """Campaigns that, within ~30 s × scale, start, progress, stall, stop, resume, finish and fail, all calling in
+    Tokyo hours open now; and one whose window in Tokyo is closed now, which the watcher polls slowly and never calls
+    stalled (with `sim.timestamps` "offset" or "naive", the watcher finds that zone from the API alone)."""
 
     def at(t: float) -> float:
         return t * scale
 
-    sim.add_task(1001, "Spring renewal reminders", status="pending", total=1200)
+    calling = {"startDate": "2026-11-01", "startTime": calling_hours(sim.zone, open_now=True)}
+
+    def option(**extra: Any) -> dict[str, Any]:
+        return {**task_body(0, "")["option"], **calling, **extra}
+
+    sim.add_task(1001, "Spring renewal reminders", status="pending", total=1200, option=option())
     sim.timeline(
         1001,
         [(at(3), {"status": "running", "progress": 0})]
@@ -306,9 +361,25 @@ def demo_scenario(sim: Simulator, scale: float = 1.0) -> list[int]:
             )
         ],
     )
-    sim.add_task(1002, "Clinic appointment confirmations", status="running", progress=40, total=300, collectionRate=55)
+    sim.add_task(
+        1002,
+        "Clinic appointment confirmations",
+        status="running",
+        progress=40,
+        total=300,
+        collectionRate=55,
+        option=option(),
+    )
     sim.timeline(1002, [(at(5), {"progress": 50}), (at(9), {"progress": 60}), (at(14), {"status": "stop.abnormal"})])
-    sim.add_task(1003, "Customer satisfaction survey", status="running", progress=20, total=800, collectionRate=18)
+    sim.add_task(
+        1003,
+        "Customer satisfaction survey",
+        status="running",
+        progress=20,
+        total=800,
+        collectionRate=18,
+        option=option(),
+    )
     sim.timeline(
         1003,
         [
@@ -318,4 +389,13 @@ def demo_scenario(sim: Simulator, scale: float = 1.0) -> list[int]:
             (at(27), {"status": "done", "progress": 100, "summary": "Survey complete.", "suggestion": "None."}),
         ],
     )
-    return [1001, 1002, 1003]
+    sim.add_task(
+        1004,
+        "Evening follow-up calls",
+        status="running",
+        progress=35,
+        total=500,
+        collectionRate=22,
+        option=option(startTime=calling_hours(sim.zone, open_now=False)),
+    )
+    return [1001, 1002, 1003, 1004]

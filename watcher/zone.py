@@ -185,6 +185,7 @@ class ZoneResolver:
         self._stated: dict[int, int] = {}  # task -> the offset its own timestamps carry
         self._stated_count: Counter[int] = Counter()
         self._votes: deque[int] = deque(maxlen=VOTES_KEPT)
+        self._last_vote: dict[int, int] = {}  # task -> what its latest fresh change said (a hint for warnings)
         self._learned = learned  # remembered from an earlier run, until the API says otherwise
 
     def reconfigure(self, configured: tzinfo | None, per_task: Mapping[int, tzinfo]) -> None:
@@ -196,6 +197,7 @@ class ZoneResolver:
         """Tasks no longer watched."""
         for task_id in task_ids:
             self._set_stated(task_id, None)
+            self._last_vote.pop(task_id, None)
 
     def observe(
         self,
@@ -215,6 +217,7 @@ class ZoneResolver:
             self._set_stated(task_id, stated)
         if before is not None and (vote := learned_offset(before, after, now, previous_look)) is not None:
             self._votes.append(vote)
+            self._last_vote[task_id] = vote
             (top, n), (_, runner_up) = [*Counter(self._votes).most_common(2), (0, 0)][:2]
             if n >= 2 and n > runner_up and top != self._learned:
                 self._learned = top
@@ -263,5 +266,7 @@ class ZoneResolver:
         """What the API itself suggests for this task, whatever is configured (for a warning), or None."""
         if (stated := self._stated.get(task_id)) is not None:
             return Zone(fixed(stated), Source.API)
+        if (vote := self._last_vote.get(task_id)) is not None:
+            return Zone(fixed(vote), Source.LEARNED)
         observed = self._observed()
         return observed if observed.known else None

@@ -102,6 +102,15 @@ def describe(event: Event) -> tuple[str, str, str]:
         verb = f"changed status {prev} → {task.get('status')}"
     elif event.type == EventType.STALLED:
         verb = f"is stalled: no progress for {_duration(int(event.data.get('stalledForSeconds', 0)))}"
+        windows = event.data.get("windows") or {}
+        if windows.get("placed") is False:
+            # The stall clock ran as if calling were possible at any hour: say so, and what would place the windows.
+            fix = windows.get("fix") or "watch.timezone"
+            verb += f" (its calling windows could not be placed: their time zone is unknown; set {fix})"
+        elif windows.get("doubted"):
+            verb += " (it was seen calling outside its calling windows, so they were not relied on)"
+    if event.data.get("firstSight"):
+        verb += " (already so when the watcher first saw it)"
     return severity, emoji, f"{who} {verb}"
 
 
