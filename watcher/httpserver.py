@@ -1,7 +1,8 @@
-"""A small HTTP/1.1 server on anyio + h11, for the simulator, the demo's receiver and tests.
+"""A small HTTP/1.1 server on anyio + h11 for loopback peers, and the `Request`/`Response` every handler speaks.
 
-h11 is already what httpx speaks through (via httpcore), so this adds no dependency; it is not meant for the
-internet, only for loopback peers.
+It serves the simulator (`watcher simulate`, `watcher demo`, the tests), the demo's webhook receiver and the tests'
+receivers, all on 127.0.0.1 by default. Nothing users expose runs on it: it has no header, body or idle deadline,
+so `[http] listen` (the operator endpoint and push hints) is served by `asgi.py` on hypercorn instead.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The operator endpoint: /healthz, /readyz and /metrics on `[http] listen`."""
+"""The operator endpoint: /healthz, /readyz, /metrics and the push path on `[http] listen`, served by `asgi.py`."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import anyio
 import anyio.abc
 import structlog
 
+from . import asgi
 from .daemon import Daemon
 from .errors import StoreError
-from .httpserver import Request, Response, serve
+from .httpserver import Request, Response
 from .metrics import CONTENT_TYPE, Metrics
 from .store import Store
 
@@ -24,15 +25,22 @@ READY_INTERVALS = 3  # /readyz fails if no poll got an answer for this many time
 
 
 class OpsServer:
-    """Serves health, readiness and metrics; seams: `clock` (monotonic)."""
+    """Serves health, readiness, metrics and push hints; seams: `clock` (monotonic), `limits` (the server's)."""
 
     def __init__(
-        self, daemon: Daemon, store: Store, metrics: Metrics, *, clock: Callable[[], float] = time.monotonic
+        self,
+        daemon: Daemon,
+        store: Store,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        limits: asgi.Limits = asgi.DEFAULT_LIMITS,
     ) -> None:
         self._daemon = daemon
         self._store = store
         self._metrics = metrics
         self._clock = clock
+        self._limits = limits
 
     def health(self) -> tuple[bool, str]:
         """Whether the main loop is alive and ticking."""
@@ -107,7 +115,7 @@ class OpsServer:
         self, host: str, port: int, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve until cancelled; `await tg.start(ops.serve, host, port)` returns the bound port."""
-        await serve(self.handle, host, port, task_status=task_status)
+        await asgi.serve(self.handle, host, port, limits=self._limits, task_status=task_status)
 
 
 def _json(status: int, doc: dict[str, str]) -> Response:
