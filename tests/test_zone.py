@@ -254,7 +254,10 @@ NEW_YORK = Zone(ZoneInfo("America/New_York"), Source.CONFIG)
     ("case", "before", "after", "looked", "contradicted"),
     [
         ("progress moved, closed at both looks", snap(progress=10), snap(progress=12), timedelta(minutes=5), True),
-        ("started running in a closed window", snap(status="pending"), snap(), timedelta(minutes=5), True),
+        ("the collection rate moved", snap(collection_rate=30), snap(collection_rate=31), timedelta(minutes=5), True),
+        # An operator may start or resume a campaign at any hour: it calls once its window opens.
+        ("started running in a closed window", snap(status="pending"), snap(), timedelta(minutes=5), False),
+        ("resumed in a closed window", snap(status="stop.operate"), snap(), timedelta(minutes=5), False),
         (
             "updatedAt moved while running",
             snap("2026-11-23 10:20:00"),

@@ -160,13 +160,18 @@ def calling_windows(state: TaskState, now: datetime, zone: tzinfo | None) -> Win
 
 
 def seen_calling(before: TaskSnapshot, after: TaskSnapshot) -> bool:
-    """Whether two answers show the task at work: progress moved, it (re)started running, or it changed while
-    running. A stop or an end may come at any hour (an operator, a deadline): that is no sign of calling."""
-    if after.progress != before.progress and after.progress is not None and before.progress is not None:
-        return True
-    if after.status == Status.RUNNING:
-        return before.status != Status.RUNNING or after.updated_at != before.updated_at
-    return False
+    """Whether two answers show the task at work: its progress (or collection rate) moved, or, still running, it was
+    updated (a big campaign calls a long time between two whole percent). A change of status alone is no sign of
+    calling: operators stop and resume campaigns at any hour, and a task resumed at night calls only when its window
+    opens."""
+    for old, new in ((before.progress, after.progress), (before.collection_rate, after.collection_rate)):
+        if old is not None and new is not None and old != new:
+            return True
+    return (
+        after.status == before.status == Status.RUNNING
+        and after.updated_at != before.updated_at
+        and bool(before.updated_at)
+    )
 
 
 def contradicts(
