@@ -850,3 +850,44 @@ def test_every_secret_of_a_loaded_config_is_handed_to_the_log_redaction() -> Non
             "https://hooks.slack.com/services/T0/B0/xyzSECRET",
         ]
     )
+
+
+def test_watch_task_tables_give_tasks_a_zone_of_their_own_and_check_shows_where_windows_are_read(
+    tmp_path: Path,
+) -> None:
+    import io
+
+    path = tmp_path / "w.toml"
+    path.write_text(
+        '[api]\ntoken = "t"\n[watch]\ntasks = [1001]\n\n[[watch.task]]\nid = 2001\ntimezone = "Asia/Shanghai"\n'
+        "\n[[watch.task]]\nid = 2002\n"
+    )
+    path.chmod(0o600)
+    cfg = config.load(path)
+    assert cfg.watch.ids == [1001, 2001, 2002]
+    assert {t: z.key for t, z in cfg.watch.task_zones.items()} == {2001: "Asia/Shanghai"}
+    out = io.StringIO()
+    assert main(["check", "-c", str(path)], stdout=out) == 0
+    assert "calling windows read in: found from the API's timestamps" in out.getvalue()
+    assert "task 2001: Asia/Shanghai ([[watch.task]] timezone)" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("tasks = [1]\n[[watch.task]]\nid = 1\n", "watch.tasks: lists task 1 more than once"),
+        (
+            '[[watch.task]]\nid = 5\ntimezone = "Mars/Olympus"\n',
+            'watch.task[0].timezone: "Mars/Olympus" is not a time zone',
+        ),
+        ('[[watch.task]]\nid = 5\nzone = "Asia/Tokyo"\n', "watch.task[0].zone: unknown key"),
+        ('[[watch.task]]\ntimezone = "Asia/Tokyo"\n', "watch.task[0].id: is required"),
+        ('interval = "30s"\n', "watch.tasks: needs at least one task"),
+    ],
+)
+def test_watch_task_tables_are_checked_like_the_rest(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "w.toml"
+    path.write_text(f'[api]\ntoken = "t"\n[watch]\n{text}')
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems

@@ -299,9 +299,14 @@ async def test_a_refused_token_reaches_slack_as_a_refused_token_not_an_outage(
         mono[0] = 600.0  # past api.unreachable_after (5 min)
         assert not await daemon.poll(1)
         await dispatcher.drain()
-    (slack,) = receiver.bodies()  # Slack skips `observed` by default: only the API's failure is announced
+        sim.clear_faults()  # the token is put right
+        mono[0] = 660.0
+        assert await daemon.poll(1)
+        await dispatcher.drain()
+    slack, recovered = receiver.bodies()  # Slack skips `observed` by default: only the API's failure is announced
     assert slack["text"].endswith("VoiceFox API refused the token (check api.token): no task can be watched for 10 min")
     assert "voicefox.watcher.api_unreachable" in str(slack["blocks"])  # the event type itself is unchanged
+    assert recovered["text"].endswith("VoiceFox API accepts the token again after 10 min")  # not "reachable again"
 
 
 async def test_a_reload_starts_and_stops_pollers_and_swaps_notifiers(

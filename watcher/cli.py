@@ -1,4 +1,4 @@
-"""The `watcher` command: run | check | once | status | notify-test | simulate | demo."""
+"""The `watcher` command: run | check | once | status | outbox | notify-test | health | simulate | demo."""
 
 from __future__ import annotations
 
@@ -155,6 +155,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{config.watch.progress_step}%, stalled after {config.watch.stall_after:g}s",
         file=out,
     )
+    watch = config.watch
+    zone = (
+        f"{watch.timezone} (watch.timezone)"
+        if watch.timezone
+        else "found from the API's timestamps (watch.timezone not set; see `watcher status` once it has run)"
+    )
+    print(f"  calling windows read in: {zone}", file=out)
+    for task_id, own in sorted(watch.task_zones.items()):
+        print(f"    task {task_id}: {own.key} ([[watch.task]] timezone)", file=out)
     print(f"  store: {config.store.path}", file=out)
     for n in config.notifiers:
         events = n.events if n.events is not None else notify.DEFAULT_EVENTS[n.kind]

@@ -119,6 +119,7 @@ class Daemon:
         self.heartbeat = monotonic()  # ticks while the main loop is alive (health)
         self.heartbeat_hooks: list[Callable[[], None]] = []  # called on every tick: the systemd watchdog ping
         self._unreachable_since: datetime | None = None
+        self._unreachable_cause = ""  # what the announced outage was: the recovery says it is over
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver what is pending, then poll every task on its schedule until cancelled."""
@@ -498,8 +499,8 @@ class Daemon:
         if self._unreachable_since is not None:
             down_for = int((self._clock() - self._unreachable_since).total_seconds())
             self._unreachable_since = None
-            _log.info("api.recovered", down_for_seconds=down_for)
-            self._record_watcher_event(EventType.API_RECOVERED, downForSeconds=down_for)
+            _log.info("api.recovered", down_for_seconds=down_for, cause=self._unreachable_cause)
+            self._record_watcher_event(EventType.API_RECOVERED, downForSeconds=down_for, cause=self._unreachable_cause)
 
     def _api_failed(self, exc: ApiError) -> None:
         silent_for = self._monotonic() - self.last_answer
@@ -508,6 +509,7 @@ class Daemon:
             _log.error("api.unreachable", for_seconds=int(silent_for), error=str(exc))
             # The event names the kind of failure, not its text: that may quote the API's own words.
             cause = "authentication" if isinstance(exc, AuthenticationError) else "unreachable or failing"
+            self._unreachable_cause = cause
             self._record_watcher_event(EventType.API_UNREACHABLE, unreachableForSeconds=int(silent_for), cause=cause)
 
     def _record_watcher_event(self, type_: EventType, **data: object) -> None:

@@ -94,7 +94,10 @@ def describe(event: Event) -> tuple[str, str, str]:
             )
         return severity, emoji, f"{verb} for {silent_for}: no task can be watched"
     if event.type == EventType.API_RECOVERED:
-        return severity, emoji, f"{verb} after {_duration(int(event.data.get('downForSeconds', 0)))}"
+        down_for = _duration(int(event.data.get("downForSeconds", 0)))
+        if event.data.get("cause") == "authentication":
+            return severity, emoji, f"VoiceFox API accepts the token again after {down_for}"
+        return severity, emoji, f"{verb} after {down_for}"
     if event.type == EventType.PROGRESSED:
         verb = f"reached {event.data.get('milestone', task.get('progress'))}%"
     elif event.type == EventType.CHANGED:
