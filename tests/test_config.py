@@ -888,6 +888,6 @@ def test_watch_task_tables_give_tasks_a_zone_of_their_own_and_check_shows_where_
 def test_watch_task_tables_are_checked_like_the_rest(tmp_path: Path, text: str, problem: str) -> None:
     path = tmp_path / "w.toml"
     path.write_text(f'[api]\ntoken = "t"\n[watch]\n{text}')
-    with pytest.raises(config.ConfigError) as caught:
+    with pytest.raises(ConfigError) as caught:
         config.load(path)
     assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
