@@ -579,3 +579,13 @@ def test_a_task_first_seen_failed_is_announced_as_failed_already_so() -> None:
         "Campaign “Spring renewal reminders” (task 1001) stopped abnormally (already so when the watcher first saw it)"
     )
     assert EventFilter(DEFAULT_EVENTS["slack"])(event.type)  # chat hears of it, unlike `observed`
+
+
+def test_slack_cuts_long_text_by_what_slack_counts_so_emoji_cannot_overflow_a_block() -> None:
+    """Slack counts UTF-16 units: a summary of emoji (two units each) is cut to fit, not sent too long."""
+    event = make_event(EventType.FINISHED, NOW, snapshot("done", summary="🎉" * 3000), snapshot("running"))
+    payload = message(event)
+    texts = [b["text"]["text"] for b in payload["blocks"] if b.get("text", {}).get("type") == "plain_text"]
+    assert any(t.startswith("🎉") for t in texts)
+    assert all(len(t.encode("utf-16-le")) // 2 <= 3000 for t in texts)
+    Block.parse_all(payload["blocks"])

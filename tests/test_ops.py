@@ -75,9 +75,10 @@ async def test_readyz_follows_the_pace_the_watcher_expects_not_a_fixed_three_int
     ops.sim.set(1, status="stop.operate")
     ops.sim.set(2, status="stop.timeout")
     daemon = ops.parts.daemon
-    assert await daemon.poll(1)
-    assert await daemon.poll(2)
-    assert daemon.answer_expected_within() == 300.0  # both polled every slow_interval from now on
+    for task in (1, 2):
+        assert await daemon.poll(task)
+        assert daemon.next_delay(task) == 300.0  # what the worker plans after the poll: the slow pace
+    assert daemon.answer_expected_within() == 300.0
     ops.clock[0] += 3 * 10 + 2 + 60  # more than three intervals, much less than three slow intervals
     ready = await get(ops.url + "/readyz")
     assert ready.status_code == 200, ready.text

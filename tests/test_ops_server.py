@@ -6,6 +6,7 @@ Deadlines are injected short (`FAST`); `anyio.fail_after` bounds are only a safe
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -245,6 +246,30 @@ async def test_cancelling_the_server_ends_it_promptly_and_answers_requests_in_fl
         assert (await until_closed(stream)).startswith(b"HTTP/1.1 503 ")
     with pytest.raises(OSError, match="connection attempts failed"):
         await anyio.connect_tcp("127.0.0.1", port)
+
+
+async def test_a_client_that_never_reads_a_large_answer_cannot_hold_the_shutdown() -> None:
+    """hypercorn's own shutdown would wait for it for ever: past the grace it is cut short, and says so."""
+    import socket
+
+    async def large(request: Request) -> Response:
+        # More than the kernel's socket buffers hold, for /metrics.
+        return Response(200, b"x" * 8_000_000 if request.path == "/metrics" else b"ok")
+
+    serve = functools.partial(asgi.serve, large, "127.0.0.1", 0, limits=FAST)
+    with capture_logs() as logs, anyio.fail_after(SAFETY):
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(serve)
+            client = socket.create_connection(("127.0.0.1", port))
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads the answer
+            stream = await anyio.connect_tcp("127.0.0.1", port)  # a well-behaved request gets through meanwhile
+            async with stream:
+                await stream.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert (await until_closed(stream)).startswith(b"HTTP/1.1 200 ")
+            tg.cancel_scope.cancel()
+    client.close()
+    assert "http.shutdown_cut_short" in [e["event"] for e in logs]
 
 
 async def test_a_port_in_use_is_an_oserror_before_the_server_starts(endpoint: Endpoint) -> None:

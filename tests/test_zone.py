@@ -10,7 +10,7 @@ import pytest
 
 from watcher.detect import Rules, detect
 from watcher.model import TaskSnapshot, TaskState
-from watcher.schedule import DOUBT_FOR, Cadence, contradicts, next_poll, offsets_open, window_state
+from watcher.schedule import DOUBT_FOR, Cadence, Evidence, contradicts, next_poll, offsets_open, window_state
 from watcher.zone import (
     UNKNOWN,
     Source,
@@ -22,6 +22,7 @@ from watcher.zone import (
     stated_offset,
 )
 
+CALLING, NONE = Evidence.CALLING, Evidence.NONE
 TOKYO = ZoneInfo("Asia/Tokyo")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 # 2026-11-23 01:30 UTC = 10:30 in Tokyo (inside 09:00-18:00), 09:30 in Shanghai.
@@ -70,8 +71,10 @@ def test_the_offset_the_api_writes(updated: str, created: str, offset: int | Non
         ("2026-11-23 07:00:00", timedelta(seconds=30), 330),  # India, +05:30
         ("2026-11-23 07:15:00", timedelta(seconds=30), 345),  # Nepal, +05:45
         ("2026-11-22 22:30:00", timedelta(seconds=30), -180),
-        ("2026-11-23 01:29:55", timedelta(seconds=30), None),  # UTC: places nothing
+        ("2026-11-23 01:29:55", timedelta(seconds=30), 0),  # a vote for UTC (which will place nothing)
+        ("2026-11-23 01:41:00", timedelta(seconds=30), None),  # +00:15 is no zone's offset: a clock off, not a zone
         ("2026-11-23 10:29:50", timedelta(minutes=30), None),  # not fresh: it may have changed long ago
+        ("2026-11-23 10:25:10", timedelta(minutes=6), None),
         ("2026-11-23 10:29:50", None, None),  # no earlier look
         ("2026-11-23T10:29:50+09:00", timedelta(seconds=30), None),  # not naive: stated, not learned
     ],
@@ -118,33 +121,56 @@ def resolver_after(
         ("configured", resolver_after((1, "2026-11-23T10:29:50+08:00"), configured=TOKYO), "Asia/Tokyo", Source.CONFIG),
         ("stated by the API", resolver_after((1, "2026-11-23T10:29:50+09:00")), "+09:00", Source.API),
         ("one naive change is not enough", resolver_after((1, "2026-11-23 10:29:50")), "unknown", Source.UNKNOWN),
+        ("nor two", resolver_after((1, "2026-11-23 10:29:50"), (2, "2026-11-23 10:30:00")), "unknown", Source.UNKNOWN),
         (
-            "two agreeing naive changes",
-            resolver_after((1, "2026-11-23 10:29:50"), (2, "2026-11-23 10:30:00")),
+            "three agreeing naive changes",
+            resolver_after((1, "2026-11-23 10:29:50"), (2, "2026-11-23 10:30:00"), (3, "2026-11-23 10:30:01")),
             "+09:00",
             Source.LEARNED,
         ),
         (
-            "two disagreeing are not",
-            resolver_after((1, "2026-11-23 10:29:50"), (2, "2026-11-23 09:30:00")),
+            "not without two thirds",
+            resolver_after(
+                (1, "2026-11-23 10:29:50"),
+                (2, "2026-11-23 09:30:00"),
+                (3, "2026-11-23 10:30:01"),
+                (4, "2026-11-23 09:30:02"),
+                (5, "2026-11-23 10:30:03"),
+            ),
             "unknown",
             Source.UNKNOWN,
         ),
         (
-            "a majority of three",
-            resolver_after((1, "2026-11-23 10:29:50"), (2, "2026-11-23 09:30:00"), (3, "2026-11-23 10:30:01")),
+            "three of four",
+            resolver_after(
+                (1, "2026-11-23 10:29:50"),
+                (2, "2026-11-23 09:30:00"),
+                (3, "2026-11-23 10:30:01"),
+                (4, "2026-11-23 10:30:03"),
+            ),
+            "+09:00",
+            Source.LEARNED,
+        ),
+        (
+            "a clock a few minutes off still rounds right",
+            resolver_after((1, "2026-11-23 10:34:00"), (2, "2026-11-23 10:33:30"), (3, "2026-11-23 10:34:10")),
             "+09:00",
             Source.LEARNED,
         ),
         (
             "a UTC server places nothing",
-            resolver_after((1, "2026-11-23T01:29:50Z"), (2, "2026-11-23 01:30:00")),
+            resolver_after((1, "2026-11-23T01:29:50Z"), (2, "2026-11-23 01:30:00"), (3, "2026-11-23 01:30:01")),
             "unknown",
             Source.UNKNOWN,
         ),
         (
             "a stated offset beats a learned one",
-            resolver_after((1, "2026-11-23 09:29:50"), (2, "2026-11-23 09:30:00"), (3, "2026-11-23T10:30:00+09:00")),
+            resolver_after(
+                (1, "2026-11-23 09:29:50"),
+                (2, "2026-11-23 09:30:00"),
+                (3, "2026-11-23 09:30:01"),
+                (4, "2026-11-23T10:30:00+09:00"),
+            ),
             "+09:00",
             Source.API,
         ),
@@ -171,9 +197,20 @@ def test_a_learned_zone_is_remembered_and_yields_to_new_evidence() -> None:
     zones = ZoneResolver(learned=540)
     assert zones.zone() == Zone(fixed(540), Source.LEARNED)
     before = snap("2026-11-01 00:00:00")
-    for i, updated in enumerate(["2026-11-23 09:29:50", "2026-11-23 09:30:00"]):
+    for i, updated in enumerate(["2026-11-23 09:29:50", "2026-11-23 09:30:00", "2026-11-23 09:30:05"]):
         zones.observe(i, before, snap(updated, id=i), NOW, NOW - timedelta(seconds=30))
     assert zones.zone() == Zone(fixed(480), Source.LEARNED)
+    for i, updated in enumerate(["2026-11-23 01:29:50", "2026-11-23 01:30:00", "2026-11-23 01:30:05"] * 2):
+        zones.observe(10 + i, before, snap(updated, id=10 + i), NOW, NOW - timedelta(seconds=30))
+    assert zones.zone() == UNKNOWN  # the server turned out to write UTC: what was learned is dropped
+
+
+def test_a_task_met_again_after_a_restart_speaks_for_the_zone_at_once() -> None:
+    """The stored answer is what a new resolver first sees; the next answer, unchanged, must not be ignored."""
+    stored = snap("2026-11-23T10:00:00+09:00")
+    zones = ZoneResolver()
+    zones.observe(1, stored, stored, NOW, None)  # the first poll after a restart: nothing changed since the store
+    assert zones.zone() == Zone(fixed(540), Source.API)
 
 
 def test_forgotten_tasks_no_longer_speak_for_the_zone() -> None:
@@ -251,45 +288,76 @@ NEW_YORK = Zone(ZoneInfo("America/New_York"), Source.CONFIG)
 
 
 @pytest.mark.parametrize(
-    ("case", "before", "after", "looked", "contradicted"),
+    ("case", "before", "after", "looked", "evidence"),
     [
-        ("progress moved, closed at both looks", snap(progress=10), snap(progress=12), timedelta(minutes=5), True),
-        ("the collection rate moved", snap(collection_rate=30), snap(collection_rate=31), timedelta(minutes=5), True),
+        ("progress moved, closed at both looks", snap(progress=10), snap(progress=12), timedelta(minutes=5), CALLING),
+        (
+            "the collection rate moved",
+            snap(collection_rate=30),
+            snap(collection_rate=31),
+            timedelta(minutes=5),
+            CALLING,
+        ),
         # An operator may start or resume a campaign at any hour: it calls once its window opens.
-        ("started running in a closed window", snap(status="pending"), snap(), timedelta(minutes=5), False),
-        ("resumed in a closed window", snap(status="stop.operate"), snap(), timedelta(minutes=5), False),
+        ("started running in a closed window", snap(status="pending"), snap(), timedelta(minutes=5), NONE),
+        ("resumed in a closed window", snap(status="stop.operate"), snap(), timedelta(minutes=5), NONE),
         (
             "updatedAt moved while running",
             snap("2026-11-23 10:20:00"),
             snap("2026-11-23 10:29:00"),
             timedelta(minutes=5),
-            True,
+            Evidence.UPDATED,
         ),
-        ("nothing moved", snap(), snap(), timedelta(minutes=5), False),
-        ("stopped by an operator at night", snap(), snap(status="stop.operate"), timedelta(minutes=5), False),
-        ("no earlier look (a restart)", snap(progress=10), snap(progress=12), None, False),
+        ("nothing moved", snap(), snap(), timedelta(minutes=5), NONE),
+        ("stopped by an operator at night", snap(), snap(status="stop.operate"), timedelta(minutes=5), NONE),
+        ("no earlier look (a restart)", snap(progress=10), snap(progress=12), None, NONE),
         # 13:30 UTC, before the (believed) 14:00 UTC opening; the look before, 22:00 UTC, in yesterday's window.
         (
             "the window was open at the previous look",
             snap(progress=10),
             snap(progress=12),
             timedelta(hours=15, minutes=30),
-            False,
+            NONE,
         ),
     ],
 )
 def test_what_contradicts_the_windows(
-    case: str, before: TaskSnapshot, after: TaskSnapshot, looked: timedelta | None, contradicted: bool
+    case: str, before: TaskSnapshot, after: TaskSnapshot, looked: timedelta | None, evidence: Evidence
 ) -> None:
     now = NOW.replace(hour=13, minute=30) if "previous look" in case else NOW
     previous_look = now - looked if looked is not None else None
-    assert contradicts(before, after, previous_look, now, NEW_YORK.tz) is contradicted, case
+    assert contradicts(before, after, previous_look, now, NEW_YORK.tz) is evidence, case
 
 
 def test_no_contradiction_without_a_placed_schedule() -> None:
     looked = NOW - timedelta(minutes=5)
-    assert not contradicts(snap(progress=1), snap(progress=2), looked, NOW, None)
-    assert not contradicts(snap(progress=1, windows=()), snap(progress=2, windows=()), looked, NOW, NEW_YORK.tz)
+    assert contradicts(snap(progress=1), snap(progress=2), looked, NOW, None) is NONE
+    assert contradicts(snap(progress=1, windows=()), snap(progress=2, windows=()), looked, NOW, NEW_YORK.tz) is NONE
+
+
+def test_an_update_alone_counts_only_when_it_repeats_in_the_same_closed_stretch() -> None:
+    """An operator editing a running campaign at night is no sign of calling; updates that keep coming are."""
+    rules = Rules(stall_after=timedelta(minutes=15))
+    looked = NOW - timedelta(minutes=5)
+    state = TaskState(snap("2026-11-23 10:20:00"), progress_since=NOW - timedelta(hours=1))
+    once, _ = detect(state, snap("2026-11-23 10:29:00"), NOW, rules, zone=NEW_YORK, previous_look=looked)
+    assert (once.windows_doubted_at, once.updated_while_closed_at) == (None, NOW)
+    assert next_poll(once, NOW, CADENCE, zone=NEW_YORK.tz) == 300.0  # still believed
+    later = NOW + timedelta(minutes=5)
+    twice, _ = detect(once, snap("2026-11-23 10:34:00"), later, rules, zone=NEW_YORK, previous_look=NOW)
+    assert twice.windows_doubted_at == later
+    assert next_poll(twice, later, CADENCE, zone=NEW_YORK.tz) == 30.0
+    # An edit one night and another the next are two single edits, not calling.
+    next_night = NOW + timedelta(days=1)
+    apart, _ = detect(
+        once,
+        snap("2026-11-24 10:29:00"),
+        next_night,
+        rules,
+        zone=NEW_YORK,
+        previous_look=next_night - timedelta(minutes=5),
+    )
+    assert (apart.windows_doubted_at, apart.updated_while_closed_at) == (None, next_night)
 
 
 def test_a_change_in_a_believed_closed_window_puts_the_task_on_the_normal_pace_and_the_stall_clock_on() -> None:
@@ -331,3 +399,23 @@ def test_the_offsets_a_change_fits() -> None:
     # before) to UTC-8 (17:30); at UTC-7 it is 18:30: closed.
     fits = offsets_open(snap(), NOW)
     assert fits == frozenset({8, 9, 10, 11, 12, 13, 14, -12, -11, -10, -9, -8})
+
+
+@pytest.mark.parametrize("windows", [(("02:30", "05:00"),), (("00:00", "02:30"),), (("01:30", "01:45"),)])
+@pytest.mark.parametrize("day", ["2026-03-08", "2026-11-01"])  # New York springs forward, then falls back
+def test_the_remembered_answer_is_the_fresh_one_across_a_dst_jump(
+    windows: tuple[tuple[str, str], ...], day: str
+) -> None:
+    from watcher import schedule
+
+    ny = ZoneInfo("America/New_York")
+    task = snap(windows=windows)
+    start = datetime.fromisoformat(f"{day}T05:00:00+00:00")  # midnight or 01:00 in New York
+    schedule._memo.clear()
+    for minute in range(0, 6 * 60, 7):
+        when = start + timedelta(minutes=minute)
+        remembered = window_state(task, when, ny)
+        kept = dict(schedule._memo)
+        schedule._memo.clear()
+        assert window_state(task, when, ny) == remembered, when
+        schedule._memo.update(kept)

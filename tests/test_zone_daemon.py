@@ -113,7 +113,7 @@ async def test_the_zone_is_found_from_the_api_and_logged_once(receiver: Receiver
             assert parts.store.meta("zone") == '{"name": "+09:00", "source": "api"}'  # for `watcher status`
 
 
-async def test_naive_timestamps_teach_the_zone_after_two_agreeing_changes_and_a_restart_remembers_it(
+async def test_naive_timestamps_teach_the_zone_after_three_agreeing_changes_and_a_restart_remembers_it(
     receiver: Receiver, tmp_path: Path
 ) -> None:
     wall = Wall()
@@ -128,7 +128,7 @@ async def test_naive_timestamps_teach_the_zone_after_two_agreeing_changes_and_a_
             night = START.replace(hour=15)  # midnight in Tokyo
             assert daemon.next_delay(1) == 30.0
             with capture_logs() as logs:
-                for step in range(2):  # two changes while it calls (10:30 in Tokyo)
+                for step in range(3):  # three changes while it calls (10:30 in Tokyo)
                     wall.now += timedelta(seconds=30)
                     sim.set(1, progress=20 + step)
                     assert await daemon.poll(1)
@@ -170,3 +170,43 @@ async def anyio_simulator(sim: Simulator) -> AsyncIterator[str]:
         port = await tg.start(sim.serve)
         yield f"http://127.0.0.1:{port}"
         tg.cancel_scope.cancel()
+
+
+async def test_a_restart_at_night_keeps_the_zone_the_api_states_and_raises_no_stall(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    wall = Wall()
+    sim = Simulator(timestamps="offset", wall_clock=wall)
+    async with anyio_simulator(sim) as url:
+        sim.add_task(1, "Renewals")
+        running(sim)
+        async with watcher(url, sim.token, receiver, tmp_path, wall, stall_after="15m") as parts:
+            assert await parts.daemon.poll(1)  # by day: +09:00 from its timestamps
+        wall.now = START.replace(hour=15)  # midnight in Tokyo; nothing has changed since
+        async with watcher(url, sim.token, receiver, tmp_path, wall, stall_after="15m") as parts:
+            daemon = parts.daemon
+            assert daemon.zones.zone().name == "+09:00"  # from the stored answer, before any poll
+            for _ in range(3):
+                assert await daemon.poll(1)
+                wall.now += timedelta(minutes=30)
+            assert daemon.zones.for_task(1).name == "+09:00"
+            assert daemon.next_delay(1) == 300.0
+            await parts.dispatcher.drain()
+    assert not [b for b in receiver.bodies() if b["type"] == "voicefox.task.stalled"]
+
+
+async def test_readiness_expects_the_poll_planned_for_a_window_opening_not_a_shorter_one(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    wall = Wall()
+    wall.now = datetime(2026, 11, 22, 23, 56, tzinfo=UTC)  # 08:56 in Tokyo: the window opens at 09:00
+    sim = Simulator(timestamps="offset", wall_clock=wall)
+    async with anyio_simulator(sim) as url:
+        sim.add_task(1, "Renewals")
+        running(sim)
+        async with watcher(url, sim.token, receiver, tmp_path, wall) as parts:
+            daemon = parts.daemon
+            assert await daemon.poll(1)
+            assert daemon.next_delay(1) == 240.0  # asleep until 09:00
+            wall.now += timedelta(minutes=3, seconds=20)  # 08:59:20, the 09:00 poll still to come
+            assert daemon.answer_expected_within() == 240.0  # not the 40 s a fresh plan would say now

@@ -213,11 +213,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     watched = set(config.watch.ids)
     # The zones as the daemon resolves them, from what the store keeps: the configured ones, each task's own
     # timestamps, and what the daemon learned.
-    zones = ZoneResolver(
-        config.watch.tz,
-        config.watch.task_zones,
-        learned=int(learned) if learned and learned.lstrip("-").isdigit() else None,
-    )
+    kept = json.loads(learned) if learned else {}
+    offset = kept.get("offset") if isinstance(kept, dict) and kept.get("api") == config.api.base_url else None
+    zones = ZoneResolver(config.watch.tz, config.watch.task_zones, learned=offset if isinstance(offset, int) else None)
     for tid, s in states.items():
         zones.observe(tid, None, s.snapshot, now, None)
     zone = zones.zone()

@@ -103,10 +103,17 @@ class Daemon:
         self._suppressed: dict[tuple[int, str], int] = {}
         self._hints: dict[int, tuple[float, dict[str, Any]]] = {}  # task -> (when, VoiceFox's task.end data)
         self._marks: dict[int, PaceMark] = {}  # task -> (progress, when) at the start of its run
+        self._planned: dict[int, float] = {}  # task -> the delay planned after its last answer (readiness)
         self.dropped: set[int] = set()  # finished tasks no longer polled
         # The campaigns' zone (watcher/zone.py), seeded with what an earlier run learned from naive timestamps.
         self.zones = ZoneResolver(config.watch.tz, config.watch.task_zones, learned=self._remembered_offset())
+        now = clock()
+        for task_id, state in self.states.items():
+            # What the stored answers say of the zone, before the first poll: a restart at night must not forget it.
+            self.zones.observe(task_id, None, state.snapshot, now, None)
+        self._watched_count = len(config.watch.ids)
         self._zone_shown: Zone | None = None  # the zone last logged and stored
+        self._learned_kept = self.zones.learned  # the learned offset as the store has it
         self._zone_warned = False  # whether the end of the first round of polls was looked at
         self._looked: dict[int, datetime] = {}  # task -> when it was last polled (evidence against its windows)
         self._mismatch_warned: dict[int, date] = {}  # task -> the day its window mismatch was last logged
@@ -171,6 +178,7 @@ class Daemon:
         added = [t for t in config.watch.ids if t not in old_ids]
         removed = [t for t in self.config.watch.ids if t not in new_ids]
         self.config = config
+        self._watched_count = len(config.watch.ids)
         self._rules, self._cadence = knobs(config)
         self.zones.reconfigure(config.watch.tz, config.watch.task_zones)
         self.zones.forget(removed)
@@ -187,6 +195,7 @@ class Daemon:
                 self._mismatch_warned,
                 self._likely,
                 self._schedule_problems,
+                self._planned,
             ):
                 memory.pop(task_id, None)
             self.dropped.discard(task_id)
@@ -262,23 +271,23 @@ class Daemon:
             return poll_failure_delay(self.config.watch.interval, self._failures.get(task_id, 1))
         state = self.states.get(task_id)
         now = self._clock()
-        return next_poll(state, now, self._cadence, self._eta(task_id, state, now), self.zones.for_task(task_id).tz)
+        delay = next_poll(state, now, self._cadence, self._eta(task_id, state, now), self.zones.for_task(task_id).tz)
+        if delay is not None:
+            self._planned[task_id] = delay
+        return delay
 
     def answer_expected_within(self) -> float | None:
-        """The longest the API may rightly stay unheard: the shortest pace any polled task is on (never below the
-        interval); None when no task is polled at all. Readiness follows it, so that a night of slow polling (every
-        task outside its windows, or stopped) is not mistaken for an outage."""
+        """The longest the API may rightly stay unheard: the shortest delay planned after any polled task's last answer
+        (never below the interval; a task not answered yet counts an interval); None when no task is polled at all.
+        Readiness follows it, so that a night of slow polling (every task outside its windows, or stopped) is not
+        mistaken for an outage. The delays as planned, not as they would be planned now: that one shrinks as a window
+        nears, while the poll planned for the opening is still to come."""
         interval = self.config.watch.interval
-        now = self._clock()
-        shortest = None
-        for task_id in self.config.watch.ids:
-            if task_id in self.dropped:
-                continue
-            pace = next_poll(self.states.get(task_id), now, self._cadence, None, self.zones.for_task(task_id).tz)
-            if pace is not None and (shortest is None or pace < shortest):
-                shortest = pace
-                if shortest <= interval:
-                    break  # (by day: the first task decides)
+        planned = self._planned
+        shortest = min(
+            (planned.get(task_id, interval) for task_id in self.config.watch.ids if task_id not in self.dropped),
+            default=None,
+        )
         return None if shortest is None else max(interval, shortest)
 
     def _eta(self, task_id: int, state: TaskState | None, now: datetime) -> float | None:
@@ -402,7 +411,7 @@ class Daemon:
         self._looked[task_id] = now
         if self.zones.observe(task_id, previous.snapshot if previous else None, snapshot, now, looked):
             self._show_zone()
-        if not self._zone_warned and looked is None and len(self._looked) >= len(self.config.watch.ids):
+        if not self._zone_warned and looked is None and len(self._looked) >= self._watched_count:
             self._zone_still_unknown()
         if snapshot.schedule_problems and self._schedule_problems.get(task_id) != snapshot.schedule_problems:
             self._schedule_problems[task_id] = snapshot.schedule_problems
@@ -416,24 +425,29 @@ class Daemon:
         return True
 
     def _remembered_offset(self) -> int | None:
-        """The UTC offset an earlier run learned from naive timestamps, if it learned one."""
+        """The UTC offset an earlier run learned from this API's naive timestamps, if it learned one."""
         try:
             text = self._store.meta("zone.learned")
-        except StoreError:
+            kept = json.loads(text) if text else {}
+        except (StoreError, ValueError):
             return None
-        return int(text) if text and text.lstrip("-").isdigit() else None
+        offset = kept.get("offset") if isinstance(kept, dict) else None
+        # Learned of one API: a store pointed at another (a new api.base_url) starts again from what that one shows.
+        if not isinstance(offset, int) or kept.get("api") != self.config.api.base_url:
+            return None
+        return offset
 
     def _show_zone(self) -> None:
         """Log the campaigns' zone and how it was found, and keep it for `watcher status`, when it changed."""
-        zone = self.zones.zone()
-        if zone == self._zone_shown:
-            return
-        self._zone_shown = zone
-        _log.info("schedule.zone_resolved", zone=zone.name, source=zone.source.value, how=zone.describe())
+        zone, learned = self.zones.zone(), self.zones.learned
         try:
-            self._store.set_meta("zone", json.dumps(zone.to_dict()))
-            if self.zones.learned is not None:
-                self._store.set_meta("zone.learned", str(self.zones.learned))
+            if zone != self._zone_shown:
+                self._zone_shown = zone
+                _log.info("schedule.zone_resolved", zone=zone.name, source=zone.source.value, how=zone.describe())
+                self._store.set_meta("zone", json.dumps(zone.to_dict()))
+            if learned != self._learned_kept:
+                self._store.set_meta("zone.learned", json.dumps({"offset": learned, "api": self.config.api.base_url}))
+                self._learned_kept = learned
         except StoreError as exc:
             _log.error("store.write_failed", error=str(exc), what="the campaigns' zone")
 

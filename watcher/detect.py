@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .model import Event, EventType, Status, TaskSnapshot, TaskState
-from .schedule import DOUBT_FOR, calling_windows, contradicts
+from .schedule import DOUBT_FOR, Evidence, calling_windows, closed_between, contradicts
 from .zone import UNKNOWN, Zone
 
 # Event ids are derived from what the event is, so detection stays a pure function; the outbox stores them, so a
@@ -103,17 +103,24 @@ def detect(
         milestone = current.progress // rules.progress_step * rules.progress_step
         events.append(make_event(EventType.PROGRESSED, now, current, before, milestone=milestone))
 
-    doubted_at = previous.windows_doubted_at
-    if contradicts(before, current, previous_look, now, zone.tz):
-        doubted_at = now  # evidence beats the model: seen at work where its windows said it could not be
+    doubted_at, updated_at = previous.windows_doubted_at, previous.updated_while_closed_at
+    evidence = contradicts(before, current, previous_look, now, zone.tz)
+    if evidence is Evidence.UPDATED and not (
+        updated_at is not None and closed_between(current, updated_at, now, zone.tz)
+    ):
+        updated_at, evidence = now, Evidence.NONE  # once may be an operator's edit: it counts when it repeats
+    if evidence is not Evidence.NONE:
+        doubted_at, updated_at = now, None  # evidence beats the model: seen at work where its windows said it can't
     elif doubted_at is not None and now - doubted_at >= DOUBT_FOR:
         doubted_at = None  # the model has been right for a full cycle: its windows count again
-    if status_changed or progress_changed:
-        state = TaskState(current, progress_since=now, windows_doubted_at=doubted_at)
-    else:
-        state = TaskState(
-            current, progress_since=previous.progress_since, stalled=previous.stalled, windows_doubted_at=doubted_at
-        )
+    moved = status_changed or progress_changed
+    state = TaskState(
+        current,
+        progress_since=now if moved else previous.progress_since,
+        stalled=False if moved else previous.stalled,
+        windows_doubted_at=doubted_at,
+        updated_while_closed_at=updated_at,
+    )
 
     if current.status == Status.RUNNING and not state.stalled:
         windows = calling_windows(state, now, zone.tz)

@@ -119,6 +119,9 @@ class TaskState:
     # When the task was last seen at work inside a window the model believed closed (schedule.contradicts): for a
     # day after that its windows slow nothing and silence no stall.
     windows_doubted_at: datetime | None = None
+    # When it was last seen only updated (not progressing) in a window believed closed: weak evidence, which counts
+    # once it repeats in the same closed stretch (an operator's edit at night happens once).
+    updated_while_closed_at: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

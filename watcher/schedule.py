@@ -14,9 +14,10 @@ at work inside a window believed closed is polled as if its windows were open fo
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import heapq
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 
 from .model import Status, TaskSnapshot, TaskState
 
@@ -88,11 +89,18 @@ def _calendar(
             closes = midnight + timedelta(seconds=end)
             if closes <= opens:  # "22:00"-"02:00" crosses midnight; "00:00"-"00:00" is the whole day
                 closes += timedelta(days=1)
-            candidates.append((opens, closes))
+            candidates.append((_instant(opens, zone), _instant(closes, zone)))
     later_start = None
     if not candidates and first_day is not None and first_day > today:
-        later_start = datetime.combine(first_day, time(0), tzinfo=zone) + timedelta(seconds=min(s for s, _ in spans))
+        first = datetime.combine(first_day, time(0), tzinfo=zone) + timedelta(seconds=min(s for s, _ in spans))
+        later_start = _instant(first, zone)
     return tuple(sorted(candidates)), later_start
+
+
+def _instant(wall: datetime, zone: tzinfo | None) -> datetime:
+    """A wall-clock time of `zone` as the instant it names, still shown in `zone` but compared as an instant (through
+    UTC, so that a time in a skipped or repeated hour is one instant, whichever side of the jump it is looked at)."""
+    return wall.astimezone(UTC).astimezone(zone) if zone is not None else wall
 
 
 _ALWAYS_OPEN = WindowState(True, None, None)
@@ -125,21 +133,21 @@ def window_state(snapshot: TaskSnapshot, now: datetime, zone: tzinfo | None) -> 
     # poll of every task and tasks share a handful of schedules.
     key = (start_date, snapshot.windows, zone)
     memo = _memo.get(key)
-    if memo is not None and memo[0] <= now < memo[1]:
+    instant = now.astimezone(UTC)  # compared with the calendar's times (in `zone`) as instants, as the memo is
+    if memo is not None and memo[0] <= instant < memo[1]:
         return memo[2]
-    local = now.astimezone(zone)
-    candidates, later_start = _calendar(start_date, snapshot.windows, zone, local.date())
+    candidates, later_start = _calendar(start_date, snapshot.windows, zone, now.astimezone(zone).date())
     state, until = WindowState(False, None, later_start), later_start
     for opens, closes in candidates:
-        if opens <= local < closes:
+        if opens <= instant < closes:
             state, until = WindowState(True, opens, None), closes
             break
-        if opens > local:
+        if opens > instant:
             state, until = WindowState(False, None, opens), opens
             break
     if len(_memo) >= _MEMO_SIZE:
         _memo.clear()
-    _memo[key] = (now, min(until, now + _RECHECK) if until is not None else now + _RECHECK, state)
+    _memo[key] = (instant, min(until, instant + _RECHECK) if until is not None else instant + _RECHECK, state)
     return state
 
 
@@ -159,33 +167,47 @@ def calling_windows(state: TaskState, now: datetime, zone: tzinfo | None) -> Win
     return window_state(state.snapshot, now, zone)
 
 
-def seen_calling(before: TaskSnapshot, after: TaskSnapshot) -> bool:
-    """Whether two answers show the task at work: its progress (or collection rate) moved, or, still running, it was
-    updated (a big campaign calls a long time between two whole percent). A change of status alone is no sign of
-    calling: operators stop and resume campaigns at any hour, and a task resumed at night calls only when its window
-    opens."""
+class Evidence(enum.Enum):
+    """What two answers show of a task at work."""
+
+    NONE = 0
+    UPDATED = 1  # only updated while running: an operator's edit looks the same, so it counts when it repeats
+    CALLING = 2  # its progress (or collection rate) moved: only calling moves them
+
+
+def seen_at_work(before: TaskSnapshot, after: TaskSnapshot) -> Evidence:
+    """Whether two answers show the task at work. A change of status alone is no sign of calling: operators stop and
+    resume campaigns at any hour, and a task resumed at night calls only when its window opens."""
     for old, new in ((before.progress, after.progress), (before.collection_rate, after.collection_rate)):
         if old is not None and new is not None and old != new:
-            return True
-    return (
-        after.status == before.status == Status.RUNNING
-        and after.updated_at != before.updated_at
-        and bool(before.updated_at)
-    )
+            return Evidence.CALLING
+    if after.status == before.status == Status.RUNNING and after.updated_at != before.updated_at and before.updated_at:
+        return Evidence.UPDATED  # a big campaign calls a long time between two whole percent, updating as it goes
+    return Evidence.NONE
+
+
+def closed_between(snapshot: TaskSnapshot, then: datetime, now: datetime, zone: tzinfo | None) -> bool:
+    """Whether the task's window was closed at both times and did not open in between."""
+    if zone is None or not snapshot.has_schedule:
+        return False
+    earlier = window_state(snapshot, then, zone)
+    if earlier.open:
+        return False
+    later = window_state(snapshot, now, zone)
+    return not later.open and later.next_open == earlier.next_open
 
 
 def contradicts(
     before: TaskSnapshot, after: TaskSnapshot, previous_look: datetime | None, now: datetime, zone: tzinfo | None
-) -> bool:
-    """Evidence beats the model: the task was seen at work between two looks that both found its window closed
-    (and the same closed stretch, so no window opened in between)."""
-    if zone is None or previous_look is None or not after.has_schedule or not seen_calling(before, after):
-        return False
-    then = window_state(after, previous_look, zone)
-    if then.open:
-        return False
-    current = window_state(after, now, zone)
-    return not current.open and current.next_open == then.next_open
+) -> Evidence:
+    """Evidence against the model: what the task was seen doing between two looks that both found its window closed
+    (the same closed stretch, so no window opened in between); Evidence.NONE when the model stands."""
+    if previous_look is None:
+        return Evidence.NONE
+    seen = seen_at_work(before, after)
+    if seen is Evidence.NONE or not closed_between(after, previous_look, now, zone):
+        return Evidence.NONE
+    return seen
 
 
 def next_poll(

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     stalled        INTEGER NOT NULL DEFAULT 0,
     missing        INTEGER NOT NULL DEFAULT 0,
     changed_at     TEXT NOT NULL,
-    windows_doubted_at TEXT
+    windows_doubted_at TEXT,
+    updated_while_closed_at TEXT
 );
 CREATE TABLE IF NOT EXISTS unseen (
     task_id INTEGER PRIMARY KEY,
@@ -69,6 +70,7 @@ MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE outbox ADD COLUMN last_attempt_at REAL"],
     2: [
         "ALTER TABLE tasks ADD COLUMN windows_doubted_at TEXT",
+        "ALTER TABLE tasks ADD COLUMN updated_while_closed_at TEXT",
         "CREATE TABLE IF NOT EXISTS unseen (task_id INTEGER PRIMARY KEY, reason TEXT NOT NULL, since TEXT NOT NULL)",
     ],
 }
@@ -214,8 +216,9 @@ class Store:
     def load_states(self) -> dict[int, TaskState]:
         """Every task's last known state."""
         states = {}
-        for task_id, snapshot, since, stalled, missing, doubted in self._read(
-            "SELECT task_id, snapshot, progress_since, stalled, missing, windows_doubted_at FROM tasks"
+        for task_id, snapshot, since, stalled, missing, doubted, updated in self._read(
+            "SELECT task_id, snapshot, progress_since, stalled, missing, windows_doubted_at, updated_while_closed_at"
+            " FROM tasks"
         ):
             states[task_id] = TaskState(
                 snapshot=TaskSnapshot.from_dict(json.loads(snapshot)),
@@ -223,6 +226,7 @@ class Store:
                 stalled=bool(stalled),
                 missing=bool(missing),
                 windows_doubted_at=datetime.fromisoformat(doubted) if doubted else None,
+                updated_while_closed_at=datetime.fromisoformat(updated) if updated else None,
             )
         return states
 
@@ -239,10 +243,11 @@ class Store:
         # snapshot (most changes) stay cheap.
         with self._transaction(durable=bool(events)) as db:
             db.execute(
-                "INSERT INTO tasks (task_id, snapshot, progress_since, stalled, missing, changed_at, windows_doubted_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET snapshot=excluded.snapshot,"
-                " progress_since=excluded.progress_since, stalled=excluded.stalled, missing=excluded.missing,"
-                " changed_at=excluded.changed_at, windows_doubted_at=excluded.windows_doubted_at",
+                "INSERT INTO tasks (task_id, snapshot, progress_since, stalled, missing, changed_at, windows_doubted_at,"
+                " updated_while_closed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET"
+                " snapshot=excluded.snapshot, progress_since=excluded.progress_since, stalled=excluded.stalled,"
+                " missing=excluded.missing, changed_at=excluded.changed_at,"
+                " windows_doubted_at=excluded.windows_doubted_at, updated_while_closed_at=excluded.updated_while_closed_at",
                 (
                     state.snapshot.id,
                     json.dumps(state.snapshot.to_dict(), separators=(",", ":")),
@@ -251,6 +256,7 @@ class Store:
                     int(state.missing),
                     datetime.fromtimestamp(now, UTC).isoformat(),
                     state.windows_doubted_at.isoformat() if state.windows_doubted_at else None,
+                    state.updated_while_closed_at.isoformat() if state.updated_while_closed_at else None,
                 ),
             )
             db.execute("DELETE FROM unseen WHERE task_id = ?", (state.snapshot.id,))

@@ -26,10 +26,17 @@ from zoneinfo import ZoneInfo
 
 from .model import TaskSnapshot
 
-FRESH = timedelta(minutes=10)  # an updatedAt seen to change within this long of the previous look is fresh
+# An updatedAt seen to change within this long of the previous look is fresh: the midpoint of the gap is then within
+# 2.5 minutes of the change, which leaves a server clock up to 5 minutes off still rounding to the right quarter hour.
+FRESH = timedelta(minutes=5)
 STEP = 15  # minutes: every UTC offset in use is a multiple of a quarter hour
-VOTES_KEPT = 24  # the learned offset is the clear majority of this many latest observations
-MIN_OFFSET, MAX_OFFSET = -12 * 60, 14 * 60  # minutes: the UTC offsets that exist
+VOTES_KEPT = 24  # the learned offset is a clear majority of this many latest observations:
+MIN_VOTES = 3  # at least this many of them, and two thirds of all
+MIN_OFFSET, MAX_OFFSET = -12 * 60, 14 * 60  # minutes
+# The UTC offsets zones use (minutes): whole hours, and the few half and quarter hours. A vote for any other is noise.
+REAL_OFFSETS = frozenset(range(MIN_OFFSET, MAX_OFFSET + 1, 60)) | frozenset(
+    {-570, -210, 210, 270, 330, 345, 390, 525, 570, 630, 765, 825}
+)
 
 
 class Source(StrEnum):
@@ -155,10 +162,11 @@ def stated_offset(snapshot: TaskSnapshot) -> int | None:
 def learned_offset(
     before: TaskSnapshot, after: TaskSnapshot, now: datetime, previous_look: datetime | None
 ) -> int | None:
-    """What one fresh change of a naive `updatedAt` says of the API's UTC offset (minutes), or None if nothing.
+    """What one fresh change of a naive `updatedAt` says of the API's UTC offset (minutes; 0 for a server writing
+    UTC), or None if nothing.
 
     The change happened between the previous look and now: its midpoint is within half that gap of the truth, so with
-    a gap of at most FRESH the nearest quarter hour is the offset.
+    a gap of at most FRESH the nearest quarter hour is the offset, if it is one that zones use.
     """
     if previous_look is None or after.updated_at == before.updated_at or now - previous_look > FRESH:
         return None
@@ -167,7 +175,7 @@ def learned_offset(
         return None
     middle = (now - (now - previous_look) / 2).astimezone(UTC).replace(tzinfo=None)
     minutes = round((written - middle).total_seconds() / 60 / STEP) * STEP
-    return minutes if minutes and MIN_OFFSET <= minutes <= MAX_OFFSET else None
+    return minutes if minutes in REAL_OFFSETS else None
 
 
 class ZoneResolver:
@@ -187,6 +195,7 @@ class ZoneResolver:
         self._votes: deque[int] = deque(maxlen=VOTES_KEPT)
         self._last_vote: dict[int, int] = {}  # task -> what its latest fresh change said (a hint for warnings)
         self._learned = learned  # remembered from an earlier run, until the API says otherwise
+        self._seen: set[int] = set()  # tasks whose timestamps were read at least once (by this resolver)
 
     def reconfigure(self, configured: tzinfo | None, per_task: Mapping[int, tzinfo]) -> None:
         """A reload: new configured zones; what was seen of the API stays."""
@@ -198,6 +207,7 @@ class ZoneResolver:
         for task_id in task_ids:
             self._set_stated(task_id, None)
             self._last_vote.pop(task_id, None)
+            self._seen.discard(task_id)
 
     def observe(
         self,
@@ -209,19 +219,30 @@ class ZoneResolver:
     ) -> bool:
         """Take what one answer shows: the offset its timestamps carry, or a fresh change of a naive one; return
         whether that may have changed the zone (a cheap test, for the caller to decide whether to look)."""
-        if before is not None and before.updated_at == after.updated_at and before.created_at == after.created_at:
-            return False  # nothing new (most polls)
+        if (
+            before is not None
+            and before.updated_at == after.updated_at
+            and before.created_at == after.created_at
+            and task_id in self._seen
+        ):
+            return False  # nothing new (most polls); but a task first met after a restart is read once
+        self._seen.add(task_id)
         stated = stated_offset(after)
         changed = self._stated.get(task_id) != stated
         if changed:
             self._set_stated(task_id, stated)
         if before is not None and (vote := learned_offset(before, after, now, previous_look)) is not None:
             self._votes.append(vote)
-            self._last_vote[task_id] = vote
-            (top, n), (_, runner_up) = [*Counter(self._votes).most_common(2), (0, 0)][:2]
-            if n >= 2 and n > runner_up and top != self._learned:
-                self._learned = top
-                changed = True
+            if vote:
+                self._last_vote[task_id] = vote
+            else:
+                self._last_vote.pop(task_id, None)
+            top, n = Counter(self._votes).most_common(1)[0]
+            if n >= MIN_VOTES and 3 * n >= 2 * len(self._votes):
+                learned = top or None  # a server writing UTC places nothing: what was learned before is dropped
+                if learned != self._learned:
+                    self._learned = learned
+                    changed = True
         return changed
 
     def _set_stated(self, task_id: int, minutes: int | None) -> None:

@@ -33,6 +33,14 @@ def _slack_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2  # Slack counts UTF-16 units: an emoji outside the BMP counts 2
 
 
+def _cut(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-16 units, as Slack counts (never in the middle of a surrogate pair)."""
+    if _slack_len(text) <= limit:
+        return text
+    units = text.encode("utf-16-le")[: 2 * limit]
+    return units.decode("utf-16-le", errors="ignore")
+
+
 def _pct(value: Any) -> str:
     return f"{value}%" if isinstance(value, int) else "–"
 
@@ -45,7 +53,7 @@ def message(event: Event) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": title}
         if _slack_len(title["text"]) <= _MAX_HEADER
-        else {"type": "section", "text": title | {"text": title["text"][:_MAX_SECTION]}}
+        else {"type": "section", "text": title | {"text": _cut(title["text"], _MAX_SECTION)}}
     ]
     if task:
         total = task.get("total")
@@ -61,7 +69,9 @@ def message(event: Event) -> dict[str, Any]:
         ]
         # Label and value side by side in the section's two columns: the label in bold, the value as it is.
         fields = [
-            f for label, value in facts for f in ({"type": "mrkdwn", "text": f"*{label}*"}, _plain(value[:_MAX_FIELD]))
+            f
+            for label, value in facts
+            for f in ({"type": "mrkdwn", "text": f"*{label}*"}, _plain(_cut(value, _MAX_FIELD)))
         ]
         blocks.append({"type": "section", "fields": fields})
         if event.type in _TERMINAL:
@@ -69,7 +79,7 @@ def message(event: Event) -> dict[str, Any]:
                 value = task.get(key)
                 if value:
                     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*{label}*"}})
-                    blocks.append({"type": "section", "text": _plain(str(value)[:_MAX_SECTION])})
+                    blocks.append({"type": "section", "text": _plain(_cut(str(value), _MAX_SECTION))})
     ts = int(event.time.timestamp())
     blocks.append(
         {
