@@ -6,7 +6,7 @@ task      `[[watch.task]] timezone`, for a watcher that runs campaigns of severa
 config    `watch.timezone`
 api       the UTC offset the API writes in its own timestamps (`updatedAt` such as 2026-11-23T09:00:00+08:00)
 learned   from naive timestamps (2026-11-23 09:00:00): a freshly changed `updatedAt` against the watcher's UTC clock,
-          to the nearest 15 minutes, once more than one observation agrees
+          to the nearest 15 minutes, once three observations agree (two thirds of the latest)
 unknown   none of these: calling windows then neither slow polling nor silence a stall (see `schedule.window_state`)
 
 An offset of zero (`Z`, `+00:00`, naive times equal to UTC) is how servers write times they keep in UTC: it says where
