@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -21,12 +20,13 @@ from .detect import Rules, detect, detect_missing
 from .dispatch import Dispatcher
 from .errors import ApiError, AuthenticationError, RateLimited, StoreError, TaskNotFound, TransientApiError
 from .metrics import Metrics
-from .model import Event, EventType, Status, TaskSnapshot, TaskState
+from .model import Event, EventType, Status, TaskState
 from .pace import AdaptiveRate, ApiGate
 from .retry import auth_pause, poll_failure_delay, rate_limit_pause
-from .schedule import DOUBT_FOR, Cadence, PaceMark, Timetable, next_poll, offsets_open, pace
+from .schedule import Cadence, PaceMark, Timetable, next_poll, pace
 from .store import Store
-from .zone import Zone, ZoneResolver, offset_label
+from .windows import Windows
+from .zone import ZoneResolver
 
 _log = structlog.get_logger("watcher.daemon")
 
@@ -105,20 +105,8 @@ class Daemon:
         self._marks: dict[int, PaceMark] = {}  # task -> (progress, when) at the start of its run
         self._planned: dict[int, float] = {}  # task -> the delay planned after its last answer (readiness)
         self.dropped: set[int] = set()  # finished tasks no longer polled
-        # The campaigns' zone (watcher/zone.py), seeded with what an earlier run learned from naive timestamps.
-        self.zones = ZoneResolver(config.watch.tz, config.watch.task_zones, learned=self._remembered_offset())
-        now = clock()
-        for task_id, state in self.states.items():
-            # What the stored answers say of the zone, before the first poll: a restart at night must not forget it.
-            self.zones.observe(task_id, None, state.snapshot, now, None)
-        self._watched_count = len(config.watch.ids)
-        self._zone_shown: Zone | None = None  # the zone last logged and stored
-        self._learned_kept = self.zones.learned  # the learned offset as the store has it
-        self._zone_warned = False  # whether the end of the first round of polls was looked at
-        self._looked: dict[int, datetime] = {}  # task -> when it was last polled (evidence against its windows)
-        self._mismatch_warned: dict[int, date] = {}  # task -> the day its window mismatch was last logged
-        self._likely: dict[int, frozenset[int]] = {}  # task -> UTC offsets (h) its seen changes fit, intersected
-        self._schedule_problems: dict[int, tuple[str, ...]] = {}  # task -> unreadable schedule, as last logged
+        # The campaigns' zone, the look times and the warnings about windows (watcher/windows.py).
+        self.windows = Windows(config, store, self.states, clock())
         self._unseen_noted: set[int] = set()  # never-served tasks whose 404 is in the store for `watcher status`
         self._tg: anyio.abc.TaskGroup | None = None
         # API reachability, for voicefox.watcher.api_unreachable / api_recovered.
@@ -144,7 +132,7 @@ class Daemon:
                     self._start_workers()
                     tg.start_soon(self._scheduler, send)
                     _log.info("watcher.started", tasks=len(tasks), interval=self.config.watch.interval)
-                    self._show_zone()
+                    self.windows.show()
                     task_status.started()
         finally:
             # Stopped: a reload or hint now has nothing to start or wake, and another run() starts afresh.
@@ -157,16 +145,14 @@ class Daemon:
             state = self.states.get(task_id)
             yield state.snapshot.status if state is not None else "unknown"
 
+    @property
+    def zones(self) -> ZoneResolver:
+        """The campaigns' zone as this daemon resolves it."""
+        return self.windows.zones
+
     def zone_summary(self) -> tuple[str, str, int]:
         """The campaigns' zone, how it was found, and how many tasks' windows are in doubt (for /metrics)."""
-        zone = self.zones.zone()
-        now = self._clock()
-        doubted = sum(
-            1
-            for state in self.states.values()
-            if state.windows_doubted_at is not None and now - state.windows_doubted_at < DOUBT_FOR
-        )
-        return zone.name, zone.source.value, doubted
+        return self.windows.summary(self._clock())
 
     def scheduled(self) -> list[int]:
         """The tasks being polled: the watched ones, less those finished long ago."""
@@ -178,10 +164,8 @@ class Daemon:
         added = [t for t in config.watch.ids if t not in old_ids]
         removed = [t for t in self.config.watch.ids if t not in new_ids]
         self.config = config
-        self._watched_count = len(config.watch.ids)
         self._rules, self._cadence = knobs(config)
-        self.zones.reconfigure(config.watch.tz, config.watch.task_zones)
-        self.zones.forget(removed)
+        self.windows.reconfigure(config, removed)
         if config.watch.interval != self._timetable.interval:
             self._timetable.retime(config.watch.interval, self._monotonic())  # a shorter pace now, not after a wait
         for task_id in removed:
@@ -191,16 +175,12 @@ class Daemon:
                 self._not_found,
                 self._marks,
                 self._hints,
-                self._looked,
-                self._mismatch_warned,
-                self._likely,
-                self._schedule_problems,
                 self._planned,
             ):
                 memory.pop(task_id, None)
             self.dropped.discard(task_id)
         if self._tg is not None:
-            self._show_zone()
+            self.windows.show()
             self._timetable.spread(added, self._monotonic())
             self._start_workers()
             self._wake_scheduler(self._monotonic())
@@ -271,7 +251,7 @@ class Daemon:
             return poll_failure_delay(self.config.watch.interval, self._failures.get(task_id, 1))
         state = self.states.get(task_id)
         now = self._clock()
-        delay = next_poll(state, now, self._cadence, self._eta(task_id, state, now), self.zones.for_task(task_id).tz)
+        delay = next_poll(state, now, self._cadence, self._eta(task_id, state, now), self.windows.zone_for(task_id).tz)
         if delay is not None:
             self._planned[task_id] = delay
         return delay
@@ -407,95 +387,14 @@ class Daemon:
                 self._last_failure_log.clear()
                 self._suppressed.clear()
         now = self._clock()
-        looked = self._looked.get(task_id)
-        self._looked[task_id] = now
-        if self.zones.observe(task_id, previous.snapshot if previous else None, snapshot, now, looked):
-            self._show_zone()
-        if not self._zone_warned and looked is None and len(self._looked) >= self._watched_count:
-            self._zone_still_unknown()
-        if snapshot.schedule_problems and self._schedule_problems.get(task_id) != snapshot.schedule_problems:
-            self._schedule_problems[task_id] = snapshot.schedule_problems
-            _log.warning("schedule.unreadable", task_id=task_id, problems=list(snapshot.schedule_problems))
-        zone = self.zones.for_task(task_id)
+        looked = self.windows.look(task_id, previous, snapshot, now)
+        zone = self.windows.zone_for(task_id)
         state, events = detect(previous, snapshot, now, self._rules, zone=zone, previous_look=looked)
         if state.windows_doubted_at == now:
-            self._window_mismatch(task_id, snapshot, zone, looked, now)
+            self.windows.contradicted(task_id, snapshot, zone, looked, now)
         if state != previous:
             self._record(task_id, state, events)
         return True
-
-    def _remembered_offset(self) -> int | None:
-        """The UTC offset an earlier run learned from this API's naive timestamps, if it learned one."""
-        try:
-            text = self._store.meta("zone.learned")
-            kept = json.loads(text) if text else {}
-        except (StoreError, ValueError):
-            return None
-        offset = kept.get("offset") if isinstance(kept, dict) else None
-        # Learned of one API: a store pointed at another (a new api.base_url) starts again from what that one shows.
-        if not isinstance(offset, int) or kept.get("api") != self.config.api.base_url:
-            return None
-        return offset
-
-    def _show_zone(self) -> None:
-        """Log the campaigns' zone and how it was found, and keep it for `watcher status`, when it changed."""
-        zone, learned = self.zones.zone(), self.zones.learned
-        try:
-            if zone != self._zone_shown:
-                self._zone_shown = zone
-                _log.info("schedule.zone_resolved", zone=zone.name, source=zone.source.value, how=zone.describe())
-                self._store.set_meta("zone", json.dumps(zone.to_dict()))
-            if learned != self._learned_kept:
-                self._store.set_meta("zone.learned", json.dumps({"offset": learned, "api": self.config.api.base_url}))
-                self._learned_kept = learned
-        except StoreError as exc:
-            _log.error("store.write_failed", error=str(exc), what="the campaigns' zone")
-
-    def _zone_still_unknown(self) -> None:
-        """Once every task has answered and the zone is still unknown while some have windows, say what it costs."""
-        self._zone_warned = True
-        if self.zones.zone().known:
-            return
-        scheduled = sum(1 for s in self.states.values() if s.snapshot.has_schedule)
-        if scheduled:
-            _log.warning(
-                "schedule.zone_unknown",
-                tasks_with_windows=scheduled,
-                hint="the API's timestamps carry no UTC offset and have not changed enough to learn one: calling "
-                "windows slow no polling and silence no stall until they do; set watch.timezone to save requests",
-            )
-
-    def _window_mismatch(
-        self, task_id: int, snapshot: TaskSnapshot, zone: Zone, looked: datetime | None, now: datetime
-    ) -> None:
-        """The task was seen at work in a window believed closed: say so once a day, with the likely zone."""
-        fits = offsets_open(snapshot, now) | (offsets_open(snapshot, looked) if looked is not None else frozenset())
-        self._likely[task_id] = fits = fits & self._likely.get(task_id, fits) or fits
-        if self._mismatch_warned.get(task_id) == now.date():
-            return
-        self._mismatch_warned[task_id] = now.date()
-        suggested = self.zones.suggested(task_id)
-        if suggested is not None and suggested.name != zone.name:
-            likely = suggested.describe()
-        elif fits and len(fits) <= 6:
-            low, high = min(fits), max(fits)
-            likely = (
-                offset_label(low * 60)
-                if low == high
-                else f"between {offset_label(low * 60)} and {offset_label(high * 60)}"
-            )
-        else:
-            likely = "not clear from one change"
-        _log.warning(
-            "schedule.window_mismatch",
-            task_id=task_id,
-            zone=zone.name,
-            zone_source=zone.source.value,
-            likely_zone=likely,
-            hint="the task changed while its calling window was believed closed: it is polled at the normal pace and "
-            "can be called stalled until its windows match what the API shows for a day; if the zone is wrong, set "
-            "watch.timezone (or timezone in its [[watch.task]])",
-        )
 
     def _note_unseen(self, task_id: int, reason: str) -> None:
         if task_id in self._unseen_noted:
