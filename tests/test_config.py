@@ -649,7 +649,9 @@ def test_secrets_can_come_from_files_relative_to_the_config(tmp_path: Path) -> N
     )
     cfg = config.load(path, env={})
     assert cfg.api.token.get_secret_value() == "file-token-value"
-    assert cfg.notifiers[0].secret is not None  # type: ignore[union-attr]
+    hook = cfg.notifiers[0]
+    assert isinstance(hook, WebhookNotifierConfig)
+    assert hook.secret is not None
 
 
 @pytest.mark.parametrize(
@@ -773,6 +775,7 @@ def test_the_example_config_documents_every_key() -> None:
         "delivery": config.DeliveryConfig,
         "log": config.LogConfig,
         "http": config.HttpConfig,
+        "messages": config.MessagesConfig,
     }
     for section, model in sections.items():
         assert f"[{section}]" in text, section

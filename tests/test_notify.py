@@ -21,9 +21,10 @@ from watcher.detect import make_event
 from watcher.errors import DeliveryError
 from watcher.httpserver import Response
 from watcher.model import Event, EventType, TaskSnapshot, parse_task_body
-from watcher.notify import DEFAULT_EVENTS, EventFilter, describe
+from watcher.notify import DEFAULT_EVENTS, EventFilter
 from watcher.notify.log import LogNotifier
-from watcher.notify.slack import SlackNotifier, message
+from watcher.notify.message import build
+from watcher.notify.slack import EMOJI, SlackNotifier, message
 from watcher.notify.webhook import CONTENT_TYPE, WebhookNotifier
 from watcher.simulator import task_body
 
@@ -85,6 +86,12 @@ def event_of(type_: EventType, *, name: str = "Spring renewal reminders") -> Eve
     before, after = TRANSITIONS[type_]
     previous = snapshot(before, name=name, progress=40) if before is not None else None
     return make_event(type_, NOW, snapshot(after, name=name), previous, **EXTRAS.get(type_, {}))
+
+
+def describe(event: Event) -> tuple[str, str, str]:
+    """(severity, Slack emoji, headline) of an event in English."""
+    msg = build(event)
+    return msg.severity.value, EMOJI[msg.icon], msg.headline
 
 
 def closed_port() -> int:
@@ -556,11 +563,11 @@ def test_a_stall_with_windows_not_placed_says_so_and_names_the_key_that_fixes_it
     stalled = make_event(
         EventType.STALLED, NOW, snapshot("running"), snapshot("running"), stalledForSeconds=900, windows=windows
     )
-    headline = describe(stalled)[2]
-    assert headline.endswith(
-        "is stalled: no progress for 15 min (its calling windows could not be placed: their time zone is unknown; "
-        "set watch.timezone)"
-    )
+    msg = build(stalled)
+    assert msg.headline.endswith("is stalled: no progress for 15 min")  # the headline stays short; the reason is told:
+    (note,) = [d for d in msg.details if d.label == "Calling windows"]
+    assert "time zone is unknown" in note.value
+    assert "Set watch.timezone" in note.value
     assert "watch.timezone" in _block_texts(message(stalled))
     doubted = make_event(
         EventType.STALLED,
@@ -570,7 +577,7 @@ def test_a_stall_with_windows_not_placed_says_so_and_names_the_key_that_fixes_it
         stalledForSeconds=900,
         windows={**windows, "placed": True, "doubted": True, "zone": "Asia/Tokyo"},
     )
-    assert "seen calling outside its calling windows" in describe(doubted)[2]
+    assert "seen calling outside them" in build(doubted).details[-1].value
 
 
 def test_a_task_first_seen_failed_is_announced_as_failed_already_so() -> None:

@@ -22,10 +22,11 @@ import structlog
 
 from . import __version__, logs, notify, systemd
 from . import config as config_mod
-from .cli_run import Components, delivery_client, open_components
+from .cli_run import Components, delivery_client, notify_context, open_components
 from .config import Config
 from .daemon import knobs
 from .errors import ConfigError, DeliveryError, StoreError, UsageError, WatcherError
+from .i18n import DEFAULT_LANGUAGE, LANGUAGES, translator
 from .model import Event, EventType, TaskState
 from .ops import OpsServer
 from .schedule import DOUBT_FOR, next_poll
@@ -167,7 +168,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  store: {config.store.path}", file=out)
     for n in config.notifiers:
         events = n.events if n.events is not None else notify.DEFAULT_EVENTS[n.kind]
-        print(f"  notifier {n.name}: {n.kind}, events {', '.join(events)}", file=out)
+        language = n.language or config.messages.language
+        print(f"  notifier {n.name}: {n.kind} in {language}, events {', '.join(events)}", file=out)
     if not config.notifiers:
         print("  warning: no [[notifiers]]: events would be stored but sent nowhere", file=out)
     path = config_mod.default_path(args.config)
@@ -429,20 +431,26 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
         data={"message": "If you can read this, voicefox-watcher can reach you."},
     )
 
+    t = translator(config.messages.language)
+
     async def send_all() -> int:
         failed = 0
         async with delivery_client(config) as http:
-            for name, notifier in notify.build(config.notifiers, http).items():
+            for name, notifier in notify.build(config.notifiers, notify_context(config, http)).items():
                 if args.notifier and name != args.notifier:
                     continue
                 try:
                     await notifier.send(event)
                 except DeliveryError as exc:
                     failed += 1
-                    kind = "permanent" if exc.permanent else "temporary"
-                    print(f"{name}: FAILED ({kind}): {exc}", file=args.stdout)
+                    line = (
+                        t.gettext("{name}: FAILED (permanent): {error}")
+                        if exc.permanent
+                        else t.gettext("{name}: FAILED (temporary): {error}")
+                    )
+                    print(line.format(name=name, error=exc), file=args.stdout)
                 else:
-                    print(f"{name}: sent", file=args.stdout)
+                    print(t.gettext("{name}: sent").format(name=name), file=args.stdout)
         return EXIT_FAILURE if failed else EXIT_OK
 
     return anyio.run(send_all)
@@ -501,7 +509,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Simulator + watcher + a webhook receiver, in one process: a campaign day in under a minute."""
     from .demo import run_demo
 
-    return anyio.run(run_demo, args.stdout, args.scale)
+    return anyio.run(run_demo, args.stdout, args.scale, args.language)
 
 
 def _zone(text: str) -> tzinfo:
@@ -604,6 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = add("demo", cmd_demo, "play a campaign day against the simulator (no account needed)", config=False, log=False)
     p.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--language", choices=LANGUAGES, default=DEFAULT_LANGUAGE, help="the language of the demo's lines (default en)"
+    )
     return parser
 
 

@@ -39,7 +39,8 @@ class Components:
         needs_restart = [name for name in RESTART_SECTIONS if getattr(old, name) != getattr(new, name)]
         # What is not applied stays as it runs, so the next reload still sees the difference.
         applied = new.model_copy(update={name: getattr(old, name) for name in RESTART_SECTIONS})
-        notifiers = notify.build(applied.notifiers, self.http) if old.notifiers != applied.notifiers else None
+        changed = old.notifiers != applied.notifiers or old.messages != applied.messages
+        notifiers = notify.build(applied.notifiers, notify_context(applied, self.http)) if changed else None
         self.daemon.reload(applied)
         if notifiers is not None:
             self.dispatcher.reload(notifiers)
@@ -47,6 +48,11 @@ class Components:
 
 
 RESTART_SECTIONS = ("api", "store", "delivery", "http", "push")
+
+
+def notify_context(config: Config, http: httpx.AsyncClient) -> notify.Context:
+    """What every notifier is built with: the delivery client and the `[messages]` settings."""
+    return notify.Context(http, language=config.messages.language, task_url=config.messages.task_url)
 
 
 def delivery_client(config: Config) -> httpx.AsyncClient:
@@ -95,7 +101,7 @@ async def open_components(
                 d = config.delivery
                 dispatcher = Dispatcher(
                     store,
-                    notify.build(config.notifiers, http),
+                    notify.build(config.notifiers, notify_context(config, http)),
                     timeout=d.timeout,
                     max_age=d.max_age,
                     backoff_max=d.backoff_max,

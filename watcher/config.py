@@ -2,151 +2,47 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
-import math
 import os
 import re
 import tomllib
 import zoneinfo
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
 from .errors import ConfigError
+from .fields import (
+    Duration,
+    HttpUrl,
+    Language,
+    NotifierBase,
+    check_task_url,
+    check_timezone,
+    check_token,
+)
+from .fields import Section as _Section
+from .fields import parse_duration as parse_duration
+from .i18n import DEFAULT_LANGUAGE
+from .notify.log import LogNotifierConfig as LogNotifierConfig  # the built-in kinds' settings, by their old
+from .notify.registry import KINDS  # names here (each lives with its channel)
+from .notify.slack import SlackNotifierConfig as SlackNotifierConfig
+from .notify.webhook import WebhookNotifierConfig as WebhookNotifierConfig
 
 DEFAULT_BASE_URL = "https://openapi.voicefox.ai"
 DEFAULT_CONFIG_NAME = "watcher.toml"
 CONFIG_ENV = "WATCHER_CONFIG"
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-MAX_DURATION = 366 * 86400.0
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, str) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def parse_duration(value: Any) -> float:
-    """ "500ms", "30s", "5m", "2h", "1d" or a bare number of seconds -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
-    try:
-        if isinstance(value, int | float):
-            seconds = float(value)
-        elif isinstance(value, str) and (m := _DURATION.match(value)):
-            seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        else:
-            seconds = None
-    except OverflowError:
-        seconds = math.inf
-    if seconds is None:
-        shown = _shown(value)
-        raise ValueError(f'{shown} is not a duration (write e.g. "500ms", "30s", "5m", "2h" or a number of seconds)')
-    shown = _shown(value)
-    if math.isnan(seconds):
-        raise ValueError(f"{shown} is not a duration")
-    if seconds > MAX_DURATION:
-        raise ValueError(f"{shown} is longer than a year; use a shorter duration")
-    if seconds < 0:
-        raise ValueError(f"{shown} is negative; a duration must be 0 or more")
-    return seconds
-
-
-Duration = Annotated[float, pydantic.BeforeValidator(parse_duration)]
-
-
-def _check_http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL with a host")
-    try:
-        parts.port  # noqa: B018 - reading it validates it
-    except ValueError:
-        raise ValueError("has an invalid port (use 1-65535)") from None
-    if parts.port == 0:
-        raise ValueError("has an invalid port (use 1-65535)")
-    if any(c.isspace() for c in value):
-        raise ValueError("must not contain spaces")
-    return value
-
-
-def _check_secret_url(value: SecretStr) -> SecretStr:
-    _check_http_url(value.get_secret_value())
-    return value
-
-
-HttpUrl = Annotated[str, pydantic.AfterValidator(_check_http_url)]
-SecretHttpUrl = Annotated[SecretStr, pydantic.AfterValidator(_check_secret_url)]
-
-
-def _check_whsec(value: SecretStr | None) -> SecretStr | None:
-    import base64
-    import binascii
-
-    if value is None:
-        return None
-    raw = value.get_secret_value()
-    try:
-        key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64") from None
-    if len(key) < 16:
-        raise ValueError("is too short: use at least 16 random bytes, e.g. whsec_$(openssl rand -base64 32)")
-    return value
-
-
-def _check_token(value: SecretStr) -> SecretStr:
-    token = value.get_secret_value()
-    if not token.strip():
-        raise ValueError("must not be empty")
-    # It goes into an HTTP header: a stray newline from an environment variable or a non-ASCII character would
-    # otherwise fail every request with an obscure protocol error.
-    if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
-        raise ValueError(
-            "must be printable ASCII without spaces or newlines (check the variable or file it comes from)"
-        )
-    return value
-
-
-def _check_event_patterns(patterns: list[str] | None) -> list[str] | None:
-    from .model import EventType  # the event names are the model's; imported here to keep config import-light
-
-    if patterns is None:
-        return None
-    known = [t.value for t in EventType]
-    for pattern in patterns:
-        glob = pattern.removeprefix("!")
-        if not any(fnmatch.fnmatchcase(t, glob) for t in known):
-            raise ValueError(f"{pattern!r} matches no event type (known: {', '.join(known)})")
-    return patterns
-
-
-def _check_timezone(value: str) -> str:
-    if value:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f'{json.dumps(value)} is not a time zone (e.g. "Asia/Tokyo", "UTC")') from None
-    return value
-
-
-class _Section(BaseModel):
-    # Unknown keys are errors (a typo must not silently fall back to a default); settings are immutable.
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class ApiConfig(_Section):
     """`[api]`: where VoiceFox is and how to ask it."""
 
     base_url: HttpUrl = DEFAULT_BASE_URL
-    token: Annotated[SecretStr, pydantic.AfterValidator(_check_token)]
+    token: Annotated[SecretStr, pydantic.AfterValidator(check_token)]
     timeout: Annotated[Duration, Field(gt=0)] = 10.0
     # TLS certificate verification; turning it off is an explicit choice, logged at start.
     verify_tls: Annotated[bool, Field(strict=True)] = True
@@ -172,7 +68,7 @@ class TaskConfig(_Section):
     id: TaskId
     # The zone this task's calling windows are written in, when it differs from the others' (a watcher running
     # Japanese and Chinese campaigns); "" = the campaigns' zone (watch.timezone, or found from the API).
-    timezone: Annotated[str, pydantic.AfterValidator(_check_timezone)] = ""
+    timezone: Annotated[str, pydantic.AfterValidator(check_timezone)] = ""
 
 
 class WatchConfig(_Section):
@@ -208,7 +104,7 @@ class WatchConfig(_Section):
     done_linger: Duration = 3600.0
     # Time zone of the tasks' calling windows (option.startDate / option.startTime); "" = found from the API's
     # timestamps, and while it cannot be, windows slow nothing (watcher/zone.py).
-    timezone: Annotated[str, pydantic.AfterValidator(_check_timezone)] = ""
+    timezone: Annotated[str, pydantic.AfterValidator(check_timezone)] = ""
 
     @pydantic.field_validator("tasks")
     @classmethod
@@ -287,34 +183,21 @@ class LogConfig(_Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
-class _NotifierBase(_Section):
-    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
-    events: Annotated[list[str] | None, pydantic.AfterValidator(_check_event_patterns)] = None  # None: kind default
+class MessagesConfig(_Section):
+    """`[messages]`: how alerts read, for every notifier (a notifier's own `language` wins)."""
+
+    # The language people read: "en", "ja", "zh-Hans" or "zh-Hant".
+    language: Language = DEFAULT_LANGUAGE
+    # A link to the task in every chat message and email: "{id}" is replaced by the task id. "" = none.
+    task_url: Annotated[str, pydantic.AfterValidator(check_task_url)] = ""
 
 
-class WebhookNotifierConfig(_NotifierBase):
-    """A `[[notifiers]]` entry of kind "webhook": CloudEvents over Standard Webhooks."""
-
-    kind: Literal["webhook"]
-    url: HttpUrl
-    secret: Annotated[SecretStr | None, pydantic.AfterValidator(_check_whsec)] = None
-
-
-class SlackNotifierConfig(_NotifierBase):
-    """A `[[notifiers]]` entry of kind "slack": an incoming-webhook URL (its path is a secret)."""
-
-    kind: Literal["slack"]
-    url: SecretHttpUrl
-
-
-class LogNotifierConfig(_NotifierBase):
-    """A `[[notifiers]]` entry of kind "log": one structured log line per event."""
-
-    kind: Literal["log"]
-
-
-NotifierConfig = Annotated[WebhookNotifierConfig | SlackNotifierConfig | LogNotifierConfig, Field(discriminator="kind")]
-NOTIFIER_KINDS = ("webhook", "slack", "log")
+if TYPE_CHECKING:
+    NotifierConfig = NotifierBase  # for the type checker: what every kind has (its own keys are read by its module)
+else:
+    # The notifier kinds, as the registry in watcher/notify declares them: one source of truth.
+    NotifierConfig = Annotated[Union[tuple(kind.config for kind in KINDS.values())], Field(discriminator="kind")]  # noqa: UP007 - a Union built at run time
+NOTIFIER_KINDS = tuple(KINDS)
 
 
 class Config(_Section):
@@ -327,6 +210,7 @@ class Config(_Section):
     log: LogConfig = LogConfig()
     http: HttpConfig = HttpConfig()
     push: PushConfig = PushConfig()
+    messages: MessagesConfig = MessagesConfig()
     notifiers: list[NotifierConfig] = Field(default_factory=list)
 
     @pydantic.model_validator(mode="after")
@@ -373,7 +257,8 @@ SECRETS: tuple[tuple[str, str, str | None], ...] = (
     ("api", "token", None),
     ("push", "secret", None),
     ("notifiers", "secret", None),
-    ("notifiers", "url", "slack"),  # a Slack incoming-webhook URL's path is its credential
+    # Each kind's own credentials, as its registry entry declares them (a Slack URL's path is one).
+    *(("notifiers", key, name) for name, kind in KINDS.items() for key in kind.secrets),
 )
 
 # `token_file`, `secret_file`, `url_file`: the value is read from a file (systemd credentials, Docker secrets). A

@@ -6,6 +6,7 @@ import base64
 import hmac
 import json
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import TextIO
 
@@ -15,20 +16,31 @@ from . import config as config_mod
 from . import logs
 from .cli_run import open_components
 from .httpserver import Request, Response, serve
+from .i18n import translator
 from .model import Event, EventType
-from .notify import describe
+from .notify.message import build, status_text
 from .notify.webhook import sign
 from .simulator import Simulator, demo_scenario
+from .zone import HOW
 
 _SYMBOL = {"good": "✔", "danger": "✖", "warning": "▲", "info": "•"}
 _FINAL = {EventType.FINISHED.value, EventType.FAILED.value}
+
+
+def _pad(text: str, width: int) -> str:
+    """`text` padded to `width` columns as a terminal shows them (a kanji takes two)."""
+    columns = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return text + " " * max(0, width - columns)
+
+
 DEMO_SECRET = "whsec_" + base64.b64encode(b"voicefox-watcher-demo-secret-32b").decode()
 
 
-async def run_demo(out: TextIO, scale: float = 1.0) -> int:
+async def run_demo(out: TextIO, scale: float = 1.0, language: str = "en") -> int:
     """Play the demo scenario; print each webhook as it arrives; exit 0 when every campaign has ended."""
     # The simulator writes its timestamps as in Tokyo (+09:00) and its campaigns call in Tokyo hours; the watcher is
     # told no zone, as on a server in UTC, and finds it from the API.
+    t = translator(language)
     sim = Simulator(timestamps="offset")
     task_ids = demo_scenario(sim, scale)
     finals: set[str] = set()
@@ -47,11 +59,11 @@ async def run_demo(out: TextIO, scale: float = 1.0) -> int:
         doc = json.loads(request.body)
         event = Event.from_dict({k: doc[k] for k in ("id", "type", "time", "subject", "data")})
         received.append(event)
-        severity, _emoji, headline = describe(event)
+        msg = build(event, language=language)
         task = event.data.get("task") or {}
+        state = f"[{status_text(str(task.get('status')), t)}, {t.percent(task.get('progress'))}]"
         print(
-            f"{anyio.current_time() - t0:5.1f}s  {_SYMBOL[severity]} {headline:<72} "
-            f"[{task.get('status')}, {task.get('progress')}%]",
+            f"{anyio.current_time() - t0:5.1f}s  {_SYMBOL[msg.severity.value]} {_pad(msg.headline, 72)} {state}",
             file=out,
             flush=True,
         )
@@ -92,9 +104,18 @@ async def run_demo(out: TextIO, scale: float = 1.0) -> int:
                 },
                 source="demo",
             )
+            opening = t.gettext(
+                "voicefox-watcher demo: simulator on 127.0.0.1:{api_port}, signed webhooks to 127.0.0.1:{hook_port}, "
+                "{campaigns} campaigns, polling every {interval}"
+            )
             print(
-                f"voicefox-watcher demo: simulator on 127.0.0.1:{api_port}, signed webhooks to 127.0.0.1:{hook_port}, "
-                f"{len(task_ids)} campaigns, polling every {config.watch.interval:g}s\n",
+                opening.format(
+                    api_port=api_port,
+                    hook_port=hook_port,
+                    campaigns=len(task_ids),
+                    interval=t.duration(config.watch.interval),
+                )
+                + "\n",
                 file=out,
                 flush=True,
             )
@@ -108,17 +129,20 @@ async def run_demo(out: TextIO, scale: float = 1.0) -> int:
                 zone = parts.daemon.zones.zone()
             tg.cancel_scope.cancel()
     polls = sim.requests_by_task
+    how = t.gettext(HOW[zone.source])
+    print("\n" + t.gettext("The campaigns' time zone: {zone} ({how})").format(zone=zone.name, how=how), file=out)
     print(
-        f"\ncampaigns' time zone: {zone.describe()}\n"
-        f"task 1004 calls later today in Tokyo: polled {polls.get(1004, 0)} times, "
-        f"against {polls.get(1001, 0)} for task 1001 calling now",
+        t.gettext(
+            "Task 1004 calls later today in Tokyo: polled {later} times, against {now} for task 1001 calling now"
+        ).format(later=polls.get(1004, 0), now=polls.get(1001, 0)),
         file=out,
     )
     duplicates = len(received) - len({e.id for e in received})
     ok = not timer.cancelled_caught and bad_signatures == 0 and duplicates == 0
-    print(
-        f"{len(received)} events delivered, {duplicates} duplicates, {bad_signatures} bad signatures"
-        + ("" if not timer.cancelled_caught else "; the campaigns did not all end in time"),
-        file=out,
+    summary = t.gettext("{events} events delivered, {duplicates} duplicates, {bad} bad signatures").format(
+        events=len(received), duplicates=duplicates, bad=bad_signatures
     )
+    if timer.cancelled_caught:
+        summary += t.gettext("; the campaigns did not all end in time")
+    print(summary, file=out)
     return 0 if ok else 1

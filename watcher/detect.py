@@ -83,7 +83,7 @@ def detect(
         first = [make_event(EventType.OBSERVED, now, current, None)]
         if current.status in _STOP_STATUSES:
             first.append(make_event(_TERMINAL_EVENTS[Status(current.status)], now, current, None, firstSight=True))
-        return TaskState(current, progress_since=now), first
+        return TaskState(current, progress_since=now), _zoned(first, zone)
 
     before = previous.snapshot
     events: list[Event] = []
@@ -143,7 +143,15 @@ def detect(
                 }
             events.append(make_event(EventType.STALLED, now, current, before, **extra))
             state = dataclasses.replace(state, stalled=True)
-    return state, events
+    return state, _zoned(events, zone)
+
+
+def _zoned(events: list[Event], zone: Zone) -> list[Event]:
+    """The events with the campaigns' zone they were seen in (`data.timeZone`), so that people read their times
+    there; not part of an event's id, which stays a function of what happened."""
+    if not zone.known or not events:
+        return events
+    return [dataclasses.replace(e, data={**e.data, "timeZone": zone.name}) for e in events]
 
 
 def detect_missing(previous: TaskState | None, now: datetime) -> tuple[TaskState | None, list[Event]]:

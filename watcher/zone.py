@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from .i18n import N_
 from .model import TaskSnapshot
 
 # An updatedAt seen to change within this long of the previous look is fresh: the midpoint of the gap is then within
@@ -50,11 +51,11 @@ class Source(StrEnum):
 
 
 HOW = {
-    Source.TASK: "set for the task ([[watch.task]] timezone)",
-    Source.CONFIG: "set in watch.timezone",
-    Source.API: "the UTC offset in the API's own timestamps",
-    Source.LEARNED: "learned from the API's naive timestamps against the UTC clock",
-    Source.UNKNOWN: "unknown: calling windows neither slow polling nor silence stalls (set watch.timezone)",
+    Source.TASK: N_("set for the task ([[watch.task]] timezone)"),
+    Source.CONFIG: N_("set in watch.timezone"),
+    Source.API: N_("the UTC offset in the API's own timestamps"),
+    Source.LEARNED: N_("learned from the API's naive timestamps against the UTC clock"),
+    Source.UNKNOWN: N_("unknown: calling windows neither slow polling nor silence stalls (set watch.timezone)"),
 }
 
 

@@ -2,34 +2,45 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import structlog
 
-from ..config import LogNotifierConfig
+from ..fields import NotifierBase
+from ..i18n import DEFAULT_LANGUAGE
 from ..model import Event
-from . import DEFAULT_EVENTS, EventFilter, describe
+from .base import EVERYTHING, Context, EventFilter, Kind
+from .message import Severity, build
 
 _log = structlog.get_logger("watcher.notify.log")
+
+
+class LogNotifierConfig(NotifierBase):
+    """A `[[notifiers]]` entry of kind "log": one structured log line per event."""
+
+    kind: Literal["log"]
 
 
 class LogNotifier:
     """Writes `task.notified` log lines; it never fails."""
 
-    def __init__(self, name: str, *, events: list[str] | None = None) -> None:
+    def __init__(self, name: str, *, events: list[str] | None = None, language: str = DEFAULT_LANGUAGE) -> None:
         self.name = name
-        self.wants = EventFilter(events if events is not None else DEFAULT_EVENTS["log"])
+        self._language = language
+        self.wants = EventFilter(events if events is not None else EVERYTHING)
 
     @classmethod
-    def from_config(cls, config: LogNotifierConfig) -> LogNotifier:
+    def from_config(cls, config: LogNotifierConfig, context: Context) -> LogNotifier:
         """Build from a `[[notifiers]]` entry."""
-        return cls(config.name, events=config.events)
+        return cls(config.name, events=config.events, language=context.language_of(config))
 
     async def send(self, event: Event) -> None:
         """Log the event."""
-        severity, _emoji, headline = describe(event)
+        msg = build(event, language=self._language)
         task = event.data.get("task") or {}
-        level = "warning" if severity in ("warning", "danger") else "info"
+        level = _LEVELS["warning" if msg.severity in (Severity.WARNING, Severity.DANGER) else "info"]
         _log.log(
-            _LEVELS[level],
+            level,
             "task.notified",
             notifier=self.name,
             type=event.type,
@@ -37,8 +48,11 @@ class LogNotifier:
             task_id=event.subject,
             status=task.get("status"),
             progress=task.get("progress"),
-            message=headline,
+            message=msg.headline,
         )
 
 
 _LEVELS = {"info": 20, "warning": 30}
+
+
+KIND = Kind(config=LogNotifierConfig, default_events=EVERYTHING, build=LogNotifier.from_config)

@@ -3,19 +3,46 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
-from ..config import SlackNotifierConfig
-from ..model import Event, EventType
-from . import DEFAULT_EVENTS, EventFilter, describe
+from ..fields import NotifierBase, SecretHttpUrl
+from ..i18n import DEFAULT_LANGUAGE
+from ..model import Event
+from .base import FOR_PEOPLE, Context, EventFilter, Kind
 from .http import post
+from .message import Message, build
 
-_TERMINAL = {EventType.FINISHED, EventType.STOPPED, EventType.TIMED_OUT, EventType.FAILED}
+
+class SlackNotifierConfig(NotifierBase):
+    """A `[[notifiers]]` entry of kind "slack": an incoming-webhook URL (its path is a secret)."""
+
+    kind: Literal["slack"]
+    url: SecretHttpUrl
+
+
 _MAX_HEADER = 150  # Slack caps a header block's text at 150 characters
 _MAX_SECTION = 2900  # and a section's text at 3000
 _MAX_FIELD = 1900  # and a field's at 2000
+
+# Slack's own emoji for each event type (the icon names of `Message`).
+EMOJI = {
+    "observed": ":eyes:",
+    "started": ":arrow_forward:",
+    "progressed": ":bar_chart:",
+    "finished": ":white_check_mark:",
+    "stopped": ":double_vertical_bar:",
+    "timed_out": ":hourglass:",
+    "failed": ":x:",
+    "resumed": ":arrow_forward:",
+    "changed": ":grey_question:",
+    "stalled": ":warning:",
+    "missing": ":ghost:",
+    "api_unreachable": ":satellite_antenna:",
+    "api_recovered": ":satellite_antenna:",
+    "test": ":bell:",
+}
 
 
 def _escape(text: str) -> str:
@@ -41,79 +68,78 @@ def _cut(text: str, limit: int) -> str:
     return units.decode("utf-16-le", errors="ignore")
 
 
-def _pct(value: Any) -> str:
-    return f"{value}%" if isinstance(value, int) else "–"
-
-
-def message(event: Event) -> dict[str, Any]:
-    """The Slack payload for an event."""
-    _severity, emoji, headline = describe(event)
-    task: dict[str, Any] = event.data.get("task") or {}
-    title = _plain(f"{emoji} {headline}", emoji=True)  # emoji: our shortcode becomes the emoji
+def render(msg: Message) -> dict[str, Any]:
+    """The Slack payload of a message."""
+    emoji = EMOJI.get(msg.icon, ":information_source:")
+    title = _plain(f"{emoji} {msg.headline}", emoji=True)  # emoji: our shortcode becomes the emoji
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": title}
         if _slack_len(title["text"]) <= _MAX_HEADER
         else {"type": "section", "text": title | {"text": _cut(title["text"], _MAX_SECTION)}}
     ]
-    if task:
-        total = task.get("total")
-        previous = event.data.get("previous") or {}
-        status = str(task.get("status"))
-        if previous.get("status") and previous["status"] != task.get("status"):
-            status = f"{previous['status']} → {status}"
-        facts = [
-            ("Status", status),
-            ("Progress", _pct(task.get("progress"))),
-            ("Numbers", f"{total:,}" if isinstance(total, int) else "–"),
-            ("Collection rate", _pct(task.get("collectionRate"))),
-        ]
+    if msg.facts:
         # Label and value side by side in the section's two columns: the label in bold, the value as it is.
         fields = [
             f
-            for label, value in facts
-            for f in ({"type": "mrkdwn", "text": f"*{label}*"}, _plain(_cut(value, _MAX_FIELD)))
+            for fact in msg.facts
+            for f in ({"type": "mrkdwn", "text": f"*{_escape(fact.label)}*"}, _plain(_cut(fact.value, _MAX_FIELD)))
         ]
-        blocks.append({"type": "section", "fields": fields})
-        if event.type in _TERMINAL:
-            for label, key in (("Summary", "summary"), ("Suggestion", "suggestion")):
-                value = task.get(key)
-                if value:
-                    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*{label}*"}})
-                    blocks.append({"type": "section", "text": _plain(_cut(str(value), _MAX_SECTION))})
-    ts = int(event.time.timestamp())
-    blocks.append(
-        {
-            "type": "context",
-            "elements": [
-                {
-                    "type": "mrkdwn",
-                    "text": f"task {_escape(event.subject)} · `{event.type}` · "
-                    f"<!date^{ts}^{{date_short_pretty}} {{time}}|{event.time.isoformat()}>",
-                }
-            ],
-        }
-    )
+        blocks.append({"type": "section", "fields": fields[:10]})  # Slack takes ten fields at most
+    for detail in msg.details:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*{_escape(detail.label)}*"}})
+        blocks.append({"type": "section", "text": _plain(_cut(detail.value, _MAX_SECTION))})
+    if msg.link:
+        button = {"type": "button", "text": _plain(msg.link_text), "url": msg.link}
+        blocks.append({"type": "actions", "elements": [button]})
+    blocks.append({"type": "context", "elements": [_plain(_cut(msg.footer, _MAX_SECTION))]})
     # The top-level text is the notification and what screen readers say. Slack parses it as mrkdwn unless the
     # message says `mrkdwn: false`; the entities keep <!channel> in a name from pinging anyone either way.
-    return {"text": f"{emoji} {_escape(headline)}", "mrkdwn": False, "blocks": blocks}
+    return {"text": f"{emoji} {_escape(msg.headline)}", "mrkdwn": False, "blocks": blocks}
+
+
+def message(event: Event, *, language: str = DEFAULT_LANGUAGE, task_url: str = "") -> dict[str, Any]:
+    """The Slack payload for an event."""
+    return render(build(event, language=language, task_url=task_url))
 
 
 class SlackNotifier:
     """Posts each event to a Slack incoming webhook."""
 
-    def __init__(self, name: str, url: str, http: httpx.AsyncClient, *, events: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        http: httpx.AsyncClient,
+        *,
+        events: list[str] | None = None,
+        language: str = DEFAULT_LANGUAGE,
+        task_url: str = "",
+    ) -> None:
         self.name = name
         self._url = url
         self._http = http
-        self.wants = EventFilter(events if events is not None else DEFAULT_EVENTS["slack"])
+        self._language = language
+        self._task_url = task_url
+        self.wants = EventFilter(events if events is not None else FOR_PEOPLE)
 
     @classmethod
-    def from_config(cls, config: SlackNotifierConfig, http: httpx.AsyncClient) -> SlackNotifier:
+    def from_config(cls, config: SlackNotifierConfig, context: Context) -> SlackNotifier:
         """Build from a `[[notifiers]]` entry."""
-        return cls(config.name, config.url.get_secret_value(), http, events=config.events)
+        return cls(
+            config.name,
+            config.url.get_secret_value(),
+            context.http,
+            events=config.events,
+            language=context.language_of(config),
+            task_url=context.task_url,
+        )
 
     async def send(self, event: Event) -> None:
         """Post the message or raise DeliveryError; Slack's 4xx (invalid_payload, no_service...) are permanent."""
-        body = json.dumps(message(event), ensure_ascii=False).encode()
+        payload = message(event, language=self._language, task_url=self._task_url)
+        body = json.dumps(payload, ensure_ascii=False).encode()
         # The whole Slack URL is a credential: messages name the notifier only.
         await post(self._http, self._url, body, {"Content-Type": "application/json"}, shown_url=f"{self.name} (slack)")
+
+
+KIND = Kind(config=SlackNotifierConfig, default_events=FOR_PEOPLE, build=SlackNotifier.from_config, secrets=("url",))

@@ -8,22 +8,36 @@ import hmac
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
+import pydantic
+from pydantic import SecretStr
 
-from ..config import WebhookNotifierConfig
+from ..fields import HttpUrl, NotifierBase, check_whsec
 from ..model import Event
-from . import DEFAULT_EVENTS, EventFilter
+from .base import EVERYTHING, Context, EventFilter, Kind
 from .http import post
+from .message import build
+
+
+class WebhookNotifierConfig(NotifierBase):
+    """A `[[notifiers]]` entry of kind "webhook": CloudEvents over Standard Webhooks."""
+
+    kind: Literal["webhook"]
+    url: HttpUrl
+    secret: Annotated[SecretStr | None, pydantic.AfterValidator(check_whsec)] = None
+
 
 CLOUDEVENTS_SOURCE = "voicefox-watcher"
 CONTENT_TYPE = "application/cloudevents+json"
 
 
-def cloudevent(event: Event) -> dict[str, Any]:
-    """The event as a CloudEvents 1.0 structured-mode JSON object."""
+def cloudevent(event: Event, *, language: str = "en", task_url: str = "") -> dict[str, Any]:
+    """The event as a CloudEvents 1.0 structured-mode JSON object; the `data` stays the machine's, and the extension
+    attributes `headline`, `severity` and `language` carry what people would read (for a receiver that forwards it)."""
+    message = build(event, language=language, task_url=task_url)
     return {
         "specversion": "1.0",
         "id": event.id,
@@ -32,6 +46,9 @@ def cloudevent(event: Event) -> dict[str, Any]:
         "subject": event.subject,
         "time": event.time.isoformat().replace("+00:00", "Z"),
         "datacontenttype": "application/json",
+        "headline": message.headline,
+        "severity": message.severity.value,
+        "language": message.language,
         "data": event.data,
     }
 
@@ -55,27 +72,40 @@ class WebhookNotifier:
         secret: str | None = None,
         events: list[str] | None = None,
         clock: Callable[[], float] = time.time,
+        language: str = "en",
+        task_url: str = "",
     ) -> None:
         self.name = name
         self._url = url
         self._http = http
         self._secret = secret
         self._clock = clock
-        self.wants = EventFilter(events if events is not None else DEFAULT_EVENTS["webhook"])
+        self._language = language
+        self._task_url = task_url
+        self.wants = EventFilter(events if events is not None else EVERYTHING)
         parts = urlsplit(url)
         # Messages name the host only: a path, a query string or user:password@ may carry a credential.
         port = f":{parts.port}" if parts.port else ""
         self._shown = f"{name} ({parts.scheme}://{parts.hostname}{port})"
 
     @classmethod
-    def from_config(cls, config: WebhookNotifierConfig, http: httpx.AsyncClient) -> WebhookNotifier:
+    def from_config(cls, config: WebhookNotifierConfig, context: Context) -> WebhookNotifier:
         """Build from a `[[notifiers]]` entry."""
         secret = config.secret.get_secret_value() if config.secret else None
-        return cls(config.name, config.url, http, secret=secret, events=config.events)
+        return cls(
+            config.name,
+            config.url,
+            context.http,
+            secret=secret,
+            events=config.events,
+            language=context.language_of(config),
+            task_url=context.task_url,
+        )
 
     async def send(self, event: Event) -> None:
         """POST the event or raise DeliveryError."""
-        body = json.dumps(cloudevent(event), separators=(",", ":"), ensure_ascii=False).encode()
+        doc = cloudevent(event, language=self._language, task_url=self._task_url)
+        body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
         timestamp = int(self._clock())
         headers = {
             "Content-Type": CONTENT_TYPE,
@@ -85,3 +115,6 @@ class WebhookNotifier:
         if self._secret:
             headers["webhook-signature"] = sign(self._secret, event.id, timestamp, body)
         await post(self._http, self._url, body, headers, shown_url=self._shown)
+
+
+KIND = Kind(config=WebhookNotifierConfig, default_events=EVERYTHING, build=WebhookNotifier.from_config)

@@ -1,0 +1,199 @@
+"""Languages: complete catalogues, and every event type rendered in every language on every channel, as snapshot files
+a reviewer can read (tests/snapshots/). `UPDATE_SNAPSHOTS=1 pytest tests/test_i18n.py` rewrites them after a change
+meant to alter what people read; review the diff."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
+from babel.messages.pofile import read_po
+from slack_sdk.models.blocks import Block
+
+from watcher.detect import make_event
+from watcher.i18n import LANGUAGES, LOCALES, Translator, catalogue_path, translator
+from watcher.model import Event, EventType, TaskSnapshot
+from watcher.notify.message import Message, build
+from watcher.notify.slack import render
+from watcher.notify.webhook import cloudevent
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # 18:00 in Tokyo
+PLACEHOLDER = re.compile(r"\{[a-z_]*\}")
+
+
+def catalogue(language: str) -> dict[str, Any]:
+    with catalogue_path(language).open("rb") as f:
+        return {str(m.id): m for m in read_po(f) if m.id}
+
+
+def template_ids() -> set[str]:
+    with (LOCALES / "watcher.pot").open("rb") as f:
+        return {str(m.id) for m in read_po(f) if m.id}
+
+
+def test_the_template_holds_every_message_the_code_marks() -> None:
+    """A new message without `python -m watcher.i18n extract` fails here: translators would never see it."""
+    package = Path(__file__).parent.parent / "watcher"
+    marked = {
+        message
+        for _, _, message, _, _ in extract_from_dir(
+            package, method_map=[("**.py", "python")], keywords={**DEFAULT_KEYWORDS, "N_": None}
+        )
+    }
+    assert marked == template_ids()
+
+
+@pytest.mark.parametrize("language", LANGUAGES[1:])
+def test_every_message_is_translated_with_the_same_placeholders(language: str) -> None:
+    translated = catalogue(language)
+    for message_id in sorted(template_ids()):
+        assert message_id in translated, f"{language}: no translation of {message_id!r}"
+        entry = translated[message_id]
+        assert entry.string, f"{language}: {message_id!r} is untranslated"
+        assert not entry.fuzzy, f"{language}: {message_id!r} is marked fuzzy"
+        assert sorted(PLACEHOLDER.findall(entry.string)) == sorted(PLACEHOLDER.findall(message_id)), (
+            f"{language}: {message_id!r} -> {entry.string!r} changes the placeholders"
+        )
+
+
+def test_an_unknown_language_is_refused_with_the_ones_there_are() -> None:
+    with pytest.raises(ValueError, match="ja, zh-Hans"):
+        Translator("fr")
+
+
+@pytest.mark.parametrize(
+    ("language", "duration", "number"),
+    [
+        ("en", "2 hr, 5 min", "12,345"),
+        ("ja", "2 時間 5 分", "12,345"),
+        ("zh-Hans", "2小时5分钟", "12,345"),
+        ("zh-Hant", "2 小時 5 分鐘", "12,345"),
+    ],
+)
+def test_durations_and_numbers_as_each_language_writes_them(language: str, duration: str, number: str) -> None:
+    t = translator(language)
+    assert t.duration(2 * 3600 + 5 * 60) == duration
+    assert t.number(12345) == number
+
+
+# -- every event type, every language, every channel ---------------------------------------------------------------
+
+
+def task(status: str, **fields: Any) -> TaskSnapshot:
+    values: dict[str, Any] = {
+        "name": "春の更新リマインド",
+        "progress": 50,
+        "total": 1200,
+        "collection_rate": 33,
+        "summary": "1,200 numbers dialled; 812 answered.",
+        "suggestion": "Call the 388 unanswered numbers again.",
+    } | fields
+    return TaskSnapshot(id=1001, status=status, **values)
+
+
+def zoned(event: Event) -> Event:
+    return Event(event.id, event.type, event.time, event.subject, {**event.data, "timeZone": "+09:00"})
+
+
+def events() -> list[tuple[str, Event]]:
+    """One of each event type (and the variants people read differently), as the watcher records them."""
+    running, stall_windows = task("running"), {"zone": "unknown", "zoneSource": "unknown", "placed": False}
+    cases: list[tuple[str, Event]] = [
+        ("observed", make_event(EventType.OBSERVED, NOW, task("pending", progress=0), None)),
+        ("started", make_event(EventType.STARTED, NOW, task("running", progress=0), task("pending"))),
+        ("progressed", make_event(EventType.PROGRESSED, NOW, running, task("running", progress=40), milestone=50)),
+        ("finished", make_event(EventType.FINISHED, NOW, task("done", progress=100), running)),
+        ("stopped", make_event(EventType.STOPPED, NOW, task("stop.operate"), running)),
+        ("timed_out", make_event(EventType.TIMED_OUT, NOW, task("stop.timeout"), running)),
+        ("failed", make_event(EventType.FAILED, NOW, task("stop.abnormal"), running)),
+        ("failed, first seen so", make_event(EventType.FAILED, NOW, task("stop.abnormal"), None, firstSight=True)),
+        ("resumed", make_event(EventType.RESUMED, NOW, running, task("stop.operate"))),
+        ("changed", make_event(EventType.CHANGED, NOW, task("paused.by.vendor"), running)),
+        ("stalled", make_event(EventType.STALLED, NOW, running, running, stalledForSeconds=1500)),
+        (
+            "stalled, windows not placed",
+            make_event(EventType.STALLED, NOW, running, running, stalledForSeconds=7500, windows=stall_windows),
+        ),
+        ("missing", make_event(EventType.MISSING, NOW, running, running)),
+        ("unnamed task finished", make_event(EventType.FINISHED, NOW, task("done", name=""), running)),
+    ]
+    api = "https://openapi.voicefox.ai"
+    for name, type_, data in [
+        (
+            "api unreachable",
+            EventType.API_UNREACHABLE,
+            {"unreachableForSeconds": 600, "cause": "unreachable or failing"},
+        ),
+        ("token refused", EventType.API_UNREACHABLE, {"unreachableForSeconds": 300, "cause": "authentication"}),
+        ("api recovered", EventType.API_RECOVERED, {"downForSeconds": 900, "cause": "unreachable or failing"}),
+        ("token accepted again", EventType.API_RECOVERED, {"downForSeconds": 900, "cause": "authentication"}),
+    ]:
+        cases.append((name, Event(f"api-{name}", type_.value, NOW, "api", {"apiBaseUrl": api, **data})))
+    cases.append(("test", Event("test-1", EventType.TEST.value, NOW, "test", {"message": "hello"})))
+    return [(name, zoned(event)) for name, event in cases]
+
+
+def test_the_cases_cover_every_event_type() -> None:
+    assert {event.type for _, event in events()} == {t.value for t in EventType}
+
+
+def as_text(message: Message) -> str:
+    lines = [f"[{message.severity}] {message.headline}"]
+    lines += [f"  {fact.label}: {fact.value}" for fact in message.facts]
+    lines += [f"  {detail.label}:\n    {detail.value}" for detail in message.details]
+    if message.link:
+        lines.append(f"  {message.link_text}: {message.link}")
+    lines.append(f"  — {message.footer}")
+    return "\n".join(lines)
+
+
+RENDERINGS = {
+    "message.txt": lambda event, language: as_text(build(event, language=language, task_url=TASK_URL)),
+    "slack.json": lambda event, language: json.dumps(
+        render(build(event, language=language, task_url=TASK_URL)), ensure_ascii=False, indent=1
+    ),
+    "webhook.json": lambda event, language: json.dumps(
+        {k: v for k, v in cloudevent(event, language=language).items() if k in ("type", "headline", "severity")},
+        ensure_ascii=False,
+    ),
+}
+TASK_URL = "https://console.voicefox.example/tasks/{id}"
+
+
+@pytest.mark.parametrize("channel", sorted(RENDERINGS))
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_event_in_every_language_on_every_channel_matches_its_snapshot(language: str, channel: str) -> None:
+    rendered = "\n\n".join(f"## {name}\n{RENDERINGS[channel](event, language)}" for name, event in events()) + "\n"
+    path = SNAPSHOTS / language / channel.replace(".json", ".jsonl" if channel == "webhook.json" else ".json")
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rendered, encoding="utf-8")
+    assert path.read_text(encoding="utf-8") == rendered, f"{path} differs: UPDATE_SNAPSHOTS=1 and review the diff"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_slack_message_in_every_language_is_valid_block_kit(language: str) -> None:
+    for _, event in events():
+        Block.parse_all(render(build(event, language=language, task_url=TASK_URL))["blocks"])
+
+
+@pytest.mark.parametrize("language", LANGUAGES[1:])
+def test_no_english_is_left_in_what_people_read(language: str) -> None:
+    """Headlines, labels and the status words are in the language; only names, ids, keys and API text stay."""
+    allowed = re.compile(
+        r"voicefox-watcher|VoiceFox|API|api\.token|watch\.timezone|UTC|paused\.by\.vendor|ID|numbers|answered"
+    )
+    for name, event in events():
+        message = build(event, language=language)
+        texts = [message.headline] + [f.label for f in message.facts + message.details]
+        texts += [f.value for f in message.facts]
+        for text in texts:
+            words = re.findall(r"[A-Za-z]{3,}", allowed.sub("", text))
+            assert not words, f"{language} {name}: English left in {text!r}"

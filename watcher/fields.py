@@ -1,0 +1,166 @@
+"""Field types and checks shared by the configuration and the notifier kinds that declare their own settings.
+
+(A notifier kind's settings live in its own module, `watcher/notify/<kind>.py`, and are checked by these; config.py
+assembles them. Keeping the shared pieces here lets both import them without importing each other.)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import re
+import zoneinfo
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from .i18n import LANGUAGES
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+MAX_DURATION = 366 * 86400.0
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def parse_duration(value: Any) -> float:
+    """ "500ms", "30s", "5m", "2h", "1d" or a bare number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    try:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        elif isinstance(value, str) and (m := _DURATION.match(value)):
+            seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        else:
+            seconds = None
+    except OverflowError:
+        seconds = math.inf
+    if seconds is None:
+        shown = _shown(value)
+        raise ValueError(f'{shown} is not a duration (write e.g. "500ms", "30s", "5m", "2h" or a number of seconds)')
+    shown = _shown(value)
+    if math.isnan(seconds):
+        raise ValueError(f"{shown} is not a duration")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{shown} is longer than a year; use a shorter duration")
+    if seconds < 0:
+        raise ValueError(f"{shown} is negative; a duration must be 0 or more")
+    return seconds
+
+
+Duration = Annotated[float, pydantic.BeforeValidator(parse_duration)]
+
+
+def check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    try:
+        parts.port  # noqa: B018 - reading it validates it
+    except ValueError:
+        raise ValueError("has an invalid port (use 1-65535)") from None
+    if parts.port == 0:
+        raise ValueError("has an invalid port (use 1-65535)")
+    if any(c.isspace() for c in value):
+        raise ValueError("must not contain spaces")
+    return value
+
+
+def check_secret_url(value: SecretStr) -> SecretStr:
+    check_http_url(value.get_secret_value())
+    return value
+
+
+HttpUrl = Annotated[str, pydantic.AfterValidator(check_http_url)]
+SecretHttpUrl = Annotated[SecretStr, pydantic.AfterValidator(check_secret_url)]
+
+
+def check_whsec(value: SecretStr | None) -> SecretStr | None:
+    import base64
+    import binascii
+
+    if value is None:
+        return None
+    raw = value.get_secret_value()
+    try:
+        key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64") from None
+    if len(key) < 16:
+        raise ValueError("is too short: use at least 16 random bytes, e.g. whsec_$(openssl rand -base64 32)")
+    return value
+
+
+def check_token(value: SecretStr) -> SecretStr:
+    token = value.get_secret_value()
+    if not token.strip():
+        raise ValueError("must not be empty")
+    # It goes into an HTTP header: a stray newline from an environment variable or a non-ASCII character would
+    # otherwise fail every request with an obscure protocol error.
+    if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+        raise ValueError(
+            "must be printable ASCII without spaces or newlines (check the variable or file it comes from)"
+        )
+    return value
+
+
+def check_event_patterns(patterns: list[str] | None) -> list[str] | None:
+    from .model import EventType  # the event names are the model's; imported here to keep config import-light
+
+    if patterns is None:
+        return None
+    known = [t.value for t in EventType]
+    for pattern in patterns:
+        glob = pattern.removeprefix("!")
+        if not any(fnmatch.fnmatchcase(t, glob) for t in known):
+            raise ValueError(f"{pattern!r} matches no event type (known: {', '.join(known)})")
+    return patterns
+
+
+def check_timezone(value: str) -> str:
+    if value:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f'{json.dumps(value)} is not a time zone (e.g. "Asia/Tokyo", "UTC")') from None
+    return value
+
+
+class Section(BaseModel):
+    # Unknown keys are errors (a typo must not silently fall back to a default); settings are immutable.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+Language = Annotated[str, pydantic.AfterValidator(lambda v: _check_language(v))]
+
+
+def _check_language(value: str) -> str:
+    if value not in LANGUAGES:
+        raise ValueError(f"{json.dumps(value)} is not a supported language (use one of: {', '.join(LANGUAGES)})")
+    return value
+
+
+class NotifierBase(Section):
+    """What every `[[notifiers]]` entry has; a kind adds its own keys (and its `kind` literal) in its module."""
+
+    kind: str
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    events: Annotated[list[str] | None, pydantic.AfterValidator(check_event_patterns)] = None  # None: kind default
+    # The language this receiver's people read; None: `[messages] language`.
+    language: Language | None = None
+
+
+def check_task_url(value: str) -> str:
+    """`[messages] task_url`: an http(s) URL with "{id}" where the task id goes, or ""."""
+    if value:
+        if "{id}" not in value:
+            raise ValueError('must contain {id} where the task id goes, e.g. "https://console.example/tasks/{id}"')
+        check_http_url(value.replace("{id}", "1"))
+    return value

@@ -1,0 +1,73 @@
+"""What every channel shares: the `Notifier` protocol, event filters, what a kind declares, and what it is built with."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import httpx
+
+from ..fields import NotifierBase
+from ..i18n import DEFAULT_LANGUAGE
+from ..model import Event, EventType
+
+
+class Notifier(Protocol):
+    """What the dispatcher needs of a channel."""
+
+    name: str
+
+    def wants(self, event_type: str) -> bool:
+        """Whether this notifier should receive events of this type."""
+        ...
+
+    async def send(self, event: Event) -> None:
+        """Deliver one event or raise DeliveryError."""
+        ...
+
+
+class EventFilter:
+    """Glob patterns on event types; "!" excludes; only exclusions mean "all but". An empty list wants nothing."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.patterns = list(patterns)
+        self._include = [p for p in patterns if not p.startswith("!")]
+        self._exclude = [p[1:] for p in patterns if p.startswith("!")]
+        if self._exclude and not self._include:
+            self._include = ["*"]  # only exclusions ("!voicefox.task.progressed") mean "everything but these"
+
+    def __call__(self, event_type: str) -> bool:
+        return any(fnmatch.fnmatchcase(event_type, p) for p in self._include) and not any(
+            fnmatch.fnmatchcase(event_type, p) for p in self._exclude
+        )
+
+
+# Chat is for people: first sightings and progress milestones would be noise there; machines and logs get everything.
+FOR_PEOPLE = ("*", f"!{EventType.OBSERVED.value}", f"!{EventType.PROGRESSED.value}")
+EVERYTHING = ("*",)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Context:
+    """What every notifier is built with: the shared HTTP client and the `[messages]` settings."""
+
+    http: httpx.AsyncClient
+    language: str = DEFAULT_LANGUAGE  # `[messages] language`; a notifier's own `language` wins
+    task_url: str = ""  # `[messages] task_url`: a link to the task, "{id}" replaced
+
+    def language_of(self, config: NotifierBase) -> str:
+        """The language a notifier's people read."""
+        return config.language or self.language
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Kind:
+    """One channel, declared once in its own module: its settings, the events it gets by default, how to build it,
+    and which of its keys are credentials (redacted in logs, warned about in a readable file, `<key>_file` allowed)."""
+
+    config: type[NotifierBase]
+    default_events: tuple[str, ...]
+    build: Callable[[Any, Context], Notifier]
+    secrets: tuple[str, ...] = ()
