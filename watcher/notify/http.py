@@ -15,6 +15,14 @@ _RETRYABLE_4XX = frozenset({408, 425, 429})
 
 async def post(http: httpx.AsyncClient, url: str, content: bytes, headers: dict[str, str], *, shown_url: str) -> None:
     """POST `content`; return on 2xx, raise DeliveryError otherwise. `shown_url` is what messages may name."""
+    await request(http, url, content, headers, shown_url=shown_url)
+
+
+async def request(
+    http: httpx.AsyncClient, url: str, content: bytes, headers: dict[str, str], *, shown_url: str
+) -> httpx.Response:
+    """POST `content` and return the 2xx response (for a platform that answers 200 with an error code in its body
+    to be read), or raise DeliveryError for anything else. `shown_url` is what messages may name."""
     try:
         # Never follow a redirect, whatever client we were given: the signed body goes only where configured.
         response = await http.post(url, content=content, headers=headers, follow_redirects=False)
@@ -25,7 +33,7 @@ async def post(http: httpx.AsyncClient, url: str, content: bytes, headers: dict[
         raise DeliveryError(f"{shown_url}: cannot connect ({describe_transport_error(exc)})") from None
     status = response.status_code
     if 200 <= status < 300:
-        return
+        return response
     reason = response.text[:200].strip().replace("\n", " ") if response.content else ""
     message = f"{shown_url}: receiver answered {status}" + (f" {reason!r}" if reason else "")
     if 300 <= status < 400:
