@@ -28,6 +28,7 @@ from .daemon import knobs
 from .errors import ConfigError, DeliveryError, StoreError, UsageError, WatcherError
 from .i18n import DEFAULT_LANGUAGE, LANGUAGES, translator
 from .model import Event, EventType, TaskState
+from .notify.message import build as build_message
 from .ops import OpsServer
 from .schedule import DOUBT_FOR, next_poll
 from .store import Store
@@ -172,10 +173,30 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  notifier {n.name}: {n.kind} in {language}, events {', '.join(events)}", file=out)
     if not config.notifiers:
         print("  warning: no [[notifiers]]: events would be stored but sent nowhere", file=out)
+    if problems := _template_problems(config):
+        raise ConfigError(problems, str(config_mod.default_path(args.config)))
     path = config_mod.default_path(args.config)
     if exposed := config_mod.literal_secrets_exposed(path):
         print(f"  warning: others can read the secrets in {', '.join(exposed)}: chmod 600 {path}", file=out)
     return EXIT_OK
+
+
+def _template_problems(config: Config) -> list[str]:
+    """Every notifier template rendered against a sample event of every type: what fails, by notifier and event."""
+    from .notify.templates import TemplateError, Templates, samples
+
+    problems = []
+    for i, n in enumerate(config.notifiers):
+        templates = Templates.compile(n.name, n.title_template, n.body_template)  # (compiles: the config checked it)
+        if templates is None:
+            continue
+        language = n.language or config.messages.language
+        for event in samples():
+            try:
+                templates.render(build_message(event, language=language, task_url=config.messages.task_url), event)
+            except TemplateError as exc:
+                problems.append(f"notifiers[{i}] ({n.name}): a template fails for {event.type}: {exc}")
+    return problems
 
 
 def cmd_run(args: argparse.Namespace) -> int:

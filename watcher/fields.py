@@ -155,6 +155,22 @@ class NotifierBase(Section):
     events: Annotated[list[str] | None, pydantic.AfterValidator(check_event_patterns)] = None  # None: kind default
     # The language this receiver's people read; None: `[messages] language`.
     language: Language | None = None
+    # Your own words (Jinja2, sandboxed; see watcher/notify/templates.py for the variables): the title replaces the
+    # built-in headline, the body the facts and details. None: the built-in message.
+    title_template: str | None = None
+    body_template: str | None = None
+
+    @pydantic.field_validator("title_template", "body_template")
+    @classmethod
+    def _compiles(cls, source: str | None) -> str | None:
+        if source is not None:
+            from .notify.templates import TemplateError, check_syntax  # (imported here: notify imports this module)
+
+            try:
+                check_syntax(source)
+            except TemplateError as exc:
+                raise ValueError(str(exc)) from None
+        return source
 
 
 def check_task_url(value: str) -> str:

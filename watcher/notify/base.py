@@ -12,6 +12,8 @@ import httpx
 from ..fields import NotifierBase
 from ..i18n import DEFAULT_LANGUAGE
 from ..model import Event, EventType
+from .message import Message, build
+from .templates import Templates
 
 
 class Notifier(Protocol):
@@ -60,6 +62,17 @@ class Context:
     def language_of(self, config: NotifierBase) -> str:
         """The language a notifier's people read."""
         return config.language or self.language
+
+    def messages_for(self, config: NotifierBase) -> Callable[[Event], Message]:
+        """How a notifier turns an event into its message: the built-in one in its language, with its templates."""
+        language, task_url = self.language_of(config), self.task_url
+        templates = Templates.compile(config.name, config.title_template, config.body_template)
+
+        def message(event: Event) -> Message:
+            built = build(event, language=language, task_url=task_url)
+            return templates.apply(built, event) if templates is not None else built
+
+        return message
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

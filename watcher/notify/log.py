@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import structlog
@@ -10,7 +11,7 @@ from ..fields import NotifierBase
 from ..i18n import DEFAULT_LANGUAGE
 from ..model import Event
 from .base import EVERYTHING, Context, EventFilter, Kind
-from .message import Severity, build
+from .message import Message, Severity, build
 
 _log = structlog.get_logger("watcher.notify.log")
 
@@ -24,19 +25,26 @@ class LogNotifierConfig(NotifierBase):
 class LogNotifier:
     """Writes `task.notified` log lines; it never fails."""
 
-    def __init__(self, name: str, *, events: list[str] | None = None, language: str = DEFAULT_LANGUAGE) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        events: list[str] | None = None,
+        language: str = DEFAULT_LANGUAGE,
+        messages: Callable[[Event], Message] | None = None,
+    ) -> None:
         self.name = name
-        self._language = language
+        self._message = messages or (lambda event: build(event, language=language))
         self.wants = EventFilter(events if events is not None else EVERYTHING)
 
     @classmethod
     def from_config(cls, config: LogNotifierConfig, context: Context) -> LogNotifier:
         """Build from a `[[notifiers]]` entry."""
-        return cls(config.name, events=config.events, language=context.language_of(config))
+        return cls(config.name, events=config.events, messages=context.messages_for(config))
 
     async def send(self, event: Event) -> None:
         """Log the event."""
-        msg = build(event, language=self._language)
+        msg = self._message(event)
         task = event.data.get("task") or {}
         level = _LEVELS["warning" if msg.severity in (Severity.WARNING, Severity.DANGER) else "info"]
         _log.log(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 import httpx
@@ -86,7 +87,8 @@ def render(msg: Message) -> dict[str, Any]:
         ]
         blocks.append({"type": "section", "fields": fields[:10]})  # Slack takes ten fields at most
     for detail in msg.details:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*{_escape(detail.label)}*"}})
+        if detail.label:  # (a template's body comes without one)
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*{_escape(detail.label)}*"}})
         blocks.append({"type": "section", "text": _plain(_cut(detail.value, _MAX_SECTION))})
     if msg.link:
         button = {"type": "button", "text": _plain(msg.link_text), "url": msg.link}
@@ -114,12 +116,12 @@ class SlackNotifier:
         events: list[str] | None = None,
         language: str = DEFAULT_LANGUAGE,
         task_url: str = "",
+        messages: Callable[[Event], Message] | None = None,
     ) -> None:
         self.name = name
         self._url = url
         self._http = http
-        self._language = language
-        self._task_url = task_url
+        self._message = messages or (lambda event: build(event, language=language, task_url=task_url))
         self.wants = EventFilter(events if events is not None else FOR_PEOPLE)
 
     @classmethod
@@ -130,13 +132,12 @@ class SlackNotifier:
             config.url.get_secret_value(),
             context.http,
             events=config.events,
-            language=context.language_of(config),
-            task_url=context.task_url,
+            messages=context.messages_for(config),
         )
 
     async def send(self, event: Event) -> None:
         """Post the message or raise DeliveryError; Slack's 4xx (invalid_payload, no_service...) are permanent."""
-        payload = message(event, language=self._language, task_url=self._task_url)
+        payload = render(self._message(event))
         body = json.dumps(payload, ensure_ascii=False).encode()
         # The whole Slack URL is a credential: messages name the notifier only.
         await post(self._http, self._url, body, {"Content-Type": "application/json"}, shown_url=f"{self.name} (slack)")

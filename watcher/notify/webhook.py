@@ -19,7 +19,7 @@ from ..fields import HttpUrl, NotifierBase, check_whsec
 from ..model import Event
 from .base import EVERYTHING, Context, EventFilter, Kind
 from .http import post
-from .message import build
+from .message import Message, build
 
 
 class WebhookNotifierConfig(NotifierBase):
@@ -34,10 +34,12 @@ CLOUDEVENTS_SOURCE = "voicefox-watcher"
 CONTENT_TYPE = "application/cloudevents+json"
 
 
-def cloudevent(event: Event, *, language: str = "en", task_url: str = "") -> dict[str, Any]:
+def cloudevent(
+    event: Event, *, language: str = "en", task_url: str = "", message: Message | None = None
+) -> dict[str, Any]:
     """The event as a CloudEvents 1.0 structured-mode JSON object; the `data` stays the machine's, and the extension
     attributes `headline`, `severity` and `language` carry what people would read (for a receiver that forwards it)."""
-    message = build(event, language=language, task_url=task_url)
+    message = message or build(event, language=language, task_url=task_url)
     return {
         "specversion": "1.0",
         "id": event.id,
@@ -74,14 +76,14 @@ class WebhookNotifier:
         clock: Callable[[], float] = time.time,
         language: str = "en",
         task_url: str = "",
+        messages: Callable[[Event], Message] | None = None,
     ) -> None:
         self.name = name
         self._url = url
         self._http = http
         self._secret = secret
         self._clock = clock
-        self._language = language
-        self._task_url = task_url
+        self._message = messages or (lambda event: build(event, language=language, task_url=task_url))
         self.wants = EventFilter(events if events is not None else EVERYTHING)
         parts = urlsplit(url)
         # Messages name the host only: a path, a query string or user:password@ may carry a credential.
@@ -98,13 +100,12 @@ class WebhookNotifier:
             context.http,
             secret=secret,
             events=config.events,
-            language=context.language_of(config),
-            task_url=context.task_url,
+            messages=context.messages_for(config),
         )
 
     async def send(self, event: Event) -> None:
         """POST the event or raise DeliveryError."""
-        doc = cloudevent(event, language=self._language, task_url=self._task_url)
+        doc = cloudevent(event, message=self._message(event))
         body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
         timestamp = int(self._clock())
         headers = {
