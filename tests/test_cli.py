@@ -230,6 +230,22 @@ async def test_the_demo_plays_a_campaign_day_and_exits_0() -> None:
         assert needle in out, needle
 
 
+@pytest.mark.parametrize(
+    ("language", "needles"),
+    [
+        ("ja", ("が完了しました", "が異常停止しました", "が停滞しています", "タスクのタイムゾーン: +09:00", "重複 0 件")),
+        ("zh-Hans", ("已完成", "异常停止", "停滞", "任务时区：+09:00", "重复 0 个")),
+    ],
+)
+async def test_the_demo_speaks_the_language_asked_for(language: str, needles: tuple[str, ...]) -> None:
+    result = await anyio.run_process([WATCHER, "demo", "--scale", "0.25", "--language", language], check=False)
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    for needle in needles:
+        assert needle in out, needle
+    assert "finished" not in out and "campaigns" not in out  # no English of ours left
+
+
 async def test_sighup_reloads_tasks_and_refuses_an_invalid_config(
     simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
 ) -> None:
