@@ -613,3 +613,24 @@ url = "{wecom.url}"
     output = refused.stdout.decode() + refused.stderr.decode()
     for secret in (TOKEN, OTHER_SECRET, MOBILES[0]):
         assert secret not in output
+
+
+def test_a_readable_config_warns_once_about_each_literal_robot_secret(tmp_path: Path) -> None:
+    cfg = tmp_path / "w.toml"
+    cfg.write_text(
+        f"""
+[[notifiers]]
+kind = "dingtalk"
+name = "ding"
+url = "https://oapi.dingtalk.com/robot/send?access_token={TOKEN}"
+secret = "{DT_SECRET}"
+
+[[notifiers]]
+kind = "wecom"
+name = "wecom"
+url = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key={KEY}"
+""",
+        encoding="utf-8",
+    )
+    cfg.chmod(0o644)
+    assert config.literal_secrets_exposed(cfg) == ["notifiers[0].secret", "notifiers[0].url", "notifiers[1].url"]
