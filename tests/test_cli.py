@@ -92,6 +92,9 @@ async def test_check_accepts_the_example_config(tmp_path: Path) -> None:
             "VOICEFOX_TOKEN": "t" * 20,
             "WEBHOOK_SECRET": SECRET,
             "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/X",
+            "DINGTALK_WEBHOOK_URL": "https://oapi.dingtalk.com/robot/send?access_token=t",
+            "DINGTALK_SECRET": "SECs",
+            "WECOM_WEBHOOK_URL": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k",
         },
         check=False,
     )

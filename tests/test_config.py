@@ -13,11 +13,20 @@ from watcher import config
 from watcher.cli import main
 from watcher.config import Config, LogNotifierConfig, SlackNotifierConfig, WebhookNotifierConfig, parse_duration
 from watcher.errors import ConfigError
+from watcher.notify.dingtalk import DingTalkNotifierConfig
+from watcher.notify.wecom import WeComNotifierConfig
 
 TOKEN = "vf-token-SECRET-0123456789"
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 bytes
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/SLACKPATHSECRET"
-ENV = {"VOICEFOX_TOKEN": TOKEN, "WEBHOOK_SECRET": WHSEC, "SLACK_WEBHOOK_URL": SLACK_URL}
+ENV = {
+    "VOICEFOX_TOKEN": TOKEN,
+    "WEBHOOK_SECRET": WHSEC,
+    "SLACK_WEBHOOK_URL": SLACK_URL,
+    "DINGTALK_WEBHOOK_URL": "https://oapi.dingtalk.com/robot/send?access_token=DINGTALKTOKENSECRET",
+    "DINGTALK_SECRET": "SECdingtalksigningsecret0123456789",
+    "WECOM_WEBHOOK_URL": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=WECOMKEYSECRET",
+}
 
 MINIMAL = """
 [api]
@@ -147,7 +156,7 @@ def test_full_config_loads_every_key() -> None:
 def test_shipped_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parent.parent / "config.example.toml"
     cfg = config.load(example, env=ENV)
-    assert [n.name for n in cfg.notifiers] == ["ops-hook", "ops-slack", "log"]
+    assert [n.name for n in cfg.notifiers] == ["ops-hook", "ops-slack", "ops-dingtalk", "ops-wecom", "log"]
 
 
 def test_config_is_immutable() -> None:
@@ -459,7 +468,10 @@ def test_unknown_key_problem_suggests_a_typo() -> None:
 
 def test_unknown_notifier_kind_problem_lists_the_kinds() -> None:
     (problem,) = problems_of(MINIMAL + '[[notifiers]]\nkind = "email"\nname = "m"\n')
-    assert problem == "notifiers[0].kind: 'email' is not a notifier kind (use one of: webhook, slack, log)"
+    assert (
+        problem == f"notifiers[0].kind: 'email' is not a notifier kind (use one of: {', '.join(config.NOTIFIER_KINDS)})"
+    )
+    assert {"webhook", "slack", "log", "dingtalk", "wecom"} <= set(config.NOTIFIER_KINDS)
 
 
 @pytest.mark.parametrize(
@@ -790,6 +802,8 @@ def test_the_example_config_documents_every_key() -> None:
         config.WebhookNotifierConfig,
         config.SlackNotifierConfig,
         config.LogNotifierConfig,
+        DingTalkNotifierConfig,
+        WeComNotifierConfig,
     ]
     for model in kinds:
         for key in model.model_fields:
@@ -815,6 +829,8 @@ def test_the_table_of_secrets_names_every_secret_field_of_the_models() -> None:
         ("notifiers", WebhookNotifierConfig, "webhook"),
         ("notifiers", SlackNotifierConfig, "slack"),
         ("notifiers", LogNotifierConfig, "log"),
+        ("notifiers", DingTalkNotifierConfig, "dingtalk"),
+        ("notifiers", WeComNotifierConfig, "wecom"),
     ]
     found = {
         (section, key, kind)

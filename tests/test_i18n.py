@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from slack_sdk.models.blocks import Block
 from watcher.detect import make_event
 from watcher.i18n import LANGUAGES, LOCALES, Translator, catalogue_path, translator
 from watcher.model import Event, EventType, TaskSnapshot
+from watcher.notify import dingtalk, wecom
 from watcher.notify.message import Message, build
 from watcher.notify.slack import render
 from watcher.notify.webhook import cloudevent
@@ -154,11 +156,20 @@ def as_text(message: Message) -> str:
     return "\n".join(lines)
 
 
-RENDERINGS = {
+RENDERINGS: dict[str, Callable[[Event, str], str]] = {
     "message.txt": lambda event, language: as_text(build(event, language=language, task_url=TASK_URL)),
     "slack.json": lambda event, language: json.dumps(
         render(build(event, language=language, task_url=TASK_URL)), ensure_ascii=False, indent=1
     ),
+    # DingTalk and WeCom with their mentions configured: the snapshots show where they go (danger only).
+    "dingtalk.json": lambda event, language: json.dumps(
+        dingtalk.render(build(event, language=language, task_url=TASK_URL), at_mobiles=["13800001111"]),
+        ensure_ascii=False,
+        indent=1,
+    ),
+    "wecom.md": lambda event, language: wecom.render(
+        build(event, language=language, task_url=TASK_URL), mention_userids=["zhangsan"]
+    )["markdown"]["content"],
     "webhook.json": lambda event, language: json.dumps(
         {k: v for k, v in cloudevent(event, language=language).items() if k in ("type", "headline", "severity")},
         ensure_ascii=False,

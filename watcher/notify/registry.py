@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from . import log, slack, webhook
+from . import dingtalk, log, slack, webhook, wecom
 from .base import Kind
 
 KINDS: dict[str, Kind] = {
     "webhook": webhook.KIND,
     "slack": slack.KIND,
     "log": log.KIND,
+    "dingtalk": dingtalk.KIND,
+    "wecom": wecom.KIND,
 }
