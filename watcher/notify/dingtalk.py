@@ -116,7 +116,7 @@ def render(msg: Message, *, keyword: str = "", at_mobiles: Sequence[str] = (), a
         msg.details,
         tail,
         limit=MAX_BYTES,
-        detail=lambda label, value: f"**{label}**\n\n{value}",
+        detail=lambda label, value: f"**{label}**\n\n{value}" if label else value,  # (a template body: none)
         value_join="\n\n",  # DingTalk joins single lines into one paragraph
     )
     # The title is what the conversation list and the notification show: plain text, not markdown.
@@ -150,6 +150,7 @@ class DingTalkNotifier:
         events: list[str] | None = None,
         language: str = DEFAULT_LANGUAGE,
         task_url: str = "",
+        messages: Callable[[Event], Message] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
@@ -159,8 +160,7 @@ class DingTalkNotifier:
         self._keyword = keyword
         self._at_mobiles = tuple(at_mobiles)
         self._at_all = at_all
-        self._language = language
-        self._task_url = task_url
+        self._message = messages or (lambda event: build(event, language=language, task_url=task_url))
         self._clock = clock
         self.wants = EventFilter(events if events is not None else FOR_PEOPLE)
         # The URL's access_token is a credential, and the numbers are people's: messages name the notifier only.
@@ -180,20 +180,12 @@ class DingTalkNotifier:
             at_mobiles=config.at_mobiles,
             at_all=config.at_all,
             events=config.events,
-            language=context.language_of(config),
-            task_url=context.task_url,
+            messages=context.messages_for(config),
         )
 
     async def send(self, event: Event) -> None:
         """Post the message or raise DeliveryError: sending too fast is temporary, a refused one permanent."""
-        payload = message(
-            event,
-            language=self._language,
-            task_url=self._task_url,
-            keyword=self._keyword,
-            at_mobiles=self._at_mobiles,
-            at_all=self._at_all,
-        )
+        payload = render(self._message(event), keyword=self._keyword, at_mobiles=self._at_mobiles, at_all=self._at_all)
         body = json.dumps(payload, ensure_ascii=False).encode()
         url = signed_url(self._url, self._secret, int(self._clock() * 1000)) if self._secret else self._url
         headers = {"Content-Type": "application/json; charset=utf-8"}

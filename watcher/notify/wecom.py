@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -84,7 +84,7 @@ def render(msg: Message, *, mention_userids: Sequence[str] = ()) -> dict[str, An
         msg.details,
         tail,
         limit=MAX_BYTES,
-        detail=lambda label, value: f"**{label}**\n{value}",
+        detail=lambda label, value: f"**{label}**\n{value}" if label else value,  # (a template body: none)
         value_join="\n",
     )
     return {"msgtype": "markdown", "markdown": {"content": content}}
@@ -110,13 +110,13 @@ class WeComNotifier:
         events: list[str] | None = None,
         language: str = DEFAULT_LANGUAGE,
         task_url: str = "",
+        messages: Callable[[Event], Message] | None = None,
     ) -> None:
         self.name = name
         self._url = url
         self._http = http
         self._mention_userids = tuple(mention_userids)
-        self._language = language
-        self._task_url = task_url
+        self._message = messages or (lambda event: build(event, language=language, task_url=task_url))
         self.wants = EventFilter(events if events is not None else FOR_PEOPLE)
         # The URL's key is a credential: messages name the notifier only.
         self._shown = f"{name} (wecom)"
@@ -131,15 +131,12 @@ class WeComNotifier:
             context.http,
             mention_userids=config.mention_userids,
             events=config.events,
-            language=context.language_of(config),
-            task_url=context.task_url,
+            messages=context.messages_for(config),
         )
 
     async def send(self, event: Event) -> None:
         """Post the message or raise DeliveryError: sending too fast is temporary, a refused one permanent."""
-        payload = message(
-            event, language=self._language, task_url=self._task_url, mention_userids=self._mention_userids
-        )
+        payload = render(self._message(event), mention_userids=self._mention_userids)
         body = json.dumps(payload, ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json; charset=utf-8"}
         response = await request(self._http, self._url, body, headers, shown_url=self._shown)
