@@ -458,8 +458,9 @@ def test_unknown_key_problem_suggests_a_typo() -> None:
 
 
 def test_unknown_notifier_kind_problem_lists_the_kinds() -> None:
-    (problem,) = problems_of(MINIMAL + '[[notifiers]]\nkind = "email"\nname = "m"\n')
-    assert problem == "notifiers[0].kind: 'email' is not a notifier kind (use one of: webhook, slack, log)"
+    (problem,) = problems_of(MINIMAL + '[[notifiers]]\nkind = "nope"\nname = "m"\n')
+    kinds = ", ".join(config.NOTIFIER_KINDS)  # every registered kind, in the registry's order
+    assert problem == f"notifiers[0].kind: 'nope' is not a notifier kind (use one of: {kinds})"
 
 
 @pytest.mark.parametrize(

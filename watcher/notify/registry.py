@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from . import log, slack, webhook
+from . import feishu, log, slack, webhook
 from .base import Kind
 
 KINDS: dict[str, Kind] = {
     "webhook": webhook.KIND,
     "slack": slack.KIND,
+    "feishu": feishu.KIND,
     "log": log.KIND,
 }
