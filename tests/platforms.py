@@ -4,6 +4,9 @@
   the signature (HMAC-SHA256 keyed with "timestamp\\nsecret" over nothing, base64) does not match or the timestamp is
   more than an hour from its clock; 9499 for a body it cannot read or one over 20 KB; 404 for an unknown token.
   `codes` scripts refusals (11232 frequency limited, 19024 keyword...).
+- `TeamsWorkflow`: a Power Automate "When a Teams webhook request is received" trigger. 401 for a missing or wrong
+  `sig`, 400 for a body that is not JSON, 202 with an empty body once it has the request (what the flow later does
+  with the card is not its answer); `replies` scripts other answers (429 with Retry-After...).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from watcher.httpserver import Request, Response, serve
 
 FEISHU_TOKEN = "0f1e2d3c-feishu-bot-token-4b5a"
 FEISHU_SECRET = "fs-sign-secret-7Hq2vX9k"
+TEAMS_SIG = "Zm9yZ2VkLXNpZ25hdHVyZS1mb3ItdGVzdHM"
 
 FEISHU_MESSAGES = {
     9499: "Bad Request",
@@ -89,8 +93,33 @@ class FeishuBot:
         return _json(200, {"StatusCode": 0, "StatusMessage": "success", "code": 0, "data": {}, "msg": "success"})
 
 
+class TeamsWorkflow:
+    """A Workflows webhook trigger: checks `sig`, takes JSON, answers 202."""
+
+    def __init__(self) -> None:
+        self.replies: list[Response] = []  # answers to give, consumed first (after the checks)
+        self.requests: list[Request] = []
+        self.accepted: list[dict[str, Any]] = []
+        self.url = ""
+
+    async def handle(self, request: Request) -> Response:
+        self.requests.append(request)
+        if request.query.get("sig") != [TEAMS_SIG]:
+            error = {"code": "DirectApiInvalidAuthorizationSignature", "message": "The provided signature is invalid."}
+            return _json(401, {"error": error})
+        try:
+            body = json.loads(request.body)
+        except ValueError:
+            error = {"code": "InvalidRequestContent", "message": "The request content is not valid JSON."}
+            return _json(400, {"error": error})
+        if self.replies:
+            return self.replies.pop(0)
+        self.accepted.append(body)
+        return Response(202, b"", ())
+
+
 @asynccontextmanager
-async def serving(platform: FeishuBot) -> AsyncIterator[str]:
+async def serving(platform: FeishuBot | TeamsWorkflow) -> AsyncIterator[str]:
     """Serve a stand-in on a free port of 127.0.0.1; yields the base URL."""
     async with anyio.create_task_group() as tg:
         port = await tg.start(serve, platform.handle)
@@ -100,3 +129,8 @@ async def serving(platform: FeishuBot) -> AsyncIterator[str]:
 
 def feishu_url(base: str) -> str:
     return f"{base}/open-apis/bot/v2/hook/{FEISHU_TOKEN}"
+
+
+def teams_url(base: str, sig: str = TEAMS_SIG) -> str:
+    # As a workflow hands it out: the trigger's path and its query, sig= last.
+    return f"{base}/workflows/4f1c0d9e/triggers/manual/paths/invoke?api-version=1&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig={sig}"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from . import feishu, log, slack, webhook
+from . import feishu, log, slack, teams, webhook
 from .base import Kind
 
 KINDS: dict[str, Kind] = {
     "webhook": webhook.KIND,
     "slack": slack.KIND,
     "feishu": feishu.KIND,
+    "teams": teams.KIND,
     "log": log.KIND,
 }
