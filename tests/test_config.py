@@ -13,11 +13,22 @@ from watcher import config
 from watcher.cli import main
 from watcher.config import Config, LogNotifierConfig, SlackNotifierConfig, WebhookNotifierConfig, parse_duration
 from watcher.errors import ConfigError
+from watcher.notify.feishu import FeishuNotifierConfig
+from watcher.notify.teams import TeamsNotifierConfig
 
 TOKEN = "vf-token-SECRET-0123456789"
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 bytes
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/SLACKPATHSECRET"
-ENV = {"VOICEFOX_TOKEN": TOKEN, "WEBHOOK_SECRET": WHSEC, "SLACK_WEBHOOK_URL": SLACK_URL}
+FEISHU_URL = "https://open.feishu.cn/open-apis/bot/v2/hook/0f1e2d3c-FEISHUTOKEN"
+TEAMS_URL = "https://prod-07.japaneast.logic.azure.com:443/workflows/4f1c/triggers/manual/paths/invoke?api-version=1&sig=TEAMSSIG"
+ENV = {
+    "VOICEFOX_TOKEN": TOKEN,
+    "WEBHOOK_SECRET": WHSEC,
+    "SLACK_WEBHOOK_URL": SLACK_URL,
+    "FEISHU_WEBHOOK_URL": FEISHU_URL,
+    "FEISHU_BOT_SECRET": "fs-sign-secret-7Hq2vX9k",
+    "TEAMS_WEBHOOK_URL": TEAMS_URL,
+}
 
 MINIMAL = """
 [api]
@@ -147,7 +158,7 @@ def test_full_config_loads_every_key() -> None:
 def test_shipped_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parent.parent / "config.example.toml"
     cfg = config.load(example, env=ENV)
-    assert [n.name for n in cfg.notifiers] == ["ops-hook", "ops-slack", "log"]
+    assert [n.name for n in cfg.notifiers] == ["ops-hook", "ops-slack", "ops-feishu", "ops-teams", "log"]
 
 
 def test_config_is_immutable() -> None:
@@ -790,6 +801,8 @@ def test_the_example_config_documents_every_key() -> None:
     kinds: list[type[pydantic.BaseModel]] = [
         config.WebhookNotifierConfig,
         config.SlackNotifierConfig,
+        FeishuNotifierConfig,
+        TeamsNotifierConfig,
         config.LogNotifierConfig,
     ]
     for model in kinds:
@@ -815,6 +828,8 @@ def test_the_table_of_secrets_names_every_secret_field_of_the_models() -> None:
     sections += [
         ("notifiers", WebhookNotifierConfig, "webhook"),
         ("notifiers", SlackNotifierConfig, "slack"),
+        ("notifiers", FeishuNotifierConfig, "feishu"),
+        ("notifiers", TeamsNotifierConfig, "teams"),
         ("notifiers", LogNotifierConfig, "log"),
     ]
     found = {

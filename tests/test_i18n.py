@@ -19,6 +19,7 @@ from slack_sdk.models.blocks import Block
 from watcher.detect import make_event
 from watcher.i18n import LANGUAGES, LOCALES, Translator, catalogue_path, translator
 from watcher.model import Event, EventType, TaskSnapshot
+from watcher.notify import feishu, teams
 from watcher.notify.message import Message, build
 from watcher.notify.slack import render
 from watcher.notify.webhook import cloudevent
@@ -158,6 +159,12 @@ RENDERINGS = {
     "message.txt": lambda event, language: as_text(build(event, language=language, task_url=TASK_URL)),
     "slack.json": lambda event, language: json.dumps(
         render(build(event, language=language, task_url=TASK_URL)), ensure_ascii=False, indent=1
+    ),
+    "feishu.json": lambda event, language: json.dumps(
+        feishu.render(build(event, language=language, task_url=TASK_URL)), ensure_ascii=False, indent=1
+    ),
+    "teams.json": lambda event, language: json.dumps(
+        teams.card(build(event, language=language, task_url=TASK_URL)), ensure_ascii=False, indent=1
     ),
     "webhook.json": lambda event, language: json.dumps(
         {k: v for k, v in cloudevent(event, language=language).items() if k in ("type", "headline", "severity")},
