@@ -22,6 +22,7 @@ from watcher.simulator import Simulator
 from watcher.store import Store
 
 from .conftest import Receiver
+from .platforms import FEISHU_SECRET, FeishuBot, TeamsWorkflow, feishu_url, serving, teams_url
 
 pytestmark = pytest.mark.anyio
 WATCHER = str(Path(sys.executable).parent / "watcher")
@@ -95,6 +96,9 @@ async def test_check_accepts_the_example_config(tmp_path: Path) -> None:
             "DINGTALK_WEBHOOK_URL": "https://oapi.dingtalk.com/robot/send?access_token=t",
             "DINGTALK_SECRET": "SECs",
             "WECOM_WEBHOOK_URL": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k",
+            "FEISHU_WEBHOOK_URL": "https://open.feishu.cn/open-apis/bot/v2/hook/token",
+            "FEISHU_BOT_SECRET": "feishu-secret",
+            "TEAMS_WEBHOOK_URL": "https://prod-07.japaneast.logic.azure.com/workflows/x/triggers/manual/paths/invoke?sig=s",
         },
         check=False,
     )
@@ -216,6 +220,51 @@ async def test_notify_test_reports_each_notifier(receiver: Receiver, tmp_path: P
     unknown = await run(["notify-test", "-c", str(cfg), "--notifier", "nope"], token="token-value")
     assert unknown.returncode == 2
     assert b"nope" in unknown.stderr
+
+
+async def test_notify_test_reaches_feishu_and_teams_and_reports_a_wrong_feishu_secret(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """One line per notifier: the stand-ins check the signature and the sig= as the platforms do."""
+    bot, workflow = FeishuBot(), TeamsWorkflow()
+    async with serving(bot) as feishu_base, serving(workflow) as teams_base:
+        chat = f"""
+[messages]
+language = "ja"
+
+[[notifiers]]
+kind = "feishu"
+name = "cn-oncall"
+url = "{feishu_url(feishu_base)}"
+secret = "${{TEST_FEISHU_SECRET}}"
+
+[[notifiers]]
+kind = "teams"
+name = "jp-ops"
+url = "{teams_url(teams_base)}"
+"""
+        cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", receiver.url, [1], extra=chat)
+        environment = env("t") | {"TEST_FEISHU_SECRET": FEISHU_SECRET}
+        ok = await anyio.run_process([WATCHER, "notify-test", "-c", str(cfg)], env=environment, check=False)
+        assert ok.returncode == 0, ok.stdout.decode() + ok.stderr.decode()
+        lines = ok.stdout.decode().splitlines()
+        assert "cn-oncall: 送信しました" in lines, lines  # [messages] language = "ja"
+        assert "jp-ops: 送信しました" in lines, lines
+        (card,) = bot.accepted
+        assert card["card"]["header"]["title"]["content"] == "voicefox-watcher からのテスト通知"
+        (message,) = workflow.accepted
+        assert message["attachments"][0]["content"]["type"] == "AdaptiveCard"
+
+        environment["TEST_FEISHU_SECRET"] = "not-the-bots-secret"
+        wrong = await anyio.run_process(
+            [WATCHER, "notify-test", "-c", str(cfg), "--notifier", "cn-oncall"], env=environment, check=False
+        )
+    assert wrong.returncode == 1
+    (line,) = [line for line in wrong.stdout.decode().splitlines() if not line.startswith("{")]  # not log lines
+    assert line.startswith("cn-oncall: 失敗（再送しません）: cn-oncall (feishu): Feishu answered code 19021")
+    assert "19021" in line and "`secret`" in line
+    assert "not-the-bots-secret" not in line and FEISHU_SECRET not in line
+    assert len(bot.accepted) == 1
 
 
 async def test_a_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:

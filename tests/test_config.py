@@ -14,11 +14,15 @@ from watcher.cli import main
 from watcher.config import Config, LogNotifierConfig, SlackNotifierConfig, WebhookNotifierConfig, parse_duration
 from watcher.errors import ConfigError
 from watcher.notify.dingtalk import DingTalkNotifierConfig
+from watcher.notify.feishu import FeishuNotifierConfig
+from watcher.notify.teams import TeamsNotifierConfig
 from watcher.notify.wecom import WeComNotifierConfig
 
 TOKEN = "vf-token-SECRET-0123456789"
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 bytes
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/SLACKPATHSECRET"
+FEISHU_URL = "https://open.feishu.cn/open-apis/bot/v2/hook/0f1e2d3c-FEISHUTOKEN"
+TEAMS_URL = "https://prod-07.japaneast.logic.azure.com:443/workflows/4f1c/triggers/manual/paths/invoke?api-version=1&sig=TEAMSSIG"
 ENV = {
     "VOICEFOX_TOKEN": TOKEN,
     "WEBHOOK_SECRET": WHSEC,
@@ -26,6 +30,9 @@ ENV = {
     "DINGTALK_WEBHOOK_URL": "https://oapi.dingtalk.com/robot/send?access_token=DINGTALKTOKENSECRET",
     "DINGTALK_SECRET": "SECdingtalksigningsecret0123456789",
     "WECOM_WEBHOOK_URL": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=WECOMKEYSECRET",
+    "FEISHU_WEBHOOK_URL": FEISHU_URL,
+    "FEISHU_BOT_SECRET": "fs-sign-secret-7Hq2vX9k",
+    "TEAMS_WEBHOOK_URL": TEAMS_URL,
 }
 
 MINIMAL = """
@@ -156,7 +163,15 @@ def test_full_config_loads_every_key() -> None:
 def test_shipped_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parent.parent / "config.example.toml"
     cfg = config.load(example, env=ENV)
-    assert [n.name for n in cfg.notifiers] == ["ops-hook", "ops-slack", "ops-dingtalk", "ops-wecom", "log"]
+    assert [n.name for n in cfg.notifiers] == [
+        "ops-hook",
+        "ops-slack",
+        "ops-dingtalk",
+        "ops-wecom",
+        "ops-feishu",
+        "ops-teams",
+        "log",
+    ]
 
 
 def test_config_is_immutable() -> None:
@@ -467,11 +482,9 @@ def test_unknown_key_problem_suggests_a_typo() -> None:
 
 
 def test_unknown_notifier_kind_problem_lists_the_kinds() -> None:
-    (problem,) = problems_of(MINIMAL + '[[notifiers]]\nkind = "email"\nname = "m"\n')
-    assert (
-        problem == f"notifiers[0].kind: 'email' is not a notifier kind (use one of: {', '.join(config.NOTIFIER_KINDS)})"
-    )
-    assert {"webhook", "slack", "log", "dingtalk", "wecom"} <= set(config.NOTIFIER_KINDS)
+    (problem,) = problems_of(MINIMAL + '[[notifiers]]\nkind = "nope"\nname = "m"\n')
+    kinds = ", ".join(config.NOTIFIER_KINDS)  # every registered kind, in the registry's order
+    assert problem == f"notifiers[0].kind: 'nope' is not a notifier kind (use one of: {kinds})"
 
 
 @pytest.mark.parametrize(
@@ -801,6 +814,8 @@ def test_the_example_config_documents_every_key() -> None:
     kinds: list[type[pydantic.BaseModel]] = [
         config.WebhookNotifierConfig,
         config.SlackNotifierConfig,
+        FeishuNotifierConfig,
+        TeamsNotifierConfig,
         config.LogNotifierConfig,
         DingTalkNotifierConfig,
         WeComNotifierConfig,
@@ -828,6 +843,8 @@ def test_the_table_of_secrets_names_every_secret_field_of_the_models() -> None:
     sections += [
         ("notifiers", WebhookNotifierConfig, "webhook"),
         ("notifiers", SlackNotifierConfig, "slack"),
+        ("notifiers", FeishuNotifierConfig, "feishu"),
+        ("notifiers", TeamsNotifierConfig, "teams"),
         ("notifiers", LogNotifierConfig, "log"),
         ("notifiers", DingTalkNotifierConfig, "dingtalk"),
         ("notifiers", WeComNotifierConfig, "wecom"),

@@ -20,7 +20,7 @@ from slack_sdk.models.blocks import Block
 from watcher.detect import make_event
 from watcher.i18n import LANGUAGES, LOCALES, Translator, catalogue_path, translator
 from watcher.model import Event, EventType, TaskSnapshot
-from watcher.notify import dingtalk, wecom
+from watcher.notify import dingtalk, feishu, teams, wecom
 from watcher.notify.message import Message, build
 from watcher.notify.slack import render
 from watcher.notify.webhook import cloudevent
@@ -170,6 +170,12 @@ RENDERINGS: dict[str, Callable[[Event, str], str]] = {
     "wecom.md": lambda event, language: wecom.render(
         build(event, language=language, task_url=TASK_URL), mention_userids=["zhangsan"]
     )["markdown"]["content"],
+    "feishu.json": lambda event, language: json.dumps(
+        feishu.render(build(event, language=language, task_url=TASK_URL)), ensure_ascii=False, indent=1
+    ),
+    "teams.json": lambda event, language: json.dumps(
+        teams.card(build(event, language=language, task_url=TASK_URL)), ensure_ascii=False, indent=1
+    ),
     "webhook.json": lambda event, language: json.dumps(
         {k: v for k, v in cloudevent(event, language=language).items() if k in ("type", "headline", "severity")},
         ensure_ascii=False,

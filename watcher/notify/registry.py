@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from . import dingtalk, log, slack, webhook, wecom
+from . import dingtalk, feishu, log, slack, teams, webhook, wecom
 from .base import Kind
 
 KINDS: dict[str, Kind] = {
     "webhook": webhook.KIND,
     "slack": slack.KIND,
-    "log": log.KIND,
     "dingtalk": dingtalk.KIND,
     "wecom": wecom.KIND,
+    "feishu": feishu.KIND,
+    "teams": teams.KIND,
+    "log": log.KIND,
 }
