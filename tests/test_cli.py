@@ -21,7 +21,7 @@ from watcher.model import Event
 from watcher.simulator import Simulator
 from watcher.store import Store
 
-from .conftest import Receiver
+from .conftest import Mailbox, Receiver
 
 pytestmark = pytest.mark.anyio
 WATCHER = str(Path(sys.executable).parent / "watcher")
@@ -92,6 +92,7 @@ async def test_check_accepts_the_example_config(tmp_path: Path) -> None:
             "VOICEFOX_TOKEN": "t" * 20,
             "WEBHOOK_SECRET": SECRET,
             "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/X",
+            "SMTP_PASSWORD": "smtp-pass",
         },
         check=False,
     )
@@ -213,6 +214,36 @@ async def test_notify_test_reports_each_notifier(receiver: Receiver, tmp_path: P
     unknown = await run(["notify-test", "-c", str(cfg), "--notifier", "nope"], token="token-value")
     assert unknown.returncode == 2
     assert b"nope" in unknown.stderr
+
+
+async def test_notify_test_sends_a_mail_through_a_real_smtp_server(mailbox: Mailbox, tmp_path: Path) -> None:
+    (tmp_path / "smtp-password").write_text("relay-pass\n")
+    mailbox.logins = {"watcher": "relay-pass"}
+    email = f"""
+[messages]
+language = "ja"
+
+[[notifiers]]
+kind = "email"
+name = "ops-mail"
+host = "127.0.0.1"
+port = {mailbox.port}
+tls = "none"
+username = "watcher"
+password_file = "smtp-password"
+from = "watcher@example.com"
+to = ["ops@example.com"]
+"""
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/hook", [1], extra=email)
+    result = await run(["notify-test", "-c", str(cfg), "--notifier", "ops-mail"], token="token-value")
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert "ops-mail: 送信しました" in result.stdout.decode().splitlines()
+    assert mailbox.authenticated == ["watcher"]
+    assert mailbox.mails[0]["Subject"] == "【通知】voicefox-watcher からのテスト通知"
+    mailbox.data_reply = "554 5.7.1 Rejected"
+    refused = await run(["notify-test", "-c", str(cfg), "--notifier", "ops-mail"], token="token-value")
+    assert refused.returncode == 1
+    assert "ops-mail" in refused.stdout.decode() and "554 5.7.1 Rejected" in refused.stdout.decode()
 
 
 async def test_a_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:

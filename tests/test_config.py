@@ -13,11 +13,12 @@ from watcher import config
 from watcher.cli import main
 from watcher.config import Config, LogNotifierConfig, SlackNotifierConfig, WebhookNotifierConfig, parse_duration
 from watcher.errors import ConfigError
+from watcher.notify.email import EmailNotifierConfig
 
 TOKEN = "vf-token-SECRET-0123456789"
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 bytes
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/SLACKPATHSECRET"
-ENV = {"VOICEFOX_TOKEN": TOKEN, "WEBHOOK_SECRET": WHSEC, "SLACK_WEBHOOK_URL": SLACK_URL}
+ENV = {"VOICEFOX_TOKEN": TOKEN, "WEBHOOK_SECRET": WHSEC, "SLACK_WEBHOOK_URL": SLACK_URL, "SMTP_PASSWORD": "smtp-pass"}
 
 MINIMAL = """
 [api]
@@ -147,7 +148,7 @@ def test_full_config_loads_every_key() -> None:
 def test_shipped_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parent.parent / "config.example.toml"
     cfg = config.load(example, env=ENV)
-    assert [n.name for n in cfg.notifiers] == ["ops-hook", "ops-slack", "log"]
+    assert [n.name for n in cfg.notifiers] == ["ops-hook", "ops-slack", "ops-mail", "log"]
 
 
 def test_config_is_immutable() -> None:
@@ -422,7 +423,7 @@ BROKEN: list[tuple[str, str, str]] = [
     ("missing-notifier-name", MINIMAL + '[[notifiers]]\nkind = "log"\n', "notifiers[0].name"),
     ("missing-webhook-url", MINIMAL + '[[notifiers]]\nkind = "webhook"\nname = "h"\n', "notifiers[0].url"),
     # notifier kinds
-    ("unknown-notifier-kind", MINIMAL + '[[notifiers]]\nkind = "email"\nname = "m"\n', "notifiers[0].kind"),
+    ("unknown-notifier-kind", MINIMAL + '[[notifiers]]\nkind = "pigeon"\nname = "m"\n', "notifiers[0].kind"),
     ("notifier-kind-int", MINIMAL + "[[notifiers]]\nkind = 1\nname = 'm'\n", "notifiers[0].kind"),
     ("missing-notifier-kind", MINIMAL + '[[notifiers]]\nname = "h"\nurl = "https://x"\n', "notifiers[0].kind"),
     ("kind-of-second-notifier", MINIMAL + HOOK + '[[notifiers]]\nkind = "Slack"\nname = "s"\n', "notifiers[1].kind"),
@@ -458,8 +459,10 @@ def test_unknown_key_problem_suggests_a_typo() -> None:
 
 
 def test_unknown_notifier_kind_problem_lists_the_kinds() -> None:
-    (problem,) = problems_of(MINIMAL + '[[notifiers]]\nkind = "email"\nname = "m"\n')
-    assert problem == "notifiers[0].kind: 'email' is not a notifier kind (use one of: webhook, slack, log)"
+    (problem,) = problems_of(MINIMAL + '[[notifiers]]\nkind = "pigeon"\nname = "m"\n')
+    kinds = ", ".join(config.NOTIFIER_KINDS)
+    assert kinds.startswith("webhook, slack, log")
+    assert problem == f"notifiers[0].kind: 'pigeon' is not a notifier kind (use one of: {kinds})"
 
 
 @pytest.mark.parametrize(
@@ -594,7 +597,7 @@ def test_cli_check_accepts_a_valid_file(tmp_path: Path, capsys: pytest.CaptureFi
         pytest.param(with_watch('interval = "soon"'), "watch.interval:", id="bad-duration"),
         pytest.param(with_watch("intervall = 3"), "watch.intervall: unknown key", id="typo"),
         pytest.param('[api]\ntoken = "t"\n[watch]\ntasks = []\n', "watch.tasks:", id="no-tasks"),
-        pytest.param(MINIMAL + '[[notifiers]]\nkind = "email"\nname = "m"\n', "notifiers[0].kind:", id="bad-kind"),
+        pytest.param(MINIMAL + '[[notifiers]]\nkind = "pigeon"\nname = "m"\n', "notifiers[0].kind:", id="bad-kind"),
         pytest.param('[api\ntoken = "t"\n', "TOML syntax error", id="toml-syntax"),
     ],
 )
@@ -790,9 +793,11 @@ def test_the_example_config_documents_every_key() -> None:
         config.WebhookNotifierConfig,
         config.SlackNotifierConfig,
         config.LogNotifierConfig,
+        EmailNotifierConfig,
     ]
     for model in kinds:
-        for key in model.model_fields:
+        for key, field in model.model_fields.items():
+            key = field.alias or key  # `from` is a keyword in Python: the email settings call it `sender`
             assert f"\n{key} = " in text, f"notifiers.{key}"
 
 

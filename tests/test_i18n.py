@@ -19,6 +19,7 @@ from slack_sdk.models.blocks import Block
 from watcher.detect import make_event
 from watcher.i18n import LANGUAGES, LOCALES, Translator, catalogue_path, translator
 from watcher.model import Event, EventType, TaskSnapshot
+from watcher.notify import email
 from watcher.notify.message import Message, build
 from watcher.notify.slack import render
 from watcher.notify.webhook import cloudevent
@@ -159,6 +160,10 @@ RENDERINGS = {
     "slack.json": lambda event, language: json.dumps(
         render(build(event, language=language, task_url=TASK_URL)), ensure_ascii=False, indent=1
     ),
+    "email.txt": lambda event, language: (lambda m: f"Subject: {email.subject(m)}\n\n{email.text_body(m)}")(
+        build(event, language=language, task_url=TASK_URL)
+    ),
+    "email.html": lambda event, language: email.html_body(build(event, language=language, task_url=TASK_URL)),
     "webhook.json": lambda event, language: json.dumps(
         {k: v for k, v in cloudevent(event, language=language).items() if k in ("type", "headline", "severity")},
         ensure_ascii=False,

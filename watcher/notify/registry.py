@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from . import log, slack, webhook
+from . import email, log, slack, webhook
 from .base import Kind
 
 KINDS: dict[str, Kind] = {
     "webhook": webhook.KIND,
     "slack": slack.KIND,
     "log": log.KIND,
+    "email": email.KIND,
 }
