@@ -93,6 +93,7 @@ async def test_check_accepts_the_example_config(tmp_path: Path) -> None:
             "WEBHOOK_SECRET": SECRET,
             "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/X",
             "SMTP_PASSWORD": "smtp-pass",
+            "APPRISE_URL": "ntfys://ntfy.example.com/voicefox",
         },
         check=False,
     )
@@ -216,10 +217,14 @@ async def test_notify_test_reports_each_notifier(receiver: Receiver, tmp_path: P
     assert b"nope" in unknown.stderr
 
 
-async def test_notify_test_sends_a_mail_through_a_real_smtp_server(mailbox: Mailbox, tmp_path: Path) -> None:
+async def test_notify_test_reaches_email_and_apprise_receivers(
+    mailbox: Mailbox, receiver: Receiver, tmp_path: Path
+) -> None:
+    """One line per notifier: a mail through a real SMTP server (with AUTH), an Apprise json:// URL to a receiver."""
     (tmp_path / "smtp-password").write_text("relay-pass\n")
     mailbox.logins = {"watcher": "relay-pass"}
-    email = f"""
+    apprise_url = receiver.url.replace("http://", "json://")
+    notifiers = f"""
 [messages]
 language = "ja"
 
@@ -233,17 +238,31 @@ username = "watcher"
 password_file = "smtp-password"
 from = "watcher@example.com"
 to = ["ops@example.com"]
+
+[[notifiers]]
+kind = "apprise"
+name = "pager"
+url = "{apprise_url}"
 """
-    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/hook", [1], extra=email)
-    result = await run(["notify-test", "-c", str(cfg), "--notifier", "ops-mail"], token="token-value")
-    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
-    assert "ops-mail: 送信しました" in result.stdout.decode().splitlines()
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/hook", [1], extra=notifiers)
+    sent = {}
+    for name in ("ops-mail", "pager"):
+        result = await run(["notify-test", "-c", str(cfg), "--notifier", name], token="token-value")
+        assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+        sent[name] = [line for line in result.stdout.decode().splitlines() if not line.startswith("{")]
+    assert sent == {"ops-mail": ["ops-mail: 送信しました"], "pager": ["pager: 送信しました"]}
     assert mailbox.authenticated == ["watcher"]
     assert mailbox.mails[0]["Subject"] == "【通知】voicefox-watcher からのテスト通知"
+    assert receiver.bodies()[0]["title"] == "voicefox-watcher からのテスト通知"
+
     mailbox.data_reply = "554 5.7.1 Rejected"
-    refused = await run(["notify-test", "-c", str(cfg), "--notifier", "ops-mail"], token="token-value")
-    assert refused.returncode == 1
-    assert "ops-mail" in refused.stdout.decode() and "554 5.7.1 Rejected" in refused.stdout.decode()
+    receiver.default = Response(500, b"down")
+    failed = await run(["notify-test", "-c", str(cfg)], token="token-value")
+    assert failed.returncode == 1
+    lines = [line for line in failed.stdout.decode().splitlines() if not line.startswith("{")]
+    assert [line.split(":")[0] for line in lines] == ["hook", "log", "ops-mail", "pager"]
+    assert "ops-mail: 失敗（再送しません）" in lines[2] and "554 5.7.1 Rejected" in lines[2]
+    assert lines[3].startswith("pager: 失敗（再送します）: pager (Apprise: JSON): not delivered")
 
 
 async def test_a_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:

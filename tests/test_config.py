@@ -13,12 +13,19 @@ from watcher import config
 from watcher.cli import main
 from watcher.config import Config, LogNotifierConfig, SlackNotifierConfig, WebhookNotifierConfig, parse_duration
 from watcher.errors import ConfigError
+from watcher.notify.apprise import AppriseNotifierConfig
 from watcher.notify.email import EmailNotifierConfig
 
 TOKEN = "vf-token-SECRET-0123456789"
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 bytes
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/SLACKPATHSECRET"
-ENV = {"VOICEFOX_TOKEN": TOKEN, "WEBHOOK_SECRET": WHSEC, "SLACK_WEBHOOK_URL": SLACK_URL, "SMTP_PASSWORD": "smtp-pass"}
+ENV = {
+    "VOICEFOX_TOKEN": TOKEN,
+    "WEBHOOK_SECRET": WHSEC,
+    "SLACK_WEBHOOK_URL": SLACK_URL,
+    "SMTP_PASSWORD": "smtp-pass",
+    "APPRISE_URL": "ntfys://ntfy.example.com/voicefox",
+}
 
 MINIMAL = """
 [api]
@@ -148,7 +155,7 @@ def test_full_config_loads_every_key() -> None:
 def test_shipped_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parent.parent / "config.example.toml"
     cfg = config.load(example, env=ENV)
-    assert [n.name for n in cfg.notifiers] == ["ops-hook", "ops-slack", "ops-mail", "log"]
+    assert [n.name for n in cfg.notifiers] == ["ops-hook", "ops-slack", "ops-mail", "oncall-phones", "log"]
 
 
 def test_config_is_immutable() -> None:
@@ -794,6 +801,7 @@ def test_the_example_config_documents_every_key() -> None:
         config.SlackNotifierConfig,
         config.LogNotifierConfig,
         EmailNotifierConfig,
+        AppriseNotifierConfig,
     ]
     for model in kinds:
         for key, field in model.model_fields.items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import email, log, slack, webhook
+from . import apprise, email, log, slack, webhook
 from .base import Kind
 
 KINDS: dict[str, Kind] = {
@@ -10,4 +10,5 @@ KINDS: dict[str, Kind] = {
     "slack": slack.KIND,
     "log": log.KIND,
     "email": email.KIND,
+    "apprise": apprise.KIND,
 }
