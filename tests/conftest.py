@@ -1,13 +1,20 @@
-"""Shared fixtures: the anyio backend, a simulator served on 127.0.0.1, and a recording webhook receiver."""
+"""Shared fixtures: the anyio backend, a simulator served on 127.0.0.1, a recording webhook receiver, and a real SMTP
+server (aiosmtpd) with a recording mailbox."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from typing import Any
 
 import anyio
 import pytest
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from watcher.httpserver import Request, Response, serve
 from watcher.simulator import Simulator
@@ -66,3 +73,83 @@ async def receiver() -> AsyncIterator[Receiver]:
         rcv.url = f"http://127.0.0.1:{port}/hook"
         yield rcv
         tg.cancel_scope.cancel()
+
+
+class Mailbox:
+    """What a real SMTP server (aiosmtpd) on 127.0.0.1 received; it answers from a script.
+
+    `refuse` maps a recipient to the reply that refuses it ("550 5.1.1 ..."); `data_reply` answers DATA instead of
+    accepting the mail ("451 4.3.0 ..."); `logins` are the username/password pairs AUTH accepts.
+    """
+
+    def __init__(self) -> None:
+        self.mails: list[EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []  # (MAIL FROM, RCPT TO) of each accepted mail
+        self.refuse: dict[str, str] = {}
+        self.data_reply: str | None = None
+        self.logins: dict[str, str] = {}
+        self.authenticated: list[str] = []
+        self.port = 0
+
+    async def handle_RCPT(  # aiosmtpd calls its hooks by these names
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_reply is not None:
+            return self.data_reply
+        assert isinstance(envelope.content, bytes) and envelope.mail_from is not None
+        mail = message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(mail, EmailMessage)
+        self.mails.append(mail)
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 2.0.0 Message accepted for delivery"
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        """aiosmtpd's authenticator: accept the configured logins only."""
+        if isinstance(auth_data, LoginPassword):
+            login, password = auth_data.login.decode(), auth_data.password.decode()
+            if self.logins.get(login) == password:
+                self.authenticated.append(login)
+                return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)
+
+
+@asynccontextmanager
+async def smtp_server(
+    mailbox: Mailbox, *, implicit_tls: ssl.SSLContext | None = None, starttls: ssl.SSLContext | None = None
+) -> AsyncIterator[Mailbox]:
+    """Serve `mailbox` on a free port of 127.0.0.1: plain, STARTTLS (required) or TLS from the first byte."""
+    loop = asyncio.get_running_loop()
+
+    def protocol() -> SMTP:
+        return SMTP(
+            mailbox,
+            hostname="mail.test",
+            tls_context=starttls,
+            require_starttls=starttls is not None,
+            authenticator=mailbox.authenticate if mailbox.logins else None,
+            auth_require_tls=False,  # the plain server's AUTH is tested too (to a relay on this host)
+            loop=loop,
+        )
+
+    server = await loop.create_server(protocol, "127.0.0.1", 0, ssl=implicit_tls)
+    mailbox.port = server.sockets[0].getsockname()[1]
+    try:
+        yield mailbox
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+async def mailbox() -> AsyncIterator[Mailbox]:
+    """A plain SMTP server on a free port of 127.0.0.1 (a relay on this host), recording what it accepts."""
+    async with smtp_server(Mailbox()) as box:
+        yield box

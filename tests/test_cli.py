@@ -21,7 +21,7 @@ from watcher.model import Event
 from watcher.simulator import Simulator
 from watcher.store import Store
 
-from .conftest import Receiver
+from .conftest import Mailbox, Receiver
 from .platforms import FEISHU_SECRET, FeishuBot, TeamsWorkflow, feishu_url, serving, teams_url
 
 pytestmark = pytest.mark.anyio
@@ -99,6 +99,8 @@ async def test_check_accepts_the_example_config(tmp_path: Path) -> None:
             "FEISHU_WEBHOOK_URL": "https://open.feishu.cn/open-apis/bot/v2/hook/token",
             "FEISHU_BOT_SECRET": "feishu-secret",
             "TEAMS_WEBHOOK_URL": "https://prod-07.japaneast.logic.azure.com/workflows/x/triggers/manual/paths/invoke?sig=s",
+            "SMTP_PASSWORD": "smtp-pass",
+            "APPRISE_URL": "ntfys://ntfy.example.com/voicefox",
         },
         check=False,
     )
@@ -597,3 +599,51 @@ async def test_the_readme_command_table_lists_every_command_of_watcher_help() ->
     listed = re.findall(r"^\| `watcher ([a-z-]+)", readme, flags=re.MULTILINE)
     assert "run" in commands and "health" in commands  # the help was parsed
     assert [c for c in commands if c not in listed] == []
+
+
+async def test_notify_test_reaches_email_and_apprise_receivers(
+    mailbox: Mailbox, receiver: Receiver, tmp_path: Path
+) -> None:
+    """One line per notifier: a mail through a real SMTP server (with AUTH), an Apprise json:// URL to a receiver."""
+    (tmp_path / "smtp-password").write_text("relay-pass\n")
+    mailbox.logins = {"watcher": "relay-pass"}
+    apprise_url = receiver.url.replace("http://", "json://")
+    notifiers = f"""
+[messages]
+language = "ja"
+
+[[notifiers]]
+kind = "email"
+name = "ops-mail"
+host = "127.0.0.1"
+port = {mailbox.port}
+tls = "none"
+username = "watcher"
+password_file = "smtp-password"
+from = "watcher@example.com"
+to = ["ops@example.com"]
+
+[[notifiers]]
+kind = "apprise"
+name = "pager"
+url = "{apprise_url}"
+"""
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/hook", [1], extra=notifiers)
+    sent = {}
+    for name in ("ops-mail", "pager"):
+        result = await run(["notify-test", "-c", str(cfg), "--notifier", name], token="token-value")
+        assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+        sent[name] = [line for line in result.stdout.decode().splitlines() if not line.startswith("{")]
+    assert sent == {"ops-mail": ["ops-mail: 送信しました"], "pager": ["pager: 送信しました"]}
+    assert mailbox.authenticated == ["watcher"]
+    assert mailbox.mails[0]["Subject"] == "【通知】voicefox-watcher からのテスト通知"
+    assert receiver.bodies()[0]["title"] == "voicefox-watcher からのテスト通知"
+
+    mailbox.data_reply = "554 5.7.1 Rejected"
+    receiver.default = Response(500, b"down")
+    failed = await run(["notify-test", "-c", str(cfg)], token="token-value")
+    assert failed.returncode == 1
+    lines = [line for line in failed.stdout.decode().splitlines() if not line.startswith("{")]
+    assert [line.split(":")[0] for line in lines] == ["hook", "log", "ops-mail", "pager"]
+    assert "ops-mail: 失敗（再送しません）" in lines[2] and "554 5.7.1 Rejected" in lines[2]
+    assert lines[3].startswith("pager: 失敗（再送します）: pager (Apprise: JSON): not delivered")

@@ -13,7 +13,9 @@ from watcher import config
 from watcher.cli import main
 from watcher.config import Config, LogNotifierConfig, SlackNotifierConfig, WebhookNotifierConfig, parse_duration
 from watcher.errors import ConfigError
+from watcher.notify.apprise import AppriseNotifierConfig
 from watcher.notify.dingtalk import DingTalkNotifierConfig
+from watcher.notify.email import EmailNotifierConfig
 from watcher.notify.feishu import FeishuNotifierConfig
 from watcher.notify.teams import TeamsNotifierConfig
 from watcher.notify.wecom import WeComNotifierConfig
@@ -33,6 +35,8 @@ ENV = {
     "FEISHU_WEBHOOK_URL": FEISHU_URL,
     "FEISHU_BOT_SECRET": "fs-sign-secret-7Hq2vX9k",
     "TEAMS_WEBHOOK_URL": TEAMS_URL,
+    "SMTP_PASSWORD": "smtp-pass",
+    "APPRISE_URL": "ntfys://ntfy.example.com/voicefox",
 }
 
 MINIMAL = """
@@ -170,6 +174,8 @@ def test_shipped_example_config_is_valid() -> None:
         "ops-wecom",
         "ops-feishu",
         "ops-teams",
+        "ops-mail",
+        "oncall-phones",
         "log",
     ]
 
@@ -446,7 +452,7 @@ BROKEN: list[tuple[str, str, str]] = [
     ("missing-notifier-name", MINIMAL + '[[notifiers]]\nkind = "log"\n', "notifiers[0].name"),
     ("missing-webhook-url", MINIMAL + '[[notifiers]]\nkind = "webhook"\nname = "h"\n', "notifiers[0].url"),
     # notifier kinds
-    ("unknown-notifier-kind", MINIMAL + '[[notifiers]]\nkind = "email"\nname = "m"\n', "notifiers[0].kind"),
+    ("unknown-notifier-kind", MINIMAL + '[[notifiers]]\nkind = "pigeon"\nname = "m"\n', "notifiers[0].kind"),
     ("notifier-kind-int", MINIMAL + "[[notifiers]]\nkind = 1\nname = 'm'\n", "notifiers[0].kind"),
     ("missing-notifier-kind", MINIMAL + '[[notifiers]]\nname = "h"\nurl = "https://x"\n', "notifiers[0].kind"),
     ("kind-of-second-notifier", MINIMAL + HOOK + '[[notifiers]]\nkind = "Slack"\nname = "s"\n', "notifiers[1].kind"),
@@ -619,7 +625,7 @@ def test_cli_check_accepts_a_valid_file(tmp_path: Path, capsys: pytest.CaptureFi
         pytest.param(with_watch('interval = "soon"'), "watch.interval:", id="bad-duration"),
         pytest.param(with_watch("intervall = 3"), "watch.intervall: unknown key", id="typo"),
         pytest.param('[api]\ntoken = "t"\n[watch]\ntasks = []\n', "watch.tasks:", id="no-tasks"),
-        pytest.param(MINIMAL + '[[notifiers]]\nkind = "email"\nname = "m"\n', "notifiers[0].kind:", id="bad-kind"),
+        pytest.param(MINIMAL + '[[notifiers]]\nkind = "pigeon"\nname = "m"\n', "notifiers[0].kind:", id="bad-kind"),
         pytest.param('[api\ntoken = "t"\n', "TOML syntax error", id="toml-syntax"),
     ],
 )
@@ -819,9 +825,12 @@ def test_the_example_config_documents_every_key() -> None:
         config.LogNotifierConfig,
         DingTalkNotifierConfig,
         WeComNotifierConfig,
+        EmailNotifierConfig,
+        AppriseNotifierConfig,
     ]
     for model in kinds:
-        for key in model.model_fields:
+        for key, field in model.model_fields.items():
+            key = field.alias or key  # `from` is a keyword in Python: the email settings call it `sender`
             assert f"\n{key} = " in text, f"notifiers.{key}"
 
 

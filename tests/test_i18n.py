@@ -20,7 +20,7 @@ from slack_sdk.models.blocks import Block
 from watcher.detect import make_event
 from watcher.i18n import LANGUAGES, LOCALES, Translator, catalogue_path, translator
 from watcher.model import Event, EventType, TaskSnapshot
-from watcher.notify import dingtalk, feishu, teams, wecom
+from watcher.notify import apprise, dingtalk, email, feishu, teams, wecom
 from watcher.notify.message import Message, build
 from watcher.notify.slack import render
 from watcher.notify.webhook import cloudevent
@@ -156,6 +156,15 @@ def as_text(message: Message) -> str:
     return "\n".join(lines)
 
 
+def as_email(message: Message) -> str:
+    return f"Subject: {email.subject(message)}\n\n{email.text_body(message)}"
+
+
+def as_apprise(message: Message) -> str:
+    title, body = apprise.render(message)
+    return f"title: {title}\ntype: {apprise.NOTIFY_TYPES[message.severity]}\n\n{body}"
+
+
 RENDERINGS: dict[str, Callable[[Event, str], str]] = {
     "message.txt": lambda event, language: as_text(build(event, language=language, task_url=TASK_URL)),
     "slack.json": lambda event, language: json.dumps(
@@ -176,6 +185,9 @@ RENDERINGS: dict[str, Callable[[Event, str], str]] = {
     "teams.json": lambda event, language: json.dumps(
         teams.card(build(event, language=language, task_url=TASK_URL)), ensure_ascii=False, indent=1
     ),
+    "email.txt": lambda event, language: as_email(build(event, language=language, task_url=TASK_URL)),
+    "email.html": lambda event, language: email.html_body(build(event, language=language, task_url=TASK_URL)),
+    "apprise.txt": lambda event, language: as_apprise(build(event, language=language, task_url=TASK_URL)),
     "webhook.json": lambda event, language: json.dumps(
         {k: v for k, v in cloudevent(event, language=language).items() if k in ("type", "headline", "severity")},
         ensure_ascii=False,

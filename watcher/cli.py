@@ -51,7 +51,8 @@ def _setup_logging(config: Config, args: argparse.Namespace, also_redact: Sequen
             "config.secrets_readable",
             path=str(path),
             keys=exposed,
-            hint=f"others can read these secrets: chmod 600 {path}, or use ${{VAR}} or token_file/secret_file/url_file",
+            hint=f"others can read these secrets: chmod 600 {path}, or use ${{VAR}} or "
+            + "/".join(dict.fromkeys(f"{key.rsplit('.', 1)[-1]}_file" for key in exposed)),
         )
 
 

@@ -51,8 +51,14 @@ RESTART_SECTIONS = ("api", "store", "delivery", "http", "push")
 
 
 def notify_context(config: Config, http: httpx.AsyncClient) -> notify.Context:
-    """What every notifier is built with: the delivery client and the `[messages]` settings."""
-    return notify.Context(http, language=config.messages.language, task_url=config.messages.task_url)
+    """What every notifier is built with: the delivery client, the `[delivery]` limits and the `[messages]` settings."""
+    return notify.Context(
+        http,
+        language=config.messages.language,
+        task_url=config.messages.task_url,
+        timeout=config.delivery.timeout,
+        verify_tls=config.delivery.verify_tls,
+    )
 
 
 def delivery_client(config: Config) -> httpx.AsyncClient:

@@ -53,11 +53,14 @@ EVERYTHING = ("*",)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Context:
-    """What every notifier is built with: the shared HTTP client and the `[messages]` settings."""
+    """What every notifier is built with: the shared HTTP client, the `[delivery]` limits a channel without that client
+    must apply itself (SMTP, Apprise), and the `[messages]` settings."""
 
     http: httpx.AsyncClient
     language: str = DEFAULT_LANGUAGE  # `[messages] language`; a notifier's own `language` wins
     task_url: str = ""  # `[messages] task_url`: a link to the task, "{id}" replaced
+    timeout: float = 10.0  # `[delivery] timeout`: how long one delivery attempt may take
+    verify_tls: bool = True  # `[delivery] verify_tls`
 
     def language_of(self, config: NotifierBase) -> str:
         """The language a notifier's people read."""

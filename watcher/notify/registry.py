@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import dingtalk, feishu, log, slack, teams, webhook, wecom
+from . import apprise, dingtalk, email, feishu, log, slack, teams, webhook, wecom
 from .base import Kind
 
 KINDS: dict[str, Kind] = {
@@ -12,5 +12,7 @@ KINDS: dict[str, Kind] = {
     "wecom": wecom.KIND,
     "feishu": feishu.KIND,
     "teams": teams.KIND,
+    "email": email.KIND,
+    "apprise": apprise.KIND,
     "log": log.KIND,
 }
