@@ -87,6 +87,7 @@ class Mailbox:
         self.envelopes: list[tuple[str, list[str]]] = []  # (MAIL FROM, RCPT TO) of each accepted mail
         self.refuse: dict[str, str] = {}
         self.data_reply: str | None = None
+        self.data_replies: list[str] = []  # one-off answers to DATA, consumed before `data_reply`
         self.logins: dict[str, str] = {}
         self.authenticated: list[str] = []
         self.port = 0
@@ -100,6 +101,8 @@ class Mailbox:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_replies:
+            return self.data_replies.pop(0)
         if self.data_reply is not None:
             return self.data_reply
         assert isinstance(envelope.content, bytes) and envelope.mail_from is not None

@@ -596,3 +596,17 @@ def test_slack_cuts_long_text_by_what_slack_counts_so_emoji_cannot_overflow_a_bl
     assert any(t.startswith("🎉") for t in texts)
     assert all(len(t.encode("utf-16-le")) // 2 <= 3000 for t in texts)
     Block.parse_all(payload["blocks"])
+
+
+async def test_a_receiver_echoing_the_url_credential_in_its_error_has_it_hidden(
+    receiver: Receiver, http: httpx.AsyncClient
+) -> None:
+    """A proxy or a platform that quotes the request's URL back must not carry its token into logs and the outbox."""
+    token = "tok-3f9c2e71a8b4d605"
+    url = f"{receiver.url.removesuffix('/hook')}/hooks/{token}-{token}?access_token={token}&sig=SIGVALUE123"
+    receiver.replies.append(Response(400, f"no such hook: {url} (sig=SIGVALUE123, access_token={token})".encode()))
+    with pytest.raises(DeliveryError) as caught:
+        await WebhookNotifier("hook", url, http).send(event_of(EventType.FAILED))
+    assert token not in str(caught.value)
+    assert "SIGVALUE123" not in str(caught.value)
+    assert "no such hook" in str(caught.value)  # the rest of what it said stays

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 
@@ -16,6 +17,18 @@ _RETRYABLE_4XX = frozenset({408, 425, 429})
 async def post(http: httpx.AsyncClient, url: str, content: bytes, headers: dict[str, str], *, shown_url: str) -> None:
     """POST `content`; return on 2xx, raise DeliveryError otherwise. `shown_url` is what messages may name."""
     await request(http, url, content, headers, shown_url=shown_url)
+
+
+def hide_url_parts(text: str, url: str) -> str:
+    """`text` with every part of `url` that may be a credential replaced by "***": the query's values, userinfo, and
+    the longer path segments (webhook URLs carry their token in either)."""
+    parts = urlsplit(url)
+    candidates = [value for values in parse_qs(parts.query).values() for value in values]
+    candidates += [parts.username or "", parts.password or ""]
+    candidates += [unquote(segment) for segment in parts.path.split("/") if len(segment) >= 12]
+    for secret in sorted({c for c in candidates if len(c) >= 6}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 async def request(
@@ -35,6 +48,7 @@ async def request(
     if 200 <= status < 300:
         return response
     reason = response.text[:200].strip().replace("\n", " ") if response.content else ""
+    reason = hide_url_parts(reason, url)  # a receiver (or a proxy) may echo the URL, whose token is a credential
     message = f"{shown_url}: receiver answered {status}" + (f" {reason!r}" if reason else "")
     if 300 <= status < 400:
         raise DeliveryError(message + " (a redirect: configure the final URL)", permanent=True)
