@@ -7,18 +7,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import string
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
+from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 from slack_sdk.models.blocks import Block
 
 from watcher.detect import make_event
-from watcher.i18n import LANGUAGES, LOCALES, Translator, catalogue_path, translator
+from watcher.i18n import KEYWORDS, LANGUAGES, LOCALES, Translator, catalogue_path, translator
 from watcher.model import Event, EventType, TaskSnapshot
 from watcher.notify import apprise, dingtalk, email, feishu, teams, wecom
 from watcher.notify.message import Message, build
@@ -27,7 +28,6 @@ from watcher.notify.webhook import cloudevent
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # 18:00 in Tokyo
-PLACEHOLDER = re.compile(r"\{[a-z_]*\}")
 
 
 def catalogue(language: str) -> dict[str, Any]:
@@ -45,9 +45,7 @@ def test_the_template_holds_every_message_the_code_marks() -> None:
     package = Path(__file__).parent.parent / "watcher"
     marked = {
         message
-        for _, _, message, _, _ in extract_from_dir(
-            package, method_map=[("**.py", "python")], keywords={**DEFAULT_KEYWORDS, "N_": None}
-        )
+        for _, _, message, _, _ in extract_from_dir(package, method_map=[("**.py", "python")], keywords=KEYWORDS)
     }
     assert marked == template_ids()
 
@@ -60,9 +58,16 @@ def test_every_message_is_translated_with_the_same_placeholders(language: str) -
         entry = translated[message_id]
         assert entry.string, f"{language}: {message_id!r} is untranslated"
         assert not entry.fuzzy, f"{language}: {message_id!r} is marked fuzzy"
-        assert sorted(PLACEHOLDER.findall(entry.string)) == sorted(PLACEHOLDER.findall(message_id)), (
+        assert fields(entry.string) == fields(message_id), (
             f"{language}: {message_id!r} -> {entry.string!r} changes the placeholders"
         )
+        # And it formats as the code will format it (a stray brace or a positional field would raise there).
+        entry.string.format(**dict.fromkeys(fields(message_id), "x"))
+
+
+def fields(text: str) -> list[str]:
+    """The placeholders of a message as str.format reads them: every field name, positional and odd ones included."""
+    return sorted(str(name) for _, name, _, _ in string.Formatter().parse(text) if name is not None)
 
 
 def test_an_unknown_language_is_refused_with_the_ones_there_are() -> None:

@@ -356,10 +356,18 @@ def test_slack_headline_is_a_header_block_showing_the_name_verbatim() -> None:
         "type": "header",
         "text": {
             "type": "plain_text",
-            "text": f":white_check_mark: Campaign “{MARKUP_NAME}” (task {TASK}) finished",
-            "emoji": True,
+            "text": f"✅ Campaign “{MARKUP_NAME}” (task {TASK}) finished",
+            "emoji": False,
         },
     }
+
+
+def test_slack_shows_an_emoji_shortcode_in_a_name_as_written() -> None:
+    """Our symbols are Unicode, so no block turns shortcodes on: a campaign named ":rotating_light:" stays text."""
+    payload = message(event_of(EventType.FAILED, name=":rotating_light: VIP"))
+    plain = [b["text"] for b in payload["blocks"] if b.get("text", {}).get("type") == "plain_text"]
+    assert plain[0]["text"].startswith("❌ Campaign “:rotating_light: VIP”")
+    assert not any(text.get("emoji") for text in plain)
 
 
 def test_slack_headline_too_long_for_a_header_is_a_plain_text_section() -> None:

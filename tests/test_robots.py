@@ -223,13 +223,15 @@ async def test_dingtalk_a_robot_with_a_keyword_accepts_only_messages_that_carry_
 @pytest.mark.parametrize(
     ("reply", "permanent", "retry_after", "said"),
     [
-        (envelope(130101, "send too fast, exceed 20 times per minute"), False, 60.0, "sends too fast"),
+        (envelope(130101, "send too fast, exceed 20 times per minute"), False, 600.0, "sends too fast"),
+        (envelope(410100, "发送速度太快而限流"), False, 600.0, "sends too fast"),
+        (envelope(90030, "webhook over limit"), False, 3600.0, "over its limit"),
         (envelope(-1, "系统繁忙"), False, None, "busy"),
         (envelope(400102, "机器人已停用"), True, None, "400102"),
         (Response(200, b"<html>gateway</html>", (("Content-Type", "text/html"),)), True, None, "errcode"),
         (Response(502, b"bad gateway", (("Content-Type", "text/plain"),)), False, None, "502"),
     ],
-    ids=["too-fast", "busy", "robot-stopped", "not-json", "502"],
+    ids=["too-fast", "too-fast-410100", "over-quota", "busy", "robot-stopped", "not-json", "502"],
 )
 async def test_dingtalk_answers_map_to_temporary_or_permanent_failures(
     dingtalk: DingTalkRobot,

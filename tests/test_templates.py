@@ -125,3 +125,23 @@ async def test_templated_messages_reach_every_channel_as_plain_text(receiver: Re
     (body,) = receiver.bodies()
     texts = [b["text"]["text"] for b in body["blocks"] if b.get("text", {}).get("type") == "plain_text"]
     assert "<!channel> *VIP*" in texts
+
+
+def test_watcher_check_renders_only_the_events_a_notifier_gets_and_says_ok_only_when_all_render(tmp_path: Path) -> None:
+    import contextlib
+
+    path = tmp_path / "w.toml"
+    path.write_text(
+        '[api]\ntoken = "t"\n[watch]\ntasks = [1]\n[[notifiers]]\nkind = "log"\nname = "audit"\n'
+        'events = ["voicefox.task.*"]\ntitle_template = "{{ task.name }} {{ event.kind }}"\n'
+    )
+    path.chmod(0o600)
+    out = io.StringIO()
+    assert main(["check", "-c", str(path)], stdout=out) == 0  # the API's own events never reach it
+    assert out.getvalue().startswith(f"{path}: OK")
+    path.write_text(path.read_text().replace('events = ["voicefox.task.*"]', 'events = ["*"]'))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["check", "-c", str(path)], stdout=out) == 2
+    assert "OK" not in out.getvalue()
+    assert "voicefox.watcher.api_unreachable" in err.getvalue()

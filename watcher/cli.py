@@ -150,6 +150,8 @@ async def _once(config: Config) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config file."""
     config = config_mod.load(config_mod.default_path(args.config))
+    if problems := _template_problems(config):
+        raise ConfigError(problems, str(config_mod.default_path(args.config)))
     out = args.stdout
     print(f"{config_mod.default_path(args.config)}: OK", file=out)
     print(f"  api: {config.api.base_url} (timeout {config.api.timeout:g}s)", file=out)
@@ -174,8 +176,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  notifier {n.name}: {n.kind} in {language}, events {', '.join(events)}", file=out)
     if not config.notifiers:
         print("  warning: no [[notifiers]]: events would be stored but sent nowhere", file=out)
-    if problems := _template_problems(config):
-        raise ConfigError(problems, str(config_mod.default_path(args.config)))
+
     path = config_mod.default_path(args.config)
     if exposed := config_mod.literal_secrets_exposed(path):
         print(f"  warning: others can read the secrets in {', '.join(exposed)}: chmod 600 {path}", file=out)
@@ -192,7 +193,10 @@ def _template_problems(config: Config) -> list[str]:
         if templates is None:
             continue
         language = n.language or config.messages.language
+        wants = notify.EventFilter(n.events if n.events is not None else notify.DEFAULT_EVENTS[n.kind])
         for event in samples():
+            if not wants(event.type):  # (notify-test's own event falls back to the built-in message if need be)
+                continue
             try:
                 templates.render(build_message(event, language=language, task_url=config.messages.task_url), event)
             except TemplateError as exc:
@@ -466,13 +470,13 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
                 except DeliveryError as exc:
                     failed += 1
                     line = (
-                        t.gettext("{name}: FAILED (permanent): {error}")
+                        t.say("{name}: FAILED (permanent): {error}", name=name, error=exc)
                         if exc.permanent
-                        else t.gettext("{name}: FAILED (temporary): {error}")
+                        else t.say("{name}: FAILED (temporary): {error}", name=name, error=exc)
                     )
-                    print(line.format(name=name, error=exc), file=args.stdout)
+                    print(line, file=args.stdout)
                 else:
-                    print(t.gettext("{name}: sent").format(name=name), file=args.stdout)
+                    print(t.say("{name}: sent", name=name), file=args.stdout)
         return EXIT_FAILURE if failed else EXIT_OK
 
     return anyio.run(send_all)

@@ -104,18 +104,16 @@ async def run_demo(out: TextIO, scale: float = 1.0, language: str = "en") -> int
                 },
                 source="demo",
             )
-            opening = t.gettext(
+            opening = t.say(
                 "voicefox-watcher demo: simulator on 127.0.0.1:{api_port}, signed webhooks to 127.0.0.1:{hook_port}, "
-                "{campaigns} campaigns, polling every {interval}"
+                "{campaigns} campaigns, polling every {interval}",
+                api_port=api_port,
+                hook_port=hook_port,
+                campaigns=len(task_ids),
+                interval=t.duration(config.watch.interval),
             )
             print(
-                opening.format(
-                    api_port=api_port,
-                    hook_port=hook_port,
-                    campaigns=len(task_ids),
-                    interval=t.duration(config.watch.interval),
-                )
-                + "\n",
+                opening + "\n",
                 file=out,
                 flush=True,
             )
@@ -130,17 +128,22 @@ async def run_demo(out: TextIO, scale: float = 1.0, language: str = "en") -> int
             tg.cancel_scope.cancel()
     polls = sim.requests_by_task
     how = t.gettext(HOW[zone.source])
-    print("\n" + t.gettext("The campaigns' time zone: {zone} ({how})").format(zone=zone.name, how=how), file=out)
+    print("\n" + t.say("The campaigns' time zone: {zone} ({how})", zone=zone.name, how=how), file=out)
     print(
-        t.gettext(
-            "Task 1004 calls later today in Tokyo: polled {later} times, against {now} for task 1001 calling now"
-        ).format(later=polls.get(1004, 0), now=polls.get(1001, 0)),
+        t.say(
+            "Task 1004 calls later today in Tokyo: polled {later} times, against {now} for task 1001 calling now",
+            later=polls.get(1004, 0),
+            now=polls.get(1001, 0),
+        ),
         file=out,
     )
     duplicates = len(received) - len({e.id for e in received})
     ok = not timer.cancelled_caught and bad_signatures == 0 and duplicates == 0
-    summary = t.gettext("{events} events delivered, {duplicates} duplicates, {bad} bad signatures").format(
-        events=len(received), duplicates=duplicates, bad=bad_signatures
+    summary = t.say(
+        "{events} events delivered, {duplicates} duplicates, {bad} bad signatures",
+        events=len(received),
+        duplicates=duplicates,
+        bad=bad_signatures,
     )
     if timer.cancelled_caught:
         summary += t.gettext("; the campaigns did not all end in time")

@@ -138,13 +138,29 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
-Language = Annotated[str, pydantic.AfterValidator(lambda v: _check_language(v))]
-
-
 def _check_language(value: str) -> str:
-    if value not in LANGUAGES:
-        raise ValueError(f"{json.dumps(value)} is not a supported language (use one of: {', '.join(LANGUAGES)})")
-    return value
+    """A supported language, also as people tag it for a country: zh-CN and zh-SG are zh-Hans, zh-TW and zh-HK
+    zh-Hant, ja-JP ja, en-US en."""
+    canonical = {language.lower(): language for language in LANGUAGES}
+    tag = value.strip().replace("_", "-").lower()
+    if tag in canonical:
+        return canonical[tag]
+    if tag in _ALIASES:
+        return _ALIASES[tag]
+    if tag.split("-")[0] in ("en", "ja"):
+        return tag.split("-")[0]
+    raise ValueError(f"{json.dumps(value)} is not a supported language (use one of: {', '.join(LANGUAGES)})")
+
+
+_ALIASES = {
+    "zh-cn": "zh-Hans",
+    "zh-sg": "zh-Hans",
+    "zh": "zh-Hans",
+    "zh-tw": "zh-Hant",
+    "zh-hk": "zh-Hant",
+    "zh-mo": "zh-Hant",
+}
+Language = Annotated[str, pydantic.AfterValidator(_check_language)]
 
 
 class NotifierBase(Section):

@@ -1,7 +1,7 @@
 """Languages: the message catalogues (gettext `.po` files, read with Babel) and locale-aware numbers, times and
 durations (Babel's CLDR data).
 
-Every word a person reads goes through a `Translator`: `t.gettext("Campaign “{name}” finished").format(name=...)`.
+Every word a person reads goes through a `Translator`: `t.say("Campaign “{name}” finished", name=...)`.
 The English text is the message id; `watcher/locales/<language>/LC_MESSAGES/watcher.po` holds each translation, and
 `watcher/locales/watcher.pot` every message id (regenerate it with `python -m watcher.i18n extract`). Languages:
 """
@@ -27,6 +27,7 @@ LANGUAGES = ("en", "ja", "zh-Hans", "zh-Hant")  # as people write them (BCP 47);
 DEFAULT_LANGUAGE = "en"
 LOCALES = Path(__file__).parent / "locales"
 DOMAIN = "watcher"
+KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None, "say": None}  # what marks a message id
 
 __doc__ = (__doc__ or "") + " " + ", ".join(LANGUAGES) + "."
 
@@ -67,19 +68,30 @@ class Translator:
         """The message in this language (the English text itself where a catalogue lacks it)."""
         return self._translations.ugettext(message)
 
+    def say(self, message: str, **fields: object) -> str:
+        """The message in this language with its placeholders filled; a translation whose placeholders do not fit
+        (a translator's slip) gives the English text instead of an exception that would cost an alert."""
+        try:
+            return self.gettext(message).format(**fields)
+        except (KeyError, IndexError, ValueError, AttributeError):
+            return message.format(**fields)
+
     def ngettext(self, singular: str, plural: str, n: int) -> str:
         """The singular or plural message for `n` in this language."""
         return self._translations.ungettext(singular, plural, n)
 
     def number(self, value: int | float) -> str:
         """12,345 / 12,345 / 12 345, as the language writes numbers."""
-        return format_decimal(value, locale=self.locale)
+        try:
+            return format_decimal(value, locale=self.locale)
+        except (ArithmeticError, ValueError, TypeError):  # (Babel's decimals have limits; an alert has none)
+            return str(value)
 
     def percent(self, value: int | None) -> str:
         """A whole percentage ("41%"), or a dash when unknown."""
         if value is None:
             return "–"
-        return self.gettext("{value}%").format(value=self.number(value))
+        return self.say("{value}%", value=self.number(value))
 
     def duration(self, seconds: float) -> str:
         """ "45 sec", "15 min", "2 hr, 5 min" (en); "2 時間 5 分" (ja); "2小时5分钟" (zh-Hans): at most two units
@@ -115,13 +127,13 @@ def translator(language: str = DEFAULT_LANGUAGE) -> Translator:
 def _extract(out: Path) -> None:
     """Write the template of every message id found in the package (`python -m watcher.i18n extract`)."""
     from babel.messages.catalog import Catalog
-    from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
+    from babel.messages.extract import extract_from_dir
     from babel.messages.pofile import write_po
 
     catalog = Catalog(project="voicefox-watcher", domain=DOMAIN)
     package = Path(__file__).parent
     for filename, lineno, message, comments, _context in extract_from_dir(
-        package, method_map=[("**.py", "python")], keywords={**DEFAULT_KEYWORDS, "N_": None}
+        package, method_map=[("**.py", "python")], keywords=KEYWORDS
     ):
         catalog.add(message, locations=[(f"watcher/{filename}", lineno)], auto_comments=comments, flags=())
     with out.open("wb") as f:

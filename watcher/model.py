@@ -158,7 +158,7 @@ def _lenient_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return value if abs(value) < 10**15 else None  # no count or percentage is that large: a broken answer
     if isinstance(value, str):
         try:
             value = float(value.strip())
@@ -170,7 +170,17 @@ def _lenient_int(value: Any) -> int | None:
 
 
 def _lenient_str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+    return clean_text(value) if isinstance(value, str) else ""
+
+
+def clean_text(text: str) -> str:
+    """`text` as valid Unicode: a lone surrogate (JSON allows "\\ud800") becomes U+FFFD, for it could be encoded by no
+    channel and would make every alert about its task undeliverable."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return text
 
 
 def _no_bool(value: Any) -> Any:

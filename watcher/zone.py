@@ -116,7 +116,7 @@ class Zone:
                 return UNKNOWN
             minutes = parse_offset(name)
             return cls(fixed(minutes) if minutes is not None else ZoneInfo(name), source)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OSError):  # (ZoneInfo reads a file named after the zone)
             return UNKNOWN
 
 

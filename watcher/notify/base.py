@@ -8,11 +8,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import httpx
+import structlog
 
 from ..fields import NotifierBase
 from ..i18n import DEFAULT_LANGUAGE
 from ..model import Event, EventType
-from .message import Message, build
+from .message import Message, build, fallback
 from .templates import Templates
 
 
@@ -46,6 +47,8 @@ class EventFilter:
         )
 
 
+_log = structlog.get_logger("watcher.notify")
+
 # Chat is for people: first sightings and progress milestones would be noise there; machines and logs get everything.
 FOR_PEOPLE = ("*", f"!{EventType.OBSERVED.value}", f"!{EventType.PROGRESSED.value}")
 EVERYTHING = ("*",)
@@ -72,7 +75,11 @@ class Context:
         templates = Templates.compile(config.name, config.title_template, config.body_template)
 
         def message(event: Event) -> Message:
-            built = build(event, language=language, task_url=task_url)
+            try:
+                built = build(event, language=language, task_url=task_url)
+            except Exception as exc:  # noqa: BLE001 - a message that cannot be built must not cost the alert
+                _log.exception("notify.message_failed", notifier=config.name, event_type=event.type, error=str(exc))
+                return fallback(event)
             return templates.apply(built, event) if templates is not None else built
 
         return message

@@ -36,7 +36,9 @@ MAX_BYTES = 4096  # DingTalk documents no limit for markdown; WeCom's, so that a
 _MAX_HEADLINE = 1024  # bytes of markdown for the headline, and for each fact's value
 _MAX_FACT = 512
 _MAX_TITLE = 128  # characters of the title (the conversation list and the notification show one line of it)
-TOO_FAST_PAUSE = 60.0  # 130101: about 20 messages a minute per robot
+# 130101 / 410100: more than about 20 messages a minute, and DingTalk then throttles the robot for ten minutes: an
+# earlier retry would only be refused again.
+TOO_FAST_PAUSE = 600.0
 _MOBILE = re.compile(r"^\+?[0-9][0-9-]{2,19}$")
 
 
@@ -194,11 +196,13 @@ class DingTalkNotifier:
         if code == 0:
             return
         said = f"{code} {shown_errmsg(errmsg, self._hidden)!r}"
-        if code == 130101:
+        if code in (130101, 410100):
             raise DeliveryError(
                 f"{self._shown}: DingTalk says the robot sends too fast ({said}): about 20 messages a minute",
                 retry_after=TOO_FAST_PAUSE,
             )
+        if code == 90030:  # the robot's message quota is used up for now; it resets
+            raise DeliveryError(f"{self._shown}: DingTalk says the robot is over its limit ({said})", retry_after=3600)
         if code == -1:
             raise DeliveryError(f"{self._shown}: DingTalk is busy ({said})")
         if code == 310000:

@@ -134,7 +134,7 @@ def _cut(text: str) -> str:
 
 def subject(msg: Message) -> str:
     """The severity marker and the headline, on one line."""
-    return _one_line(translator(msg.language).gettext(_SUBJECTS[msg.severity]).format(headline=msg.headline))
+    return _one_line(translator(msg.language).say(_SUBJECTS[msg.severity], headline=msg.headline))
 
 
 def text_body(msg: Message) -> str:

@@ -11,7 +11,7 @@ from ..fields import NotifierBase
 from ..i18n import DEFAULT_LANGUAGE
 from ..model import Event
 from .base import EVERYTHING, Context, EventFilter, Kind
-from .message import Message, Severity, build
+from .message import EventView, Message, Severity, build
 
 _log = structlog.get_logger("watcher.notify.log")
 
@@ -45,7 +45,7 @@ class LogNotifier:
     async def send(self, event: Event) -> None:
         """Log the event."""
         msg = self._message(event)
-        task = event.data.get("task") or {}
+        task = EventView.of(event).task
         level = _LEVELS["warning" if msg.severity in (Severity.WARNING, Severity.DANGER) else "info"]
         _log.log(
             level,
@@ -54,8 +54,8 @@ class LogNotifier:
             type=event.type,
             event_id=event.id,
             task_id=event.subject,
-            status=task.get("status"),
-            progress=task.get("progress"),
+            status=task.status if task else None,
+            progress=task.progress if task else None,
             message=msg.headline,
         )
 

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..i18n import DEFAULT_LANGUAGE, N_, Translator, translator
-from ..model import EventType, Status
+from ..model import EventType, Status, clean_text
 from ..zone import Zone
 
 
@@ -36,7 +36,7 @@ def _int(value: Any) -> int | None:
 
 
 def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+    return clean_text(value) if isinstance(value, str) else ""  # (events stored by an older version, too)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -259,7 +259,7 @@ def build(
     if task is not None:
         status = status_text(task.status, t)
         if view.previous_status and view.previous_status != task.status:
-            status = t.gettext("{before} → {after}").format(before=status_text(view.previous_status, t), after=status)
+            status = t.say("{before} → {after}", before=status_text(view.previous_status, t), after=status)
         facts += [
             Fact(t.gettext("Status"), status),
             Fact(t.gettext("Progress"), t.percent(task.progress)),
@@ -277,10 +277,11 @@ def build(
         details.append(
             Fact(
                 t.gettext("Calling windows"),
-                t.gettext(
+                t.say(
                     "They could not be placed: their time zone is unknown, so this stall counted every hour. "
-                    "Set {key} to the zone the campaign calls in."
-                ).format(key=view.stall.fix),
+                    "Set {key} to the zone the campaign calls in.",
+                    key=view.stall.fix,
+                ),
             )
         )
     elif view.stall is not None and view.stall.windows_doubted:
@@ -293,7 +294,7 @@ def build(
     if view.type == EventType.TEST and view.text:
         details.append(Fact(t.gettext("Message"), t.gettext("If you can read this, voicefox-watcher can reach you.")))
     time_text = t.time(view.time, zone)
-    who = t.gettext("task {id}").format(id=view.subject) if view.subject.isdigit() else view.subject
+    who = t.say("task {id}", id=view.subject) if view.subject.isdigit() else view.subject
     link = task_url.replace("{id}", str(task.id)) if task_url and task is not None else None
     return Message(
         event_id=view.id,
@@ -331,11 +332,11 @@ def _headline(view: EventView, t: Translator) -> str:
                 if refused
                 else N_("VoiceFox API reachable again after {duration}")
             )
-        return t.gettext(message).format(duration=duration)
+        return t.say(message, duration=duration)
     task = view.task
     named, unnamed = _HEADLINES.get(view.type, ("", ""))
     if not named:
-        return t.gettext("{type} for task {id}").format(type=view.type, id=view.subject)
+        return t.say("{type} for task {id}", type=view.type, id=view.subject)
     milestone = view.milestone if view.milestone is not None else (task.progress if task else None)
     fields = {
         "name": task.name if task else "",
@@ -345,7 +346,32 @@ def _headline(view: EventView, t: Translator) -> str:
         "status": status_text(task.status, t) if task else "–",
         "duration": t.duration(view.stall.seconds) if view.stall else "",
     }
-    headline = t.gettext(named if task and task.name else unnamed).format(**fields)
+    headline = t.say(named if task and task.name else unnamed, **fields)
     if view.first_sight:
-        headline = t.gettext("{headline} (already so when the watcher first saw it)").format(headline=headline)
+        headline = t.say("{headline} (already so when the watcher first saw it)", headline=headline)
     return headline
+
+
+def fallback(event: Any) -> Message:
+    """The plainest message an event can have, with nothing read from its data but the type, the subject and the time:
+    what goes out (in English) if building the real one ever fails, so that no alert is lost to a bug."""
+    type_ = str(getattr(event, "type", ""))
+    kind = type_.rsplit(".", 1)[-1]
+    subject, when = str(getattr(event, "subject", "")), getattr(event, "time", None)
+    time_text = when.isoformat() if isinstance(when, datetime) else ""
+    return Message(
+        event_id=str(getattr(event, "id", "")),
+        event_type=type_,
+        severity=next((severity for known, severity in _SEVERITY.items() if known == type_), Severity.WARNING),
+        icon=kind,
+        headline=f"{type_ or 'event'} for {subject}",
+        facts=(),
+        details=(),
+        time=when if isinstance(when, datetime) else datetime.now().astimezone(),
+        time_text=time_text,
+        footer=f"{subject} · {type_} · {time_text}",
+        task_id=int(subject) if subject.isdigit() else None,
+        link=None,
+        link_text="",
+        language=DEFAULT_LANGUAGE,
+    )

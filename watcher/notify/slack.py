@@ -11,6 +11,7 @@ import httpx
 from ..fields import NotifierBase, SecretHttpUrl
 from ..i18n import DEFAULT_LANGUAGE
 from ..model import Event
+from . import robot
 from .base import FOR_PEOPLE, Context, EventFilter, Kind
 from .http import post
 from .message import Message, build
@@ -27,23 +28,9 @@ _MAX_HEADER = 150  # Slack caps a header block's text at 150 characters
 _MAX_SECTION = 2900  # and a section's text at 3000
 _MAX_FIELD = 1900  # and a field's at 2000
 
-# Slack's own emoji for each event type (the icon names of `Message`).
-EMOJI = {
-    "observed": ":eyes:",
-    "started": ":arrow_forward:",
-    "progressed": ":bar_chart:",
-    "finished": ":white_check_mark:",
-    "stopped": ":double_vertical_bar:",
-    "timed_out": ":hourglass:",
-    "failed": ":x:",
-    "resumed": ":arrow_forward:",
-    "changed": ":grey_question:",
-    "stalled": ":warning:",
-    "missing": ":ghost:",
-    "api_unreachable": ":satellite_antenna:",
-    "api_recovered": ":satellite_antenna:",
-    "test": ":bell:",
-}
+# Each event type's symbol, as Unicode rather than Slack's :shortcodes:, so that no text may turn shortcodes on:
+# a campaign named ":rotating_light: VIP" is shown as written.
+EMOJI = robot.EMOJI
 
 
 def _escape(text: str) -> str:
@@ -71,8 +58,8 @@ def _cut(text: str, limit: int) -> str:
 
 def render(msg: Message) -> dict[str, Any]:
     """The Slack payload of a message."""
-    emoji = EMOJI.get(msg.icon, ":information_source:")
-    title = _plain(f"{emoji} {msg.headline}", emoji=True)  # emoji: our shortcode becomes the emoji
+    emoji = EMOJI.get(msg.icon, "ℹ️")
+    title = _plain(f"{emoji} {msg.headline}")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": title}
         if _slack_len(title["text"]) <= _MAX_HEADER

@@ -1,0 +1,127 @@
+"""Whatever the API sends, every channel renders it: a rendering that raises would retry an alert until it is
+dead-lettered, and lose it. Property tests over odd task data (lone surrogates, huge numbers, control characters,
+empty and very long text) through every channel; and the safety nets when something goes wrong all the same."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from watcher.detect import make_event
+from watcher.i18n import LANGUAGES, Translator
+from watcher.model import Event, EventType, TaskSnapshot, parse_task_body
+from watcher.notify import Context, apprise, dingtalk, email, feishu, slack, teams, wecom
+from watcher.notify.message import build
+from watcher.notify.slack import SlackNotifierConfig
+from watcher.notify.webhook import cloudevent
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+# Any character, lone surrogates included (JSON allows "\ud800"; hypothesis's own text() never makes one).
+anything = st.text(alphabet=st.characters() | st.sampled_from(["\ud800", "\udfff", "\x00", "\u202e"]), max_size=300)
+
+
+def render_everywhere(event: Event, language: str) -> None:
+    """Every channel's rendering, down to the bytes each would send."""
+    msg = build(event, language=language, task_url="https://console.example/tasks/{id}")
+    json.dumps(slack.render(msg), ensure_ascii=False).encode()
+    json.dumps(dingtalk.render(msg, at_mobiles=["13800001111"]), ensure_ascii=False).encode()
+    json.dumps(wecom.render(msg, mention_userids=["zhangsan"]), ensure_ascii=False).encode()
+    feishu.body(msg, secret="s" * 20, timestamp=1)
+    teams.body(msg)
+    email.compose(
+        msg, subject_of=event.subject, sender="w@example.com", to=["o@example.com"], cc=[], now=NOW
+    ).as_bytes()
+    apprise.render(msg)[1].encode()
+    json.dumps(cloudevent(event, language=language), ensure_ascii=False).encode()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=anything,
+    status=anything | st.sampled_from(["running", "done", "stop.abnormal"]),
+    summary=anything,
+    progress=st.none() | st.integers(),
+    total=st.none() | st.integers(),
+    type_=st.sampled_from([t for t in EventType if t not in (EventType.API_UNREACHABLE, EventType.TEST)]),
+    language=st.sampled_from(LANGUAGES),
+)
+def test_whatever_the_api_sends_every_channel_renders_it(
+    name: str, status: str, summary: str, progress: int | None, total: int | None, type_: EventType, language: str
+) -> None:
+    body = {"id": 7, "status": status or "running", "name": name, "summary": summary, "suggestion": summary}
+    body |= {"progress": progress, "total": total, "collectionRate": progress}
+    snapshot = parse_task_body(json.dumps(body), 7)  # as the watcher reads it
+    event = make_event(type_, NOW, snapshot, snapshot, milestone=50, stalledForSeconds=900)
+    render_everywhere(event, language)
+
+
+def test_a_lone_surrogate_from_the_api_is_read_as_a_replacement_character() -> None:
+    snapshot = parse_task_body('{"id": 7, "status": "running", "name": "A\\ud800B", "summary": "\\udfff"}', 7)
+    assert snapshot.name == "A\ufffdB"
+    assert snapshot.summary == "\ufffd"
+    render_everywhere(make_event(EventType.FINISHED, NOW, snapshot, snapshot), "ja")
+
+
+def test_a_number_too_large_to_be_true_is_read_as_absent() -> None:
+    snapshot = parse_task_body(json.dumps({"id": 7, "status": "running", "total": 10**25, "progress": 10**19}), 7)
+    assert (snapshot.total, snapshot.progress) == (None, None)
+    assert Translator("ja").number(10**40) == str(10**40)  # and the formatter itself never raises
+
+
+def test_a_translators_slip_gives_the_english_text_not_an_exception() -> None:
+    class Slip(Translator):
+        def gettext(self, message: str) -> str:
+            return "タスク {ID} が完了 {0} {"  # a wrong placeholder, a positional one, a stray brace
+
+    assert Slip("ja").say("Task {id} finished", id=1001) == "Task 1001 finished"
+
+
+def event_of_a_stored_future(**data: Any) -> Event:
+    """An event some later version stored, read back by this one: fields it does not know, values of other types."""
+    return Event(id="e1", type="voicefox.task.unheard_of", time=NOW, subject="1001", data=data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"task": ["not", "an", "object"]},
+        {"task": {"name": 5, "progress": "lots", "total": None}, "previous": "running"},
+        {"task": {"name": "x"}, "windows": "unplaced", "timeZone": "X" * 5000},
+    ],
+)
+def test_an_event_of_any_shape_is_rendered(data: dict[str, Any]) -> None:
+    for language in LANGUAGES:
+        render_everywhere(event_of_a_stored_future(**data), language)
+
+
+@pytest.mark.anyio
+async def test_a_message_that_cannot_be_built_is_sent_plain_rather_than_lost() -> None:
+    """The safety net under `build`: whatever goes wrong there, the notifier still gets a message to send."""
+    config = SlackNotifierConfig.model_validate(
+        {"kind": "slack", "name": "team", "url": "https://hooks.slack.example/services/T/B/x"}
+    )
+    broken = Event(id="e1", type=EventType.FAILED.value, time=None, subject="1001", data={})  # type: ignore[arg-type]
+    async with httpx.AsyncClient() as http:
+        messages = Context(http, language="ja").messages_for(config)
+        with capture_logs() as logs:
+            msg = messages(broken)
+    assert msg.headline == "voicefox.task.failed for 1001"
+    assert msg.severity.value == "danger"
+    assert [e["event"] for e in logs] == ["notify.message_failed"]
+    json.dumps(slack.render(msg)).encode()
+
+
+def test_the_fallback_message_is_built_from_an_ordinary_snapshot_too() -> None:
+    snapshot = TaskSnapshot(id=1, status="running")
+    event = make_event(EventType.STALLED, NOW, snapshot, snapshot)
+    from watcher.notify.message import fallback
+
+    assert fallback(event).footer.startswith("1 · voicefox.task.stalled")
