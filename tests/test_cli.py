@@ -393,8 +393,8 @@ async def test_status_says_when_a_finished_task_is_no_longer_polled(tmp_path: Pa
     cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1, 2])
     store = Store.open(tmp_path / "state.db")
     long_ago = datetime.now(UTC) - timedelta(hours=5)
-    store.record(TaskState(TaskSnapshot(id=1, status="done", progress=100), long_ago), [], lambda e: [], 0.0)
-    store.record(TaskState(TaskSnapshot(id=2, status="done", progress=100), datetime.now(UTC)), [], lambda e: [], 0.0)
+    store.record(TaskState(TaskSnapshot(id=1, status="done", progress=100), long_ago), [], 0.0)
+    store.record(TaskState(TaskSnapshot(id=2, status="done", progress=100), datetime.now(UTC)), [], 0.0)
     store.close()
     result = await run(["status", "-c", str(cfg)])
     lines = result.stdout.decode().splitlines()
@@ -418,7 +418,7 @@ async def test_status_shows_the_campaigns_zone_times_with_their_offset_and_a_tas
     snapshot = TaskSnapshot(
         id=1, status="running", progress=40, name="東京キャンペーン", updated_at="2026-11-23T18:00:00+09:00"
     )
-    store.record(TaskState(snapshot, changed), [], lambda e: [], 0.0)
+    store.record(TaskState(snapshot, changed), [], 0.0)
     store.note_unseen(2, "not found: the API answers 404 (check watch.tasks)", 0.0)
     store.close()
     text = (await run(["status", "-c", str(cfg)])).stdout.decode()
@@ -448,7 +448,7 @@ async def test_status_with_the_zone_unknown_says_so_and_shows_utc(tmp_path: Path
     snapshot = TaskSnapshot(
         id=1, status="running", progress=40, updated_at="2026-11-23 18:00:00", windows=(("09:00", "18:00"),)
     )
-    store.record(TaskState(snapshot, datetime(2026, 11, 23, 9, 0, tzinfo=UTC)), [], lambda e: [], 0.0)
+    store.record(TaskState(snapshot, datetime(2026, 11, 23, 9, 0, tzinfo=UTC)), [], 0.0)
     store.close()
     text = (await run(["status", "-c", str(cfg)])).stdout.decode()
     assert (

@@ -64,7 +64,7 @@ class Clock:
 def _queue(store: Store, dispatcher: Dispatcher, task_ids: list[int], now: float) -> None:
     for task_id in task_ids:
         state, events = detect(None, TaskSnapshot(id=task_id, status="running"), T0, Rules())
-        store.record(state, events, lambda e: dispatcher.receivers_for(e.type), now)
+        store.record(state, [(e, dispatcher.receivers_for(e.type)) for e in events], now)
 
 
 async def test_drain_delivers_each_receivers_rows_in_order() -> None:

@@ -352,7 +352,7 @@ async def _deliver_one_failure(notifier: FeishuNotifier) -> Store:
     store = Store.open(":memory:")
     dispatcher = Dispatcher(store, {notifier.name: notifier})
     state, events = detect(None, TaskSnapshot(id=7, status="stop.abnormal", name="x"), NOW, Rules())
-    store.record(state, events, lambda e: dispatcher.receivers_for(e.type), time.time())
+    store.record(state, [(e, dispatcher.receivers_for(e.type)) for e in events], time.time())
     await dispatcher.drain()
     return store
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 def _observe(store: Store, task_id: int, receivers: list[str], status: str = "running") -> list[Event]:
     state, events = detect(None, TaskSnapshot(id=task_id, status=status, progress=0), T0, Rules())
-    store.record(state, events, lambda e: receivers, now=1000.0)
+    store.record(state, [(e, receivers) for e in events], now=1000.0)
     return events
 
 
@@ -35,7 +36,7 @@ def test_record_saves_state_event_and_one_row_per_receiver() -> None:
 def test_state_round_trips_with_stall_and_missing_flags() -> None:
     store = Store.open(":memory:")
     state = TaskState(TaskSnapshot(id=5, status="running", progress=40, name="n"), T0, stalled=True, missing=True)
-    store.record(state, [], lambda e: [], now=1.0)
+    store.record(state, [], now=1.0)
     assert store.load_states() == {5: state}
 
 
@@ -47,7 +48,7 @@ def test_only_commits_that_record_events_wait_for_the_disk(tmp_path: Path) -> No
     _observe(store, 1, ["a"])  # an `observed` event
     durable = statements[:]
     statements.clear()
-    store.record(TaskState(TaskSnapshot(id=1, status="running", progress=5), T0), [], lambda e: [], now=2.0)
+    store.record(TaskState(TaskSnapshot(id=1, status="running", progress=5), T0), [], now=2.0)
     quiet = statements[:]
     statements.clear()
     store.mark_delivered(store.head("a").seq, now=3.0)  # type: ignore[union-attr]
@@ -62,13 +63,10 @@ def test_only_commits_that_record_events_wait_for_the_disk(tmp_path: Path) -> No
 
 def test_a_failed_transaction_writes_neither_state_nor_outbox() -> None:
     store = Store.open(":memory:")
-
-    def boom(_event: Event) -> list[str]:
-        raise RuntimeError("receiver lookup failed mid-transaction")
-
     state, events = detect(None, TaskSnapshot(id=1, status="pending"), T0, Rules())
-    with pytest.raises(RuntimeError):
-        store.record(state, events, boom, now=1.0)
+    unbindable: Any = {"not": "a receiver name"}  # the database refuses it halfway through the transaction
+    with pytest.raises(StoreError):
+        store.record(state, [(events[0], ["a", unbindable])], now=1.0)
     assert store.load_states() == {}
     assert store.outbox_counts() == []
 
@@ -109,8 +107,8 @@ def test_dead_letters_leave_the_queue_but_stay_counted() -> None:
 def test_the_same_event_is_queued_once_per_receiver() -> None:
     store = Store.open(":memory:")
     state, events = detect(None, TaskSnapshot(id=1, status="pending"), T0, Rules())
-    store.record(state, events, lambda e: ["a"], now=1.0)
-    store.record(state, events, lambda e: ["a"], now=1.0)
+    store.record(state, [(e, ["a"]) for e in events], now=1.0)
+    store.record(state, [(e, ["a"]) for e in events], now=1.0)
     assert [c.count for c in store.outbox_counts()] == [1]
 
 
@@ -174,10 +172,10 @@ def test_the_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) ->
 def test_recent_events_are_listed_newest_first() -> None:
     store = Store.open(":memory:")
     state, events = detect(None, TaskSnapshot(id=1, status="pending", progress=0), T0, Rules())
-    store.record(state, events, lambda e: [], now=1.0)
+    store.record(state, [(e, []) for e in events], now=1.0)
     later = TaskSnapshot(id=1, status="running", progress=0)
     state2, events2 = detect(state, later, T0 + timedelta(minutes=1), Rules())
-    store.record(state2, events2, lambda e: [], now=2.0)
+    store.record(state2, [(e, []) for e in events2], now=2.0)
     assert [e.type for e in store.events(1)] == ["voicefox.task.started", "voicefox.task.observed"]
 
 

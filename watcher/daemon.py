@@ -457,7 +457,8 @@ class Daemon:
     def _record(self, task_id: int, state: TaskState, events: list[Event]) -> None:
         events = self._with_push_data(task_id, events)
         try:
-            self._store.record(state, events, lambda e: self._dispatcher.receivers_for(e.type), self._wall())
+            routed = [(event, self._dispatcher.receivers_for(event.type)) for event in events]
+            self._store.record(state, routed, self._wall())
         except StoreError as exc:
             # Memory keeps the old state, so the next poll detects the same change again: nothing is lost.
             _log.error("store.write_failed", task_id=task_id, error=str(exc))

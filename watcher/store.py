@@ -12,7 +12,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -233,15 +233,15 @@ class Store:
     def record(
         self,
         state: TaskState,
-        events: list[Event],
-        receivers_for: Callable[[Event], Iterable[str]],
+        deliveries: Sequence[tuple[Event, Sequence[str]]],
         now: float,
     ) -> None:
-        """In one transaction: save the task's new state, its events, and one outbox row per interested receiver."""
+        """In one transaction: save the task's new state, its events, and one outbox row per receiver of each (the
+        routing is decided by the caller and handed over as data: (event, receivers) pairs)."""
         # A commit with events is synced before anything can deliver them: after a power cut, an event that went out
         # is still on disk, so it is not detected afresh and announced again under a new id. Polls that only move a
         # snapshot (most changes) stay cheap.
-        with self._transaction(durable=bool(events)) as db:
+        with self._transaction(durable=bool(deliveries)) as db:
             db.execute(
                 "INSERT INTO tasks (task_id, snapshot, progress_since, stalled, missing, changed_at, windows_doubted_at,"
                 " updated_while_closed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET"
@@ -260,8 +260,8 @@ class Store:
                 ),
             )
             db.execute("DELETE FROM unseen WHERE task_id = ?", (state.snapshot.id,))
-            for event in events:
-                self._insert_event(db, event, receivers_for(event), now)
+            for event, receivers in deliveries:
+                self._insert_event(db, event, receivers, now)
 
     def note_unseen(self, task_id: int, reason: str, now: float) -> None:
         """A task the API has never served answered with `reason` (e.g. 404): kept for `watcher status`."""
