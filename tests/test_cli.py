@@ -466,7 +466,7 @@ def outbox_rows_in(db: Path, states: list[str], receiver: str = "hook") -> list[
         for state in states:
             event = Event(f"e{len(seqs)}-{receiver}", "voicefox.task.finished", datetime.now(UTC), str(len(seqs)), {})
             store.record_event(event, [receiver], now=time.time())
-            row = store.outbox_rows(states=["pending"], receiver=receiver, limit=None)[-1]  # the one just added
+            row = store.admin().outbox_rows(states=["pending"], receiver=receiver, limit=None)[-1]  # the one just added
             if state == "dead":
                 store.mark_dead(row.seq, "receiver answered 410", now=time.time())
             elif state == "delivered":

@@ -170,7 +170,7 @@ async def test_a_wrong_secret_a_platform_error_and_a_refused_connection_end_as_t
             event = event_of(EventType.FAILED)
             store.record_event(event, dispatcher.receivers_for(event.type), time.time())
             await dispatcher.drain()
-        rows = {r.receiver: r for r in store.outbox_rows(states=["pending", "dead", "delivered"], limit=None)}
+        rows = {r.receiver: r for r in store.admin().outbox_rows(states=["pending", "dead", "delivered"], limit=None)}
         errors = {name: row.last_error or "" for name, row in rows.items()}
     finally:
         store.close()

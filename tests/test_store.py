@@ -208,7 +208,7 @@ def test_a_store_from_schema_1_is_migrated_and_keeps_its_state_and_outbox(tmp_pa
     head = store.head("hook")
     assert head is not None and head.event.id == "e1"
     store.mark_retry(head.seq, "503", next_attempt_at=5.0, now=2.0)
-    [row] = store.outbox_rows(states=["pending"])
+    [row] = store.admin().outbox_rows(states=["pending"])
     assert row.last_attempt_at == 2.0
     store.close()
     with sqlite3.connect(path) as db:
@@ -222,13 +222,13 @@ def test_dead_letters_can_be_requeued_or_dropped() -> None:
     for receiver in ("a", "b"):
         while (head := store.head(receiver)) is not None:
             store.mark_dead(head.seq, "410", now=5.0)
-    dead_a = [r.seq for r in store.outbox_rows(states=["dead"], receiver="a")]
-    assert store.requeue(seqs=dead_a[:1], now=100.0) == 1
+    dead_a = [r.seq for r in store.admin().outbox_rows(states=["dead"], receiver="a")]
+    assert store.admin().requeue(seqs=dead_a[:1], now=100.0) == 1
     requeued = store.head("a")
     assert requeued is not None
     assert (requeued.seq, requeued.attempts, requeued.created_at) == (dead_a[0], 0, 100.0)
-    assert store.drop(state="dead", receiver="b") == 3
-    assert store.requeue(now=100.0) == 2  # the rest of a's
+    assert store.admin().drop(state="dead", receiver="b") == 3
+    assert store.admin().requeue(now=100.0) == 2  # the rest of a's
     assert {(c.receiver, c.state, c.count) for c in store.outbox_counts()} == {("a", "pending", 3)}
 
 
@@ -236,8 +236,8 @@ def test_outbox_rows_without_a_limit_lists_every_row_and_the_total_counts_them()
     store = Store.open(":memory:")
     for task_id in range(1, 6):
         _observe(store, task_id, ["a", "b"])
-    assert len(store.outbox_rows(states=["pending"], limit=2)) == 2
-    assert len(store.outbox_rows(states=["pending"], limit=None)) == 10
-    assert store.outbox_total(states=["pending"]) == 10
-    assert store.outbox_total(states=["pending"], receiver="a") == 5
-    assert store.outbox_total(states=["dead"]) == 0
+    assert len(store.admin().outbox_rows(states=["pending"], limit=2)) == 2
+    assert len(store.admin().outbox_rows(states=["pending"], limit=None)) == 10
+    assert store.admin().outbox_total(states=["pending"]) == 10
+    assert store.admin().outbox_total(states=["pending"], receiver="a") == 5
+    assert store.admin().outbox_total(states=["dead"]) == 0

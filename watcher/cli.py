@@ -31,7 +31,7 @@ from .model import Event, EventType, TaskState
 from .notify.message import build as build_message
 from .ops import OpsServer
 from .schedule import DOUBT_FOR, next_poll
-from .store import Store
+from .store import OutboxAdmin, Store
 from .zone import Source, Zone, ZoneResolver, fixed, offset_label, parse_offset
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -337,15 +337,16 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     config = config_mod.load(config_mod.default_path(args.config))
     out = args.stdout
     store = _open_existing_store(config)
+    admin = store.admin()
     try:
         _check_receiver(store, config, args.receiver)
         if args.action == "list":
             states = {"pending": ["pending"], "dead": ["dead"], "all": ["pending", "dead"]}[args.state]
             limit = args.limit or None  # --limit 0: every row
-            rows = store.outbox_rows(states=states, receiver=args.receiver, limit=limit)
+            rows = admin.outbox_rows(states=states, receiver=args.receiver, limit=limit)
             cut = None
             if limit is not None and len(rows) == limit:
-                total = store.outbox_total(states=states, receiver=args.receiver)
+                total = admin.outbox_total(states=states, receiver=args.receiver)
                 if total > limit:
                     cut = f"showing {limit} of {total}; --limit 0 for all"
             if args.json:
@@ -375,17 +376,17 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         if not (args.seq or args.receiver or args.all):
             raise UsageError(f"outbox {args.action}: say which deliveries: --seq N, --receiver NAME or --all")
         state = "pending" if args.action == "drop" and args.pending else "dead"
-        seqs, refused = _selected_seqs(store, args.seq or [], state, args.receiver, args.action)
+        seqs, refused = _selected_seqs(admin, args.seq or [], state, args.receiver, args.action)
         # When every --seq was refused there is nothing to do: an empty seq list would select every row of the state.
         if seqs or not args.seq:
             if args.action == "retry":
-                n = store.requeue(seqs=seqs, receiver=args.receiver, now=time.time())
+                n = admin.requeue(seqs=seqs, receiver=args.receiver, now=time.time())
                 print(
                     f"{n} dead-lettered deliveries queued again (a running watcher sends them within a minute)",
                     file=out,
                 )
             else:
-                n = store.drop(state=state, seqs=seqs, receiver=args.receiver)
+                n = admin.drop(state=state, seqs=seqs, receiver=args.receiver)
                 print(f"{n} {state} deliveries dropped", file=out)
         for problem in refused:
             print(f"error: {problem}", file=sys.stderr)
@@ -418,11 +419,11 @@ _REFUSED = {
 
 
 def _selected_seqs(
-    store: Store, seqs: list[int], state: str, receiver: str | None, action: str
+    admin: OutboxAdmin, seqs: list[int], state: str, receiver: str | None, action: str
 ) -> tuple[list[int], list[str]]:
     """The --seq rows that can be acted on, and why each other one cannot; UsageError for a seq that does not exist."""
     seqs = list(dict.fromkeys(seqs))
-    found = store.outbox_seqs(seqs)
+    found = admin.outbox_seqs(seqs)
     if unknown := [str(seq) for seq in seqs if seq not in found]:
         raise UsageError(
             f"--seq {', '.join(unknown)}: no such row in the outbox (`watcher outbox list` shows each row's SEQ)"

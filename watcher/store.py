@@ -115,12 +115,54 @@ class OutboxRow:
     last_error: str | None
 
 
-class Store:
-    """The state database; use `Store.open(path)` (":memory:" for tests)."""
+class _Database:
+    """One SQLite connection, its transactions and reads: shared by the hot path (`Store`) and the operator's
+    queries (`OutboxAdmin`), which the store hands out on its own connection."""
 
     def __init__(self, db: sqlite3.Connection, path: str) -> None:
         self._db = db
         self.path = path
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        try:
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")  # this COMMIT returns only once it is on disk
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                # Also when COMMIT itself failed (disk full, busy): a transaction left open would make every later
+                # BEGIN fail and let reads on this connection see rows that were never stored.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: write failed: {exc}") from None
+
+    def check_writable(self) -> None:
+        """Raise StoreError unless a write transaction can be started right now."""
+        with self._transaction():
+            pass
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: read failed: {exc}") from None
+
+
+class Store(_Database):
+    """The state database's hot path: what polling and delivery read and write; `Store.open(path)` (":memory:" for
+    tests); the operator's queries are `store.admin()`."""
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
@@ -174,42 +216,6 @@ class Store:
                 raise
             db.execute("COMMIT")
             version += 1
-
-    def close(self) -> None:
-        """Close the database."""
-        self._db.close()
-
-    @contextmanager
-    def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        try:
-            if durable:
-                self._db.execute("PRAGMA synchronous=FULL")  # this COMMIT returns only once it is on disk
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                # Also when COMMIT itself failed (disk full, busy): a transaction left open would make every later
-                # BEGIN fail and let reads on this connection see rows that were never stored.
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            finally:
-                if durable:
-                    self._db.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: write failed: {exc}") from None
-
-    def check_writable(self) -> None:
-        """Raise StoreError unless a write transaction can be started right now."""
-        with self._transaction():
-            pass
-
-    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        try:
-            return self._db.execute(sql, tuple(params)).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: read failed: {exc}") from None
 
     # -- task state ------------------------------------------------------------------------------------------------
 
@@ -368,6 +374,33 @@ class Store:
             )
         ]
 
+    def prune(self, delivered_before: float) -> int:
+        """Forget delivered rows, and events nobody waits for, older than a cut-off; return rows removed."""
+        with self._transaction() as db:
+            n = db.execute("DELETE FROM outbox WHERE state='delivered' AND done_at < ?", (delivered_before,)).rowcount
+            db.execute(
+                "DELETE FROM events WHERE time < ? AND id NOT IN (SELECT event_id FROM outbox)",
+                (datetime.fromtimestamp(delivered_before, UTC).isoformat(),),
+            )
+        return n
+
+    def admin(self) -> OutboxAdmin:
+        """The operator's queries, on this store's connection."""
+        return OutboxAdmin(self._db, self.path)
+
+    def events(self, task_id: int | None = None, limit: int = 50) -> list[Event]:
+        """The most recent events, newest first."""
+        if task_id is None:
+            rows = self._read("SELECT body FROM events ORDER BY time DESC LIMIT ?", (limit,))
+        else:
+            rows = self._read("SELECT body FROM events WHERE task_id=? ORDER BY time DESC LIMIT ?", (task_id, limit))
+        return [Event.from_dict(json.loads(b)) for (b,) in rows]
+
+
+class OutboxAdmin(_Database):
+    """The operator's queries on the outbox (`watcher outbox`): listing, counting, retrying and dropping rows. Kept
+    out of `Store`, the daemon's hot path; it shares the store's connection."""
+
     def outbox_rows(
         self, *, states: Iterable[str], receiver: str | None = None, limit: int | None = 100
     ) -> list[OutboxRow]:
@@ -435,24 +468,6 @@ class Store:
             where += " AND receiver = ?"
             params.append(receiver)
         return where, params
-
-    def prune(self, delivered_before: float) -> int:
-        """Forget delivered rows, and events nobody waits for, older than a cut-off; return rows removed."""
-        with self._transaction() as db:
-            n = db.execute("DELETE FROM outbox WHERE state='delivered' AND done_at < ?", (delivered_before,)).rowcount
-            db.execute(
-                "DELETE FROM events WHERE time < ? AND id NOT IN (SELECT event_id FROM outbox)",
-                (datetime.fromtimestamp(delivered_before, UTC).isoformat(),),
-            )
-        return n
-
-    def events(self, task_id: int | None = None, limit: int = 50) -> list[Event]:
-        """The most recent events, newest first."""
-        if task_id is None:
-            rows = self._read("SELECT body FROM events ORDER BY time DESC LIMIT ?", (limit,))
-        else:
-            rows = self._read("SELECT body FROM events WHERE task_id=? ORDER BY time DESC LIMIT ?", (task_id, limit))
-        return [Event.from_dict(json.loads(b)) for (b,) in rows]
 
 
 class StoreLock:
