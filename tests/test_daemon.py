@@ -46,7 +46,7 @@ FAST_RETRY = ApiRetry(attempts=3, initial=0.001, maximum=0.001, jitter=0.0)
 async def components(config: Config) -> AsyncIterator[tuple[Daemon, Dispatcher, Store]]:
     """The daemon's real wiring, with API retries that do not wait."""
     async with open_components(config, api_retry=FAST_RETRY) as c:
-        yield c.daemon, c.dispatcher, c.store
+        yield c.daemon, c.dispatcher, c.store.sync
 
 
 def types(receiver: Receiver) -> list[tuple[str, str]]:
@@ -200,7 +200,14 @@ async def test_stalled_is_emitted_once_per_episode_with_an_injected_clock(
     config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", [1], stall_after="10m")
     now = [datetime(2026, 11, 23, 9, 0, tzinfo=UTC)]
     async with components(config) as (real, dispatcher, store):
-        daemon = Daemon(config, client=real._client, store=store, dispatcher=dispatcher, clock=lambda: now[0])
+        daemon = Daemon(
+            config,
+            client=real._client,
+            store=real._store,
+            states=store.load_states(),
+            dispatcher=dispatcher,
+            clock=lambda: now[0],
+        )
         for minutes in (0, 5, 11, 20, 30):
             now[0] = datetime(2026, 11, 23, 9, 0, tzinfo=UTC) + timedelta(minutes=minutes)
             await daemon.poll(1)
@@ -258,7 +265,14 @@ async def test_an_unreachable_api_is_announced_once_and_its_recovery_too(
     config = config.model_copy(update={"api": config.api.model_copy(update={"unreachable_after": 600.0})})
     mono = [0.0]
     async with components(config) as (real, dispatcher, store):
-        daemon = Daemon(config, client=real._client, store=store, dispatcher=dispatcher, monotonic=lambda: mono[0])
+        daemon = Daemon(
+            config,
+            client=real._client,
+            store=real._store,
+            states=store.load_states(),
+            dispatcher=dispatcher,
+            monotonic=lambda: mono[0],
+        )
         assert await daemon.poll(1)
         sim.inject("503", times=1000)
         for minute in (1, 5, 11, 12, 30):  # unreachable from minute 0; announced once past 10 minutes
@@ -293,7 +307,14 @@ async def test_a_refused_token_reaches_slack_as_a_refused_token_not_an_outage(
     )
     mono = [0.0]
     async with components(config) as (real, dispatcher, store):
-        daemon = Daemon(config, client=real._client, store=store, dispatcher=dispatcher, monotonic=lambda: mono[0])
+        daemon = Daemon(
+            config,
+            client=real._client,
+            store=real._store,
+            states=store.load_states(),
+            dispatcher=dispatcher,
+            monotonic=lambda: mono[0],
+        )
         assert await daemon.poll(1)
         sim.inject("401", times=1000)
         mono[0] = 600.0  # past api.unreachable_after (5 min)

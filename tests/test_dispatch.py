@@ -17,6 +17,7 @@ from watcher.errors import DeliveryError
 from watcher.model import Event, TaskSnapshot
 from watcher.retry import auth_pause, delivery_delay, poll_failure_delay, rate_limit_pause
 from watcher.store import Store
+from watcher.stores import ThreadedStore
 
 from .conftest import Receiver
 
@@ -70,7 +71,7 @@ def _queue(store: Store, dispatcher: Dispatcher, task_ids: list[int], now: float
 async def test_drain_delivers_each_receivers_rows_in_order() -> None:
     store, clock = Store.open(":memory:"), Clock()
     a, b = FakeNotifier("a"), FakeNotifier("b")
-    dispatcher = Dispatcher(store, {"a": a, "b": b}, clock=clock, sleep=clock.sleep)
+    dispatcher = Dispatcher(ThreadedStore(store), {"a": a, "b": b}, clock=clock, sleep=clock.sleep)
     _queue(store, dispatcher, [1, 2, 3], clock.now)
     await dispatcher.drain()
     assert a.sent == b.sent == ["1", "2", "3"]
@@ -84,7 +85,7 @@ async def test_a_failing_receiver_keeps_its_order_and_delays_no_other() -> None:
     store, clock = Store.open(":memory:"), Clock()
     down = FakeNotifier("down", [DeliveryError("503")] * 5)
     up = FakeNotifier("up")
-    dispatcher = Dispatcher(store, {"down": down, "up": up}, clock=clock, sleep=clock.sleep)
+    dispatcher = Dispatcher(ThreadedStore(store), {"down": down, "up": up}, clock=clock, sleep=clock.sleep)
     _queue(store, dispatcher, [1, 2], clock.now)
     with capture_logs() as logs:
         await dispatcher.drain()
@@ -100,7 +101,7 @@ async def test_a_failing_receiver_keeps_its_order_and_delays_no_other() -> None:
 async def test_retry_after_from_the_receiver_is_honoured() -> None:
     store, clock = Store.open(":memory:"), Clock()
     slow = FakeNotifier("slow", [DeliveryError("429", retry_after=120.0)])
-    dispatcher = Dispatcher(store, {"slow": slow}, clock=clock, sleep=clock.sleep)
+    dispatcher = Dispatcher(ThreadedStore(store), {"slow": slow}, clock=clock, sleep=clock.sleep)
     _queue(store, dispatcher, [1], clock.now)
     await dispatcher.drain()
     head = store.head("slow")
@@ -110,7 +111,7 @@ async def test_retry_after_from_the_receiver_is_honoured() -> None:
 async def test_backoff_grows_and_is_capped() -> None:
     store, clock = Store.open(":memory:"), Clock()
     flaky = FakeNotifier("flaky", [DeliveryError("500")] * 20)
-    dispatcher = Dispatcher(store, {"flaky": flaky}, clock=clock, sleep=clock.sleep, backoff_max=30.0)
+    dispatcher = Dispatcher(ThreadedStore(store), {"flaky": flaky}, clock=clock, sleep=clock.sleep, backoff_max=30.0)
     _queue(store, dispatcher, [1], clock.now)
     waits = []
     for _ in range(10):
@@ -126,7 +127,7 @@ async def test_backoff_grows_and_is_capped() -> None:
 async def test_a_permanent_error_dead_letters_the_row_and_moves_on() -> None:
     store, clock = Store.open(":memory:"), Clock()
     picky = FakeNotifier("picky", [DeliveryError("400 invalid_payload", permanent=True)])
-    dispatcher = Dispatcher(store, {"picky": picky}, clock=clock, sleep=clock.sleep)
+    dispatcher = Dispatcher(ThreadedStore(store), {"picky": picky}, clock=clock, sleep=clock.sleep)
     _queue(store, dispatcher, [1, 2], clock.now)
     with capture_logs() as logs:
         await dispatcher.drain()
@@ -138,7 +139,7 @@ async def test_a_permanent_error_dead_letters_the_row_and_moves_on() -> None:
 async def test_rows_older_than_max_age_are_dead_lettered_not_sent() -> None:
     store, clock = Store.open(":memory:"), Clock()
     late = FakeNotifier("late")
-    dispatcher = Dispatcher(store, {"late": late}, clock=clock, sleep=clock.sleep, max_age=60.0)
+    dispatcher = Dispatcher(ThreadedStore(store), {"late": late}, clock=clock, sleep=clock.sleep, max_age=60.0)
     _queue(store, dispatcher, [1], clock.now)
     clock.now += 61.0
     await dispatcher.drain()
@@ -149,7 +150,7 @@ async def test_rows_older_than_max_age_are_dead_lettered_not_sent() -> None:
 async def test_workers_deliver_what_is_queued_after_they_start() -> None:
     store = Store.open(":memory:")
     hook = FakeNotifier("hook")
-    dispatcher = Dispatcher(store, {"hook": hook})
+    dispatcher = Dispatcher(ThreadedStore(store), {"hook": hook})
     async with anyio.create_task_group() as tg:
         await tg.start(dispatcher.run)
         _queue(store, dispatcher, [7], time.time())
@@ -167,7 +168,7 @@ async def test_shutdown_lets_a_delivery_in_flight_finish() -> None:
     store = Store.open(":memory:")
     hook = FakeNotifier("hook")
     hook.release = anyio.Event()
-    dispatcher = Dispatcher(store, {"hook": hook}, shutdown_grace=5.0)
+    dispatcher = Dispatcher(ThreadedStore(store), {"hook": hook}, shutdown_grace=5.0)
     _queue(store, dispatcher, [1], time.time())
     async with anyio.create_task_group() as tg:
         await tg.start(dispatcher.run)
@@ -184,7 +185,7 @@ async def test_shutdown_leaves_a_delivery_that_outlives_the_grace_in_the_outbox(
     store = Store.open(":memory:")
     hook = FakeNotifier("hook")
     hook.release = anyio.Event()  # never set: the receiver hangs
-    dispatcher = Dispatcher(store, {"hook": hook}, shutdown_grace=0.0)
+    dispatcher = Dispatcher(ThreadedStore(store), {"hook": hook}, shutdown_grace=0.0)
     _queue(store, dispatcher, [1], time.time())
     async with anyio.create_task_group() as tg:
         await tg.start(dispatcher.run)
@@ -201,7 +202,7 @@ async def test_shutdown_sends_nothing_after_the_delivery_in_flight() -> None:
     store = Store.open(":memory:")
     hook = FakeNotifier("hook")
     hook.release = anyio.Event()
-    dispatcher = Dispatcher(store, {"hook": hook}, shutdown_grace=5.0)
+    dispatcher = Dispatcher(ThreadedStore(store), {"hook": hook}, shutdown_grace=5.0)
     _queue(store, dispatcher, [1, 2, 3, 4, 5], time.time())
     async with anyio.create_task_group() as tg:
         await tg.start(dispatcher.run)
@@ -218,7 +219,7 @@ async def test_removing_a_notifier_mid_send_then_adding_it_back_keeps_one_worker
     store = Store.open(":memory:")
     hook = FakeNotifier("hook")
     hook.release = anyio.Event()
-    dispatcher = Dispatcher(store, {"hook": hook})
+    dispatcher = Dispatcher(ThreadedStore(store), {"hook": hook})
     _queue(store, dispatcher, [1, 2, 3], time.time())
     async with anyio.create_task_group() as tg:
         await tg.start(dispatcher.run)
@@ -245,7 +246,9 @@ async def test_a_notifier_that_crashes_costs_one_retry_of_one_row() -> None:
 
     store, clock = Store.open(":memory:"), Clock()
     ok = FakeNotifier("ok")
-    dispatcher = Dispatcher(store, {"broken": Broken("broken"), "ok": ok}, clock=clock, sleep=clock.sleep)
+    dispatcher = Dispatcher(
+        ThreadedStore(store), {"broken": Broken("broken"), "ok": ok}, clock=clock, sleep=clock.sleep
+    )
     _queue(store, dispatcher, [1], clock.now)
     with capture_logs() as logs:
         await dispatcher.drain()
@@ -258,7 +261,7 @@ async def test_a_notifier_that_crashes_costs_one_retry_of_one_row() -> None:
 async def test_a_huge_retry_after_waits_no_longer_than_the_row_may_live() -> None:
     store, clock = Store.open(":memory:"), Clock()
     slow = FakeNotifier("slow", [DeliveryError("429", retry_after=1e9)])
-    dispatcher = Dispatcher(store, {"slow": slow}, clock=clock, sleep=clock.sleep, max_age=3600.0)
+    dispatcher = Dispatcher(ThreadedStore(store), {"slow": slow}, clock=clock, sleep=clock.sleep, max_age=3600.0)
     _queue(store, dispatcher, [1], clock.now)
     await dispatcher.drain()
     head = store.head("slow")
@@ -289,7 +292,7 @@ class Switch(FakeNotifier):
 async def test_a_receiver_down_for_hours_keeps_every_event_in_order_in_flat_memory() -> None:
     store, clock = Store.open(":memory:"), Clock()
     switch = Switch("switch")
-    dispatcher = Dispatcher(store, {"switch": switch}, clock=clock, sleep=clock.sleep, backoff_max=300.0)
+    dispatcher = Dispatcher(ThreadedStore(store), {"switch": switch}, clock=clock, sleep=clock.sleep, backoff_max=300.0)
     task_ids = list(range(1, 3001))
     _queue(store, dispatcher, task_ids, clock.now)
     peaks = []
@@ -319,7 +322,7 @@ async def test_a_slow_receiver_times_out_and_delays_no_other(receiver: Receiver)
     fast = FakeNotifier("fast")
     async with httpx.AsyncClient() as http:
         slow = WebhookNotifier("slow", receiver.url, http)
-        dispatcher = Dispatcher(store, {"slow": slow, "fast": fast}, timeout=0.3)
+        dispatcher = Dispatcher(ThreadedStore(store), {"slow": slow, "fast": fast}, timeout=0.3)
         _queue(store, dispatcher, [1, 2], time.time())
         with capture_logs() as logs:
             await dispatcher.drain()

@@ -20,6 +20,7 @@ from watcher.httpserver import serve
 from watcher.model import EventType
 from watcher.notify import build
 from watcher.store import Store
+from watcher.stores import ThreadedStore
 
 from .conftest import Mailbox, Receiver
 from .platforms import FEISHU_SECRET, FeishuBot, TeamsWorkflow, feishu_url, serving, teams_url
@@ -166,7 +167,7 @@ async def test_a_wrong_secret_a_platform_error_and_a_refused_connection_end_as_t
     store = Store.open(tmp_path / "s.db")
     try:
         async with delivery_client(cfg) as http:
-            dispatcher = Dispatcher(store, build(cfg.notifiers, notify_context(cfg, http)))
+            dispatcher = Dispatcher(ThreadedStore(store), build(cfg.notifiers, notify_context(cfg, http)))
             event = event_of(EventType.FAILED)
             store.record_event(event, dispatcher.receivers_for(event.type), time.time())
             await dispatcher.drain()

@@ -33,6 +33,7 @@ from watcher.notify.feishu import (
 from watcher.notify.message import Fact, Severity, build
 from watcher.notify.size import fit
 from watcher.store import Store
+from watcher.stores import ThreadedStore
 
 from .platforms import FEISHU_SECRET, FEISHU_TOKEN, FeishuBot, feishu_sign, feishu_url, serving
 
@@ -350,7 +351,7 @@ async def test_a_huge_summary_reaches_the_bot_cut_to_its_limit(bot: FeishuBot, h
 
 async def _deliver_one_failure(notifier: FeishuNotifier) -> Store:
     store = Store.open(":memory:")
-    dispatcher = Dispatcher(store, {notifier.name: notifier})
+    dispatcher = Dispatcher(ThreadedStore(store), {notifier.name: notifier})
     state, events = detect(None, TaskSnapshot(id=7, status="stop.abnormal", name="x"), NOW, Rules())
     store.record(state, [(e, dispatcher.receivers_for(e.type)) for e in events], time.time())
     await dispatcher.drain()

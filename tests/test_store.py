@@ -241,3 +241,37 @@ def test_outbox_rows_without_a_limit_lists_every_row_and_the_total_counts_them()
     assert store.admin().outbox_total(states=["pending"]) == 10
     assert store.admin().outbox_total(states=["pending"], receiver="a") == 5
     assert store.admin().outbox_total(states=["dead"]) == 0
+
+
+@pytest.mark.anyio
+async def test_a_store_call_waiting_on_a_lock_does_not_stall_the_event_loop(tmp_path: Path) -> None:
+    """Another process holds the database (`watcher outbox retry` at that moment): the daemon's write waits for it
+    in its worker thread while polling and delivery go on; it completes once the lock is gone."""
+    import anyio
+
+    from watcher.stores import ThreadedStore
+
+    sqlite = Store.open(tmp_path / "s.db")
+    store = ThreadedStore(sqlite)
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the write lock, held by someone else
+    state, events = detect(None, TaskSnapshot(id=1, status="pending"), T0, Rules())
+    recorded = anyio.Event()
+    ran_meanwhile = False
+
+    async def write() -> None:
+        await store.record(state, [(e, ["a"]) for e in events], now=1.0)
+        recorded.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(write)
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()  # the loop goes round while the write waits
+        ran_meanwhile = not recorded.is_set()
+        other.execute("COMMIT")  # the other process is done
+        with anyio.fail_after(10):
+            await recorded.wait()
+    assert ran_meanwhile
+    assert (await store.load_states())[1].snapshot.status == "pending"
+    other.close()
+    sqlite.close()

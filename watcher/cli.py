@@ -75,12 +75,12 @@ async def _run(config: Config, path: Path, args: argparse.Namespace) -> int:
             if sd.enabled:
                 tg.start_soon(_report_status, parts, sd)
             await tg.start(parts.daemon.run)
-            sd.send("READY=1", f"STATUS={_status_line(parts)}")
+            sd.send("READY=1", f"STATUS={await _status_line(parts)}")
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     sd.send("RELOADING=1")
                     _reload(parts, path, args)
-                    sd.send("READY=1", f"STATUS={_status_line(parts)}")
+                    sd.send("READY=1", f"STATUS={await _status_line(parts)}")
                     continue
                 _log.info("watcher.stopping", signal=signal.Signals(signum).name)
                 sd.send("STOPPING=1")
@@ -91,12 +91,12 @@ async def _run(config: Config, path: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _status_line(parts: Components) -> str:
+async def _status_line(parts: Components) -> str:
     """One line for `systemctl status`: what is watched, how fresh, what waits."""
     tasks = len(parts.daemon.config.watch.ids)
     silent = time.monotonic() - parts.daemon.last_answer
     try:
-        counts = parts.store.outbox_counts()
+        counts = await parts.store.outbox_counts()
     except StoreError:
         return f"watching {tasks} tasks; the store cannot be read"
     pending = sum(c.count for c in counts if c.state == "pending")
@@ -107,7 +107,7 @@ def _status_line(parts: Components) -> str:
 async def _report_status(parts: Components, sd: systemd.Notifier) -> None:
     while True:
         await anyio.sleep(STATUS_EVERY)
-        sd.send(f"STATUS={_status_line(parts)}")
+        sd.send(f"STATUS={await _status_line(parts)}")
 
 
 def _reload(parts: Components, path: Path, args: argparse.Namespace) -> None:
@@ -142,7 +142,7 @@ async def _once(config: Config) -> int:
         await parts.dispatcher.drain()  # what an earlier run left undelivered goes first
         polled = await parts.daemon.poll_all()
         await parts.dispatcher.drain()
-        pending = sum(c.count for c in parts.store.outbox_counts() if c.state == "pending")
+        pending = sum(c.count for c in await parts.store.outbox_counts() if c.state == "pending")
     _log.info("once.finished", polls_ok=polled, pending_deliveries=pending)
     return EXIT_OK if polled and not pending else EXIT_FAILURE
 

@@ -19,6 +19,7 @@ from .dispatch import Dispatcher
 from .metrics import Metrics
 from .retry import API_RETRY, ApiRetry
 from .store import Store, StoreLock
+from .stores import ThreadedStore
 
 _log = structlog.get_logger("watcher.cli")
 
@@ -29,7 +30,7 @@ class Components:
 
     daemon: Daemon
     dispatcher: Dispatcher
-    store: Store
+    store: ThreadedStore  # the daemon's store, off the loop; `store.sync` is the SQLite store itself
     http: httpx.AsyncClient
     metrics: Metrics
 
@@ -87,7 +88,8 @@ async def open_components(
     lock.acquire()
     metrics = Metrics()
     try:
-        store = Store.open(config.store.path)
+        sqlite = Store.open(config.store.path)
+        store = ThreadedStore(sqlite)
         try:
             async with (
                 delivery_client(config) as http,
@@ -118,6 +120,8 @@ async def open_components(
                     config,
                     client=client,
                     store=store,
+                    states=await store.load_states(),
+                    remembered_zone=await store.meta("zone.learned"),
                     dispatcher=dispatcher,
                     metrics=metrics,
                     monotonic=monotonic,
@@ -126,6 +130,6 @@ async def open_components(
                 metrics.watch_state(store, lambda: daemon.watched_statuses(), zone=daemon.zone_summary)
                 yield Components(daemon, dispatcher, store, http, metrics)
         finally:
-            store.close()
+            sqlite.close()
     finally:
         lock.release()

@@ -6,7 +6,7 @@ import dataclasses
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from .model import Event, EventType, Status, TaskState
 from .pace import AdaptiveRate, ApiGate
 from .retry import auth_pause, poll_failure_delay, rate_limit_pause
 from .schedule import Cadence, PaceMark, Timetable, next_poll, pace
-from .store import Store
+from .stores import StateStore
 from .windows import Windows
 from .zone import ZoneResolver
 
@@ -70,13 +70,15 @@ class Daemon:
         config: Config,
         *,
         client: VoiceFoxClient,
-        store: Store,
+        store: StateStore,
+        states: Mapping[int, TaskState],
         dispatcher: Dispatcher,
         clock: Callable[[], datetime] = utcnow,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         metrics: Metrics | None = None,
+        remembered_zone: str | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
@@ -96,7 +98,7 @@ class Daemon:
         self._lag = self.metrics.schedule_lag.observe
         self.gate = ApiGate(monotonic, sleep)
         self.rate = AdaptiveRate(config.api.max_rps, monotonic, sleep)
-        self.states: dict[int, TaskState] = store.load_states()
+        self.states: dict[int, TaskState] = dict(states)  # as the store has them (`await store.load_states()`)
         self._failures: dict[int, int] = {}
         self._not_found: dict[int, int] = {}  # consecutive 404s per task
         self._last_failure_log: dict[tuple[int, str], float] = {}
@@ -106,7 +108,7 @@ class Daemon:
         self._planned: dict[int, float] = {}  # task -> the delay planned after its last answer (readiness)
         self.dropped: set[int] = set()  # finished tasks no longer polled
         # The campaigns' zone, the look times and the warnings about windows (watcher/windows.py).
-        self.windows = Windows(config, store, self.states, clock())
+        self.windows = Windows(config, store, self.states, clock(), remembered=remembered_zone)
         self._unseen_noted: set[int] = set()  # never-served tasks whose 404 is in the store for `watcher status`
         self._tg: anyio.abc.TaskGroup | None = None
         # API reachability, for voicefox.watcher.api_unreachable / api_recovered.
@@ -132,7 +134,7 @@ class Daemon:
                     self._start_workers()
                     tg.start_soon(self._scheduler, send)
                     _log.info("watcher.started", tasks=len(tasks), interval=self.config.watch.interval)
-                    self.windows.show()
+                    await self.windows.show()
                     task_status.started()
         finally:
             # Stopped: a reload or hint now has nothing to start or wake, and another run() starts afresh.
@@ -180,7 +182,7 @@ class Daemon:
                 memory.pop(task_id, None)
             self.dropped.discard(task_id)
         if self._tg is not None:
-            self.windows.show()
+            self._tg.start_soon(self.windows.show)
             self._timetable.spread(added, self._monotonic())
             self._start_workers()
             self._wake_scheduler(self._monotonic())
@@ -332,10 +334,10 @@ class Daemon:
             snapshot = await self._client.get_task(task_id)
         except TaskNotFound as exc:
             self.metrics.polls.labels("not_found").inc()
-            self._api_answered()
+            await self._api_answered()
             if previous is None:
                 self._log_failure(task_id, "not_found", str(exc), hint="check watch.tasks: VoiceFox has no such task")
-                self._note_unseen(task_id, "not found: the API answers 404 (check watch.tasks)")
+                await self._note_unseen(task_id, "not found: the API answers 404 (check watch.tasks)")
                 return False
             # One 404 may be a proxy's or a deploy's hiccup: a task is missing only when the API says so twice in
             # a row, so a single bad answer never announces every task as gone.
@@ -343,7 +345,7 @@ class Daemon:
             if self._not_found[task_id] >= MISSING_AFTER_404S:
                 state, events = detect_missing(previous, self._clock())
                 if state is not None and state != previous:
-                    self._record(task_id, state, events)
+                    await self._record(task_id, state, events)
             return True
         except AuthenticationError as exc:
             self.metrics.polls.labels("auth_refused").inc()
@@ -353,7 +355,7 @@ class Daemon:
             self._log_failure(
                 0, "auth", str(exc), level="error", hint="check api.token; every poll is paused", retry_in=pause
             )
-            self._api_failed(exc)  # a refused token blinds the watcher as surely as an outage
+            await self._api_failed(exc)  # a refused token blinds the watcher as surely as an outage
             return False
         except RateLimited as exc:
             self.metrics.polls.labels("rate_limited").inc()
@@ -368,7 +370,7 @@ class Daemon:
             failures = self._failures[task_id] = self._failures.get(task_id, 0) + 1
             # An outage fails every task the same way: one line per cause for all of them, not one per task.
             self._log_failure(0, exc.__class__.__name__, str(exc), task_id=task_id, failures=failures)
-            self._api_failed(exc)
+            await self._api_failed(exc)
             return False
         except ApiError as exc:
             self.metrics.polls.labels("failed").inc()
@@ -376,7 +378,7 @@ class Daemon:
             self._log_failure(task_id, exc.__class__.__name__, str(exc), failures=failures)
             return False
         self.metrics.polls_ok.inc()
-        self._api_answered()
+        await self._api_answered()
         self._not_found.pop(task_id, None)
         self.gate.rate_limited = self.gate.refused = 0
         if self._failures.pop(task_id, None):
@@ -387,35 +389,37 @@ class Daemon:
                 self._last_failure_log.clear()
                 self._suppressed.clear()
         now = self._clock()
-        looked = self.windows.look(task_id, previous, snapshot, now)
+        looked = await self.windows.look(task_id, previous, snapshot, now)
         zone = self.windows.zone_for(task_id)
         state, events = detect(previous, snapshot, now, self._rules, zone=zone, previous_look=looked)
         if state.windows_doubted_at == now:
             self.windows.contradicted(task_id, snapshot, zone, looked, now)
         if state != previous:
-            self._record(task_id, state, events)
+            await self._record(task_id, state, events)
         return True
 
-    def _note_unseen(self, task_id: int, reason: str) -> None:
+    async def _note_unseen(self, task_id: int, reason: str) -> None:
         if task_id in self._unseen_noted:
             return
         try:
-            self._store.note_unseen(task_id, reason, self._wall())
+            await self._store.note_unseen(task_id, reason, self._wall())
         except StoreError as exc:
             _log.error("store.write_failed", task_id=task_id, error=str(exc))
             return
         self._unseen_noted.add(task_id)
 
-    def _api_answered(self) -> None:
+    async def _api_answered(self) -> None:
         self.last_answer = self._monotonic()
         self.metrics.last_poll.set(self._wall())
         if self._unreachable_since is not None:
             down_for = int((self._clock() - self._unreachable_since).total_seconds())
             self._unreachable_since = None
             _log.info("api.recovered", down_for_seconds=down_for, cause=self._unreachable_cause)
-            self._record_watcher_event(EventType.API_RECOVERED, downForSeconds=down_for, cause=self._unreachable_cause)
+            await self._record_watcher_event(
+                EventType.API_RECOVERED, downForSeconds=down_for, cause=self._unreachable_cause
+            )
 
-    def _api_failed(self, exc: ApiError) -> None:
+    async def _api_failed(self, exc: ApiError) -> None:
         silent_for = self._monotonic() - self.last_answer
         if self._unreachable_since is None and silent_for >= self.config.api.unreachable_after:
             self._unreachable_since = self._clock() - timedelta(seconds=silent_for)
@@ -423,9 +427,11 @@ class Daemon:
             # The event names the kind of failure, not its text: that may quote the API's own words.
             cause = "authentication" if isinstance(exc, AuthenticationError) else "unreachable or failing"
             self._unreachable_cause = cause
-            self._record_watcher_event(EventType.API_UNREACHABLE, unreachableForSeconds=int(silent_for), cause=cause)
+            await self._record_watcher_event(
+                EventType.API_UNREACHABLE, unreachableForSeconds=int(silent_for), cause=cause
+            )
 
-    def _record_watcher_event(self, type_: EventType, **data: object) -> None:
+    async def _record_watcher_event(self, type_: EventType, **data: object) -> None:
         now = self._clock()
         event = Event(
             id=str(uuid.uuid5(WATCHER_EVENT_NAMESPACE, f"{type_.value}|{now.isoformat()}")),
@@ -435,7 +441,7 @@ class Daemon:
             data={"apiBaseUrl": self.config.api.base_url, **data},
         )
         try:
-            self._store.record_event(event, self._dispatcher.receivers_for(event.type), self._wall())
+            await self._store.record_event(event, self._dispatcher.receivers_for(event.type), self._wall())
         except StoreError as exc:
             _log.error("store.write_failed", error=str(exc), event_type=event.type)
             return
@@ -454,11 +460,11 @@ class Daemon:
             for e in events
         ]
 
-    def _record(self, task_id: int, state: TaskState, events: list[Event]) -> None:
+    async def _record(self, task_id: int, state: TaskState, events: list[Event]) -> None:
         events = self._with_push_data(task_id, events)
         try:
             routed = [(event, self._dispatcher.receivers_for(event.type)) for event in events]
-            self._store.record(state, routed, self._wall())
+            await self._store.record(state, routed, self._wall())
         except StoreError as exc:
             # Memory keeps the old state, so the next poll detects the same change again: nothing is lost.
             _log.error("store.write_failed", task_id=task_id, error=str(exc))
@@ -496,7 +502,7 @@ class Daemon:
     async def _housekeeping(self) -> None:
         while True:
             try:
-                removed = self._store.prune(self._wall() - DELIVERED_RETENTION)
+                removed = await self._store.prune(self._wall() - DELIVERED_RETENTION)
                 if removed:
                     _log.debug("outbox.pruned", rows=removed)
             except StoreError as exc:

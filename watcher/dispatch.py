@@ -13,7 +13,8 @@ from .errors import DeliveryError, StoreError
 from .metrics import Metrics
 from .notify import Notifier
 from .retry import IDLE_RECHECK, STORE_RETRY, delivery_delay
-from .store import Delivery, Store
+from .store import Delivery
+from .stores import StateStore
 
 _log = structlog.get_logger("watcher.dispatch")
 
@@ -33,7 +34,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         notifiers: Mapping[str, Notifier],
         *,
         timeout: float = 10.0,
@@ -76,15 +77,20 @@ class Dispatcher:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run one worker per notifier until cancelled."""
-        self._warn_orphans()
+        await self._warn_orphans()
         async with anyio.create_task_group() as tg:
             self._tg = tg
             for name in self._notifiers:
                 self._start_worker(name)
             task_status.started()
 
-    def _warn_orphans(self) -> None:
-        for name in sorted(set(self._store.pending_receivers()) - set(self._notifiers)):
+    async def _warn_orphans(self) -> None:
+        try:
+            pending = await self._store.pending_receivers()
+        except StoreError as exc:
+            _log.error("outbox.read_failed", error=str(exc))
+            return
+        for name in sorted(set(pending) - set(self._notifiers)):
             _log.warning(
                 "outbox.orphaned",
                 receiver=name,
@@ -111,7 +117,7 @@ class Dispatcher:
         if self._tg is not None:
             for name in sorted(added):
                 self._start_worker(name)
-        self._warn_orphans()
+            self._tg.start_soon(self._warn_orphans)
 
     async def drain(self) -> None:
         """Try every due pending delivery once per receiver, in order, stopping a receiver at its first failure."""
@@ -121,7 +127,7 @@ class Dispatcher:
 
     async def _drain_one(self, name: str) -> None:
         try:
-            while (row := self._store.head(name)) is not None and row.next_attempt_at <= self._clock():
+            while (row := await self._store.head(name)) is not None and row.next_attempt_at <= self._clock():
                 if not await self._attempt(row):
                     return
         except StoreError as exc:
@@ -141,7 +147,7 @@ class Dispatcher:
     async def _work(self, name: str, worker: _Worker) -> None:
         while not (self._stopping or worker.retired):
             try:
-                row = self._store.head(name)
+                row = await self._store.head(name)
             except StoreError as exc:
                 _log.error("outbox.read_failed", receiver=name, error=str(exc))
                 await self._sleep(STORE_RETRY)
@@ -176,7 +182,7 @@ class Dispatcher:
         now = self._clock()
         log = _log.bind(receiver=row.receiver, event_id=row.event.id, type=row.event.type, task_id=row.event.subject)
         if now - row.created_at > self._max_age:
-            self._store.mark_dead(row.seq, f"gave up after {row.attempts} attempts in {self._max_age:g}s", now)
+            await self._store.mark_dead(row.seq, f"gave up after {row.attempts} attempts in {self._max_age:g}s", now)
             self._metrics.deliveries.labels(row.receiver, "dead").inc()
             log.error("delivery.dead_lettered", attempts=row.attempts, reason="max_age exceeded")
             return True
@@ -188,30 +194,32 @@ class Dispatcher:
             with scope:
                 await notifier.send(row.event)
         except DeliveryError as exc:
-            return self._failed(row, exc, log)
+            return await self._failed(row, exc, log)
         except Exception as exc:  # a notifier bug must cost one retry of one row, not the daemon
             log.exception("delivery.crashed")
-            return self._failed(row, DeliveryError(f"{row.receiver}: internal error ({exc.__class__.__name__})"), log)
+            error = DeliveryError(f"{row.receiver}: internal error ({exc.__class__.__name__})")
+            return await self._failed(row, error, log)
         finally:
             self._in_flight.discard(scope)
         if scope.cancelled_caught:
-            return self._failed(row, DeliveryError(f"{row.receiver}: no answer in time"), log)
-        self._store.mark_delivered(row.seq, self._clock())
+            return await self._failed(row, DeliveryError(f"{row.receiver}: no answer in time"), log)
+        with anyio.CancelScope(shield=True):  # delivered: that must be recorded, even while stopping
+            await self._store.mark_delivered(row.seq, self._clock())
         self._metrics.deliveries.labels(row.receiver, "sent").inc()
         log.info("delivery.sent", attempts=row.attempts + 1)
         return True
 
-    def _failed(self, row: Delivery, exc: DeliveryError, log: structlog.stdlib.BoundLogger) -> bool:
+    async def _failed(self, row: Delivery, exc: DeliveryError, log: structlog.stdlib.BoundLogger) -> bool:
         now = self._clock()
         if exc.permanent:
-            self._store.mark_dead(row.seq, str(exc), now)
+            await self._store.mark_dead(row.seq, str(exc), now)
             self._metrics.deliveries.labels(row.receiver, "dead").inc()
             log.error("delivery.dead_lettered", attempts=row.attempts + 1, error=str(exc))
             return True
         # Waiting longer than the row may live is pointless: a huge Retry-After ends at max_age.
         remaining = max(0.0, self._max_age - (now - row.created_at))
         delay = min(delivery_delay(row.attempts + 1, self._backoff_max, exc.retry_after), remaining + 1.0)
-        self._store.mark_retry(row.seq, str(exc), now + delay, now)
+        await self._store.mark_retry(row.seq, str(exc), now + delay, now)
         self._metrics.deliveries.labels(row.receiver, "failed").inc()
         log.warning("delivery.failed", attempts=row.attempts + 1, error=str(exc), retry_in=round(delay, 1))
         return False

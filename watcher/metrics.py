@@ -14,7 +14,8 @@ from prometheus_client.registry import Collector
 from . import __version__
 
 if TYPE_CHECKING:
-    from .store import Store
+    from .store import OutboxCount
+    from .stores import StateStore
 
 PREFIX = "voicefox_watcher"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -59,6 +60,8 @@ class Metrics:
         # The children every successful poll touches, bound once: a label lookup per poll is measurable (bench/).
         self.polls_ok = self.polls.labels("ok")
         self._responses_200 = self.api_responses.labels("200")
+        self._store: StateStore | None = None
+        self.outbox: list[OutboxCount] = []  # as of the last `refresh`
 
     def observe_api(self, code: str, seconds: float) -> None:
         """One API request ended with `code` (an HTTP status, or "timeout"/"error")."""
@@ -67,15 +70,22 @@ class Metrics:
 
     def watch_state(
         self,
-        store: Store,
+        store: StateStore,
         task_statuses: Callable[[], Iterator[str]],
         clock: Callable[[], float] = time.time,
         *,
         zone: Callable[[], tuple[str, str, int]] | None = None,
     ) -> None:
-        """Export outbox depth, age and dead letters, watched tasks by status, and the campaigns' zone (name, source,
-        tasks whose windows are in doubt), computed at each scrape."""
-        self.registry.register(_StateCollector(store, task_statuses, clock, zone))
+        """Export outbox depth, age and dead letters (as of the last `refresh`), watched tasks by status, and the
+        campaigns' zone (name, source, tasks whose windows are in doubt)."""
+        self._store = store
+        self.registry.register(_StateCollector(self, task_statuses, clock, zone))
+
+    async def refresh(self) -> None:
+        """Read what the next render reports of the store: awaited before each scrape, so that no scrape reads the
+        store on the event loop (a collector's `collect` cannot await)."""
+        if self._store is not None:
+            self.outbox = await self._store.outbox_counts()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -85,12 +95,12 @@ class Metrics:
 class _StateCollector(Collector):
     def __init__(
         self,
-        store: Store,
+        metrics: Metrics,
         task_statuses: Callable[[], Iterator[str]],
         clock: Callable[[], float],
         zone: Callable[[], tuple[str, str, int]] | None,
     ) -> None:
-        self._store = store
+        self._metrics = metrics
         self._task_statuses = task_statuses
         self._clock = clock
         self._zone = zone
@@ -104,7 +114,7 @@ class _StateCollector(Collector):
         )
         dead = GaugeMetricFamily(f"{PREFIX}_outbox_dead", "Dead-lettered deliveries, by notifier.", labels=["notifier"])
         now = self._clock()
-        for c in self._store.outbox_counts():
+        for c in self._metrics.outbox:
             if c.state == "pending":
                 pending.add_metric([c.receiver], c.count)
                 age.add_metric([c.receiver], max(0.0, now - (c.oldest or now)))

@@ -16,7 +16,7 @@ from .daemon import Daemon
 from .errors import StoreError
 from .httpserver import Request, Response
 from .metrics import CONTENT_TYPE, Metrics
-from .store import Store
+from .stores import StateStore
 
 _log = structlog.get_logger("watcher.ops")
 
@@ -30,7 +30,7 @@ class OpsServer:
     def __init__(
         self,
         daemon: Daemon,
-        store: Store,
+        store: StateStore,
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -47,10 +47,10 @@ class OpsServer:
         stale = self._clock() - self._daemon.heartbeat
         return (stale < HEARTBEAT_STALE, "ok" if stale < HEARTBEAT_STALE else f"main loop silent for {stale:.0f}s")
 
-    def readiness(self) -> tuple[bool, str]:
+    async def readiness(self) -> tuple[bool, str]:
         """Whether the store is writable and a poll got an answer recently."""
         try:
-            self._store.check_writable()
+            await self._store.check_writable()
         except StoreError as exc:
             return False, f"store not writable: {exc}"
         config = self._daemon.config
@@ -73,9 +73,13 @@ class OpsServer:
         if request.method not in ("GET", "HEAD"):
             return _json(405, {"status": "error", "reason": "use GET"})
         if request.path == "/metrics":
+            try:
+                await self._metrics.refresh()
+            except StoreError as exc:  # the gauges of the store say what they said last; the rest is fresh
+                _log.warning("metrics.store_unreadable", error=str(exc))
             return Response(200, self._metrics.render(), (("Content-Type", CONTENT_TYPE),))
         if request.path in ("/healthz", "/readyz"):
-            ok, reason = self.health() if request.path == "/healthz" else self.readiness()
+            ok, reason = self.health() if request.path == "/healthz" else await self.readiness()
             return _json(200 if ok else 503, {"status": "ok" if ok else "unavailable", "reason": reason})
         return _json(404, {"status": "error", "reason": "not found; try /healthz, /readyz or /metrics"})
 

@@ -14,7 +14,7 @@ from .config import Config
 from .errors import StoreError
 from .model import TaskSnapshot, TaskState
 from .schedule import DOUBT_FOR, offsets_open
-from .store import Store
+from .stores import StateStore
 from .zone import Zone, ZoneResolver, offset_label
 
 _log = structlog.get_logger("watcher.schedule")
@@ -23,11 +23,20 @@ _log = structlog.get_logger("watcher.schedule")
 class Windows:
     """The zone resolver and per-task look times of one daemon, with the warnings about them; seams: `store`."""
 
-    def __init__(self, config: Config, store: Store, states: Mapping[int, TaskState], now: datetime) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        states: Mapping[int, TaskState],
+        now: datetime,
+        *,
+        remembered: str | None = None,
+    ) -> None:
+        """`remembered`: the store's "zone.learned" value, as an earlier run left it."""
         self._config = config
         self._store = store
         self._states = states  # the daemon's own, read only
-        self.zones = ZoneResolver(config.watch.tz, config.watch.task_zones, learned=self._remembered_offset())
+        self.zones = ZoneResolver(config.watch.tz, config.watch.task_zones, learned=self._remembered_offset(remembered))
         for task_id, state in states.items():
             # What the stored answers say of the zone, before the first poll: a restart at night must not forget it.
             self.zones.observe(task_id, None, state.snapshot, now, None)
@@ -55,12 +64,14 @@ class Windows:
         """The zone this task's windows are read in."""
         return self.zones.for_task(task_id)
 
-    def look(self, task_id: int, previous: TaskState | None, snapshot: TaskSnapshot, now: datetime) -> datetime | None:
+    async def look(
+        self, task_id: int, previous: TaskState | None, snapshot: TaskSnapshot, now: datetime
+    ) -> datetime | None:
         """A poll answered: learn what it shows of the zone, say what needs saying; return the previous look."""
         looked = self._looked.get(task_id)
         self._looked[task_id] = now
         if self.zones.observe(task_id, previous.snapshot if previous else None, snapshot, now, looked):
-            self.show()
+            await self.show()
         if not self._first_round_seen and looked is None and len(self._looked) >= self._watched:
             self._after_first_round()
         if snapshot.schedule_problems and self._problems.get(task_id) != snapshot.schedule_problems:
@@ -100,17 +111,17 @@ class Windows:
             "watch.timezone (or timezone in its [[watch.task]])",
         )
 
-    def show(self) -> None:
+    async def show(self) -> None:
         """Log the campaigns' zone and how it was found, and keep it for `watcher status`, when it changed."""
         zone, learned = self.zones.zone(), self.zones.learned
         try:
             if zone != self._shown:
                 self._shown = zone
                 _log.info("schedule.zone_resolved", zone=zone.name, source=zone.source.value, how=zone.describe())
-                self._store.set_meta("zone", json.dumps(zone.to_dict()))
+                await self._store.set_meta("zone", json.dumps(zone.to_dict()))
             if learned != self._learned_kept:
                 api = self._config.api.base_url
-                self._store.set_meta("zone.learned", json.dumps({"offset": learned, "api": api}))
+                await self._store.set_meta("zone.learned", json.dumps({"offset": learned, "api": api}))
                 self._learned_kept = learned
         except StoreError as exc:
             _log.error("store.write_failed", error=str(exc), what="the campaigns' zone")
@@ -125,12 +136,11 @@ class Windows:
         )
         return zone.name, zone.source.value, doubted
 
-    def _remembered_offset(self) -> int | None:
+    def _remembered_offset(self, text: str | None) -> int | None:
         """The UTC offset an earlier run learned from this API's naive timestamps, if it learned one."""
         try:
-            text = self._store.meta("zone.learned")
             kept = json.loads(text) if text else {}
-        except (StoreError, ValueError):
+        except ValueError:
             return None
         offset = kept.get("offset") if isinstance(kept, dict) else None
         # Learned of one API: a store pointed at another (a new api.base_url) starts again from what that one shows.
