@@ -49,6 +49,12 @@ async def components(config: Config) -> AsyncIterator[tuple[Daemon, Dispatcher, 
         yield c.daemon, c.dispatcher, c.store.sync
 
 
+def rebuilt(real: Daemon, config: Config, **seams: Any) -> Daemon:
+    """A second daemon on a running one's client, store and dispatcher, with other seams (a clock of the test's)."""
+    states = real.states
+    return Daemon(config, client=real._client, store=real._store, states=states, dispatcher=real._dispatcher, **seams)
+
+
 def types(receiver: Receiver) -> list[tuple[str, str]]:
     return [(b["subject"], b["type"]) for b in receiver.bodies()]
 
@@ -199,15 +205,8 @@ async def test_stalled_is_emitted_once_per_episode_with_an_injected_clock(
     sim.add_task(1, status="running", progress=30)
     config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", [1], stall_after="10m")
     now = [datetime(2026, 11, 23, 9, 0, tzinfo=UTC)]
-    async with components(config) as (real, dispatcher, store):
-        daemon = Daemon(
-            config,
-            client=real._client,
-            store=real._store,
-            states=store.load_states(),
-            dispatcher=dispatcher,
-            clock=lambda: now[0],
-        )
+    async with components(config) as (real, dispatcher, _store):
+        daemon = rebuilt(real, config, clock=lambda: now[0])
         for minutes in (0, 5, 11, 20, 30):
             now[0] = datetime(2026, 11, 23, 9, 0, tzinfo=UTC) + timedelta(minutes=minutes)
             await daemon.poll(1)
@@ -264,15 +263,8 @@ async def test_an_unreachable_api_is_announced_once_and_its_recovery_too(
     config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", [1])
     config = config.model_copy(update={"api": config.api.model_copy(update={"unreachable_after": 600.0})})
     mono = [0.0]
-    async with components(config) as (real, dispatcher, store):
-        daemon = Daemon(
-            config,
-            client=real._client,
-            store=real._store,
-            states=store.load_states(),
-            dispatcher=dispatcher,
-            monotonic=lambda: mono[0],
-        )
+    async with components(config) as (real, dispatcher, _store):
+        daemon = rebuilt(real, config, monotonic=lambda: mono[0])
         assert await daemon.poll(1)
         sim.inject("503", times=1000)
         for minute in (1, 5, 11, 12, 30):  # unreachable from minute 0; announced once past 10 minutes
@@ -306,15 +298,8 @@ async def test_a_refused_token_reaches_slack_as_a_refused_token_not_an_outage(
         source="test",
     )
     mono = [0.0]
-    async with components(config) as (real, dispatcher, store):
-        daemon = Daemon(
-            config,
-            client=real._client,
-            store=real._store,
-            states=store.load_states(),
-            dispatcher=dispatcher,
-            monotonic=lambda: mono[0],
-        )
+    async with components(config) as (real, dispatcher, _store):
+        daemon = rebuilt(real, config, monotonic=lambda: mono[0])
         assert await daemon.poll(1)
         sim.inject("401", times=1000)
         mono[0] = 600.0  # past api.unreachable_after (5 min)
