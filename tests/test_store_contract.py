@@ -1,0 +1,153 @@
+"""One contract, every engine: the SQLite store (in its worker thread) and PostgreSQL (a real server on 127.0.0.1,
+started by the tests) answer the same calls the same way."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from watcher.detect import Rules, detect
+from watcher.errors import StoreError
+from watcher.model import Event, EventType, TaskSnapshot, TaskState
+from watcher.store import Store
+from watcher.stores import StateStore, ThreadedStore
+
+pytestmark = pytest.mark.anyio
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
+    if request.param == "sqlite":
+        sqlite = Store.open(tmp_path / "s.db")
+        yield ThreadedStore(sqlite)
+        sqlite.close()
+        return
+    url = request.getfixturevalue("postgres_url")
+    import psycopg
+
+    from watcher.postgres import SCHEMA, PostgresStore
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")  # a fresh database for each test
+    pg = await PostgresStore.open(url, shown="postgresql://watcher@127.0.0.1/watcher")
+    yield pg
+    await pg.close()
+
+
+async def observe(store: StateStore, task_id: int, receivers: list[str], status: str = "running") -> list[Event]:
+    state, events = detect(None, TaskSnapshot(id=task_id, status=status, progress=0), T0, Rules())
+    await store.record(state, [(e, receivers) for e in events], now=1000.0)
+    return events
+
+
+async def test_record_keeps_the_state_the_events_and_one_row_per_receiver(store: StateStore) -> None:
+    events = await observe(store, 1, ["a", "b"])
+    states = await store.load_states()
+    assert states[1].snapshot.status == "running"
+    head = await store.head("a")
+    assert head is not None and head.event == events[0] and head.created_at == 1000.0
+    assert await store.head("b") is not None
+    assert sorted(await store.pending_receivers()) == ["a", "b"]
+
+
+async def test_a_state_round_trips_whole(store: StateStore) -> None:
+    snapshot = TaskSnapshot(
+        id=7,
+        status="running",
+        name="東京キャンペーン",
+        progress=40,
+        total=1200,
+        collection_rate=33,
+        summary="s",
+        suggestion="g",
+        updated_at="2026-11-23T18:00:00+09:00",
+        created_at="2026-11-01 10:00:00",
+        start_date="2026-11-01",
+        windows=(("09:00", "12:00"), ("18:00", "24:00")),
+    )
+    state = TaskState(
+        snapshot,
+        progress_since=T0,
+        stalled=True,
+        missing=False,
+        windows_doubted_at=T0 + timedelta(minutes=5),
+        updated_while_closed_at=T0 + timedelta(minutes=6),
+    )
+    await store.record(state, [], now=2.0)
+    assert (await store.load_states())[7] == state
+
+
+async def test_the_same_event_recorded_twice_is_one_row(store: StateStore) -> None:
+    state, events = detect(None, TaskSnapshot(id=1, status="running"), T0, Rules())
+    await store.record(state, [(e, ["a"]) for e in events], now=1.0)
+    await store.record(state, [(e, ["a"]) for e in events], now=1.0)
+    assert [(c.receiver, c.state, c.count) for c in await store.outbox_counts()] == [("a", "pending", 1)]
+
+
+async def test_head_keeps_each_receivers_order_and_marks_move_it_on(store: StateStore) -> None:
+    first = (await observe(store, 1, ["a"]))[0]
+    second = (await observe(store, 2, ["a"]))[0]
+    head = await store.head("a")
+    assert head is not None and head.event == first
+    await store.mark_retry(head.seq, "503 busy", next_attempt_at=50.0, now=10.0)
+    again = await store.head("a")
+    assert again is not None and again.seq == head.seq and again.attempts == 1 and again.next_attempt_at == 50.0
+    await store.mark_delivered(head.seq, now=60.0)
+    nxt = await store.head("a")
+    assert nxt is not None and nxt.event == second
+    await store.mark_dead(nxt.seq, "410 gone", now=61.0)
+    assert await store.head("a") is None
+    counts = {(c.receiver, c.state): c.count for c in await store.outbox_counts()}
+    assert counts == {("a", "delivered"): 1, ("a", "dead"): 1}
+
+
+async def test_an_event_of_no_task_and_the_metadata(store: StateStore) -> None:
+    event = Event("api-1", EventType.API_UNREACHABLE.value, T0, "api", {"unreachableForSeconds": 300})
+    await store.record_event(event, ["hook"], now=5.0)
+    head = await store.head("hook")
+    assert head is not None and head.event == event
+    assert await store.meta("zone") is None
+    await store.set_meta("zone", '{"name": "+09:00"}')
+    await store.set_meta("zone", '{"name": "+08:00"}')
+    assert await store.meta("zone") == '{"name": "+08:00"}'
+
+
+async def test_a_task_the_api_never_served_is_noted_until_it_is_seen(store: StateStore) -> None:
+    await store.note_unseen(9, "not found", now=1.0)
+    await store.note_unseen(9, "not found", now=2.0)
+    assert await _unseen(store) == {9: "not found"}
+    await observe(store, 9, [])
+    assert await _unseen(store) == {}
+
+
+async def _unseen(store: StateStore) -> dict[int, str]:
+    unseen: Any = store.sync.unseen() if isinstance(store, ThreadedStore) else await store.unseen()  # type: ignore[attr-defined]
+    return {task: reason for task, (reason, _since) in unseen.items()}
+
+
+async def test_prune_forgets_delivered_rows_and_their_events_only(store: StateStore) -> None:
+    await observe(store, 1, ["a"])
+    await observe(store, 2, ["a"])
+    head = await store.head("a")
+    assert head is not None
+    await store.mark_delivered(head.seq, now=100.0)
+    assert await store.prune(delivered_before=200.0) == 1
+    assert [(c.state, c.count) for c in await store.outbox_counts()] == [("pending", 1)]
+
+
+async def test_a_failed_transaction_writes_nothing(store: StateStore) -> None:
+    state, events = detect(None, TaskSnapshot(id=1, status="pending"), T0, Rules())
+    unbindable: Any = {"not": "a receiver"}
+    with pytest.raises((StoreError, TypeError)):  # the engine refuses the value midway
+        await store.record(state, [(events[0], ["a", unbindable])], now=1.0)
+    assert await store.load_states() == {}
+    assert await store.outbox_counts() == []
+
+
+async def test_a_writable_store_says_so(store: StateStore) -> None:
+    await store.check_writable()

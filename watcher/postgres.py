@@ -1,0 +1,343 @@
+"""PostgreSQL: the store for teams that run the watcher on the database they already operate (`store.url`).
+
+The same contract as the embedded SQLite store (`stores.StateStore`): one transaction writes a task's new state, its
+events and their outbox rows; a row is marked delivered only after the receiver accepted it. Every call is
+asynchronous (psycopg 3 with its connection pool), so nothing waits on the database on the event loop. The tables live
+in a schema of their own, `voicefox_watcher`, versioned like SQLite's (MIGRATIONS; never edit a released step).
+
+psycopg rather than asyncpg: it is the PostgreSQL community's own driver, speaks libpq's connection strings and
+environment (PGPASSWORD, PGSSLMODE, a service file: what operators of a managed database already have), binds
+parameters server-side, and its pool checks connections and reconnects after a failover.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import StoreError
+from .model import Event, TaskSnapshot, TaskState
+from .store import Delivery, OutboxCount
+
+SCHEMA = "voicefox_watcher"
+SCHEMA_VERSION = 1
+
+_CREATE = f"""
+CREATE TABLE IF NOT EXISTS {SCHEMA}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.tasks (
+    task_id        BIGINT PRIMARY KEY,
+    snapshot       JSONB NOT NULL,
+    progress_since TIMESTAMPTZ NOT NULL,
+    stalled        BOOLEAN NOT NULL DEFAULT false,
+    missing        BOOLEAN NOT NULL DEFAULT false,
+    changed_at     TIMESTAMPTZ NOT NULL,
+    windows_doubted_at TIMESTAMPTZ,
+    updated_while_closed_at TIMESTAMPTZ
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.unseen (
+    task_id BIGINT PRIMARY KEY,
+    reason  TEXT NOT NULL,
+    since   TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.events (
+    id      TEXT PRIMARY KEY,
+    task_id BIGINT NOT NULL,
+    type    TEXT NOT NULL,
+    time    TIMESTAMPTZ NOT NULL,
+    body    JSONB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_task ON {SCHEMA}.events (task_id, time);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.outbox (
+    seq             BIGSERIAL PRIMARY KEY,
+    event_id        TEXT NOT NULL REFERENCES {SCHEMA}.events (id),
+    receiver        TEXT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
+    created_at      DOUBLE PRECISION NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at DOUBLE PRECISION NOT NULL,
+    last_error      TEXT,
+    done_at         DOUBLE PRECISION,
+    last_attempt_at DOUBLE PRECISION,
+    UNIQUE (event_id, receiver)
+);
+CREATE INDEX IF NOT EXISTS outbox_queue ON {SCHEMA}.outbox (receiver, state, seq);
+"""
+
+# MIGRATIONS[n] takes the schema from version n to n+1, in one transaction with the version bump.
+MIGRATIONS: dict[int, list[str]] = {}
+
+# Only one watcher may create or migrate the schema at a time (a rolling deploy starts several at once).
+_MIGRATION_LOCK = 0x766F696365666F78  # "voicefox"
+
+
+def _missing_extra() -> StoreError:
+    return StoreError("store.url: PostgreSQL needs the [postgres] extra: pip install 'voicefox-watcher[postgres]'")
+
+
+class PostgresStore:
+    """The `StateStore` contract on PostgreSQL; open with `await PostgresStore.open(url)`, close with `close()`."""
+
+    def __init__(self, pool: Any, shown: str) -> None:
+        self._pool = pool
+        self.path = shown  # the URL without its password: what messages may name
+
+    @classmethod
+    async def open(cls, url: str, *, shown: str, max_size: int = 4, connect_timeout: float = 10.0) -> PostgresStore:
+        """Connect, create or migrate the schema, and return the store; StoreError (naming `shown`) if it cannot."""
+        try:
+            import psycopg
+            from psycopg.rows import tuple_row
+            from psycopg_pool import AsyncConnectionPool
+        except ImportError:
+            raise _missing_extra() from None
+        pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            timeout=connect_timeout,
+            open=False,
+            kwargs={"autocommit": True, "row_factory": tuple_row},
+            check=AsyncConnectionPool.check_connection,  # a connection a failover dropped is replaced, not used
+        )
+        try:
+            await pool.open(wait=True, timeout=connect_timeout)
+            store = cls(pool, shown)
+            await store._migrate()
+        except (psycopg.Error, TimeoutError, OSError) as exc:
+            await pool.close()
+            raise StoreError(f"{shown}: cannot open the PostgreSQL store: {_reason(exc)}") from None
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        """Close every connection."""
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Any]:
+        import psycopg
+
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except (psycopg.Error, TimeoutError, OSError) as exc:
+            raise StoreError(f"{self.path}: {_reason(exc)}") from None
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self._transaction() as conn:
+            cursor = await conn.execute(sql, params)
+            return list(await cursor.fetchall())
+
+    async def _migrate(self) -> None:
+        async with self._transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+            await conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            cursor = await conn.execute(f"SELECT value FROM {SCHEMA}.meta WHERE key = 'schema_version'")
+            row = await cursor.fetchone()
+            version = int(row[0]) if row else None
+            if version is None:
+                await conn.execute(_CREATE)
+                await conn.execute(
+                    f"INSERT INTO {SCHEMA}.meta (key, value) VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),)
+                )
+                return
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: written by a newer voicefox-watcher (schema {version} > {SCHEMA_VERSION}); upgrade it"
+                )
+            while version < SCHEMA_VERSION:
+                for statement in MIGRATIONS[version]:
+                    await conn.execute(statement)
+                version += 1
+                await conn.execute(f"UPDATE {SCHEMA}.meta SET value = %s WHERE key = 'schema_version'", (str(version),))
+
+    # -- the contract ------------------------------------------------------------------------------------------
+
+    async def load_states(self) -> dict[int, TaskState]:
+        """Every task's last known state."""
+        rows = await self._read(
+            f"SELECT task_id, snapshot, progress_since, stalled, missing, windows_doubted_at, updated_while_closed_at"
+            f" FROM {SCHEMA}.tasks"
+        )
+        return {
+            task_id: TaskState(
+                snapshot=TaskSnapshot.from_dict(snapshot),
+                progress_since=since,
+                stalled=stalled,
+                missing=missing,
+                windows_doubted_at=doubted,
+                updated_while_closed_at=updated,
+            )
+            for task_id, snapshot, since, stalled, missing, doubted, updated in rows
+        }
+
+    async def record(self, state: TaskState, deliveries: Sequence[tuple[Event, Sequence[str]]], now: float) -> None:
+        """In one transaction: a task's new state, its events, and one outbox row per (event, receiver)."""
+        from psycopg.types.json import Jsonb
+
+        async with self._transaction() as conn:
+            await conn.execute(
+                f"INSERT INTO {SCHEMA}.tasks (task_id, snapshot, progress_since, stalled, missing, changed_at,"
+                " windows_doubted_at, updated_while_closed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (task_id) DO UPDATE SET snapshot = excluded.snapshot,"
+                " progress_since = excluded.progress_since, stalled = excluded.stalled, missing = excluded.missing,"
+                " changed_at = excluded.changed_at, windows_doubted_at = excluded.windows_doubted_at,"
+                " updated_while_closed_at = excluded.updated_while_closed_at",
+                (
+                    state.snapshot.id,
+                    Jsonb(state.snapshot.to_dict()),
+                    state.progress_since,
+                    state.stalled,
+                    state.missing,
+                    datetime.fromtimestamp(now, UTC),
+                    state.windows_doubted_at,
+                    state.updated_while_closed_at,
+                ),
+            )
+            await conn.execute(f"DELETE FROM {SCHEMA}.unseen WHERE task_id = %s", (state.snapshot.id,))
+            for event, receivers in deliveries:
+                await self._insert_event(conn, event, receivers, now)
+
+    async def record_event(self, event: Event, receivers: Iterable[str], now: float) -> None:
+        """An event of no task (the API's, a test) with its outbox rows."""
+        async with self._transaction() as conn:
+            await self._insert_event(conn, event, list(receivers), now)
+
+    @staticmethod
+    async def _insert_event(conn: Any, event: Event, receivers: Iterable[str], now: float) -> None:
+        from psycopg.types.json import Jsonb
+
+        await conn.execute(
+            f"INSERT INTO {SCHEMA}.events (id, task_id, type, time, body) VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (id) DO NOTHING",
+            (
+                event.id,
+                int(event.subject) if event.subject.isdigit() else 0,
+                event.type,
+                event.time,
+                Jsonb(event.to_dict()),
+            ),
+        )
+        rows = [(event.id, receiver, now, now) for receiver in receivers]
+        if rows:
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    f"INSERT INTO {SCHEMA}.outbox (event_id, receiver, created_at, next_attempt_at)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (event_id, receiver) DO NOTHING",
+                    rows,
+                )
+
+    async def note_unseen(self, task_id: int, reason: str, now: float) -> None:
+        """A task the API has never served answered with `reason`."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                f"INSERT INTO {SCHEMA}.unseen (task_id, reason, since) VALUES (%s, %s, %s)"
+                f" ON CONFLICT (task_id) DO UPDATE SET reason = excluded.reason"
+                f" WHERE {SCHEMA}.unseen.reason <> excluded.reason",
+                (task_id, reason, datetime.fromtimestamp(now, UTC)),
+            )
+
+    async def unseen(self) -> dict[int, tuple[str, datetime]]:
+        """Tasks never served by the API, with why and since when."""
+        rows = await self._read(f"SELECT task_id, reason, since FROM {SCHEMA}.unseen")
+        return {task_id: (reason, since) for task_id, reason, since in rows}
+
+    async def meta(self, key: str) -> str | None:
+        """A value kept beside the state."""
+        rows = await self._read(f"SELECT value FROM {SCHEMA}.meta WHERE key = %s", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """Keep a value beside the state."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                f"INSERT INTO {SCHEMA}.meta (key, value) VALUES (%s, %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    async def head(self, receiver: str) -> Delivery | None:
+        """The oldest pending delivery of a receiver."""
+        rows = await self._read(
+            f"SELECT o.seq, o.receiver, e.body, o.created_at, o.attempts, o.next_attempt_at FROM {SCHEMA}.outbox o"
+            f" JOIN {SCHEMA}.events e ON e.id = o.event_id WHERE o.receiver = %s AND o.state = 'pending'"
+            " ORDER BY o.seq LIMIT 1",
+            (receiver,),
+        )
+        if not rows:
+            return None
+        seq, rcv, body, created, attempts, next_at = rows[0]
+        return Delivery(seq, rcv, Event.from_dict(body), created, attempts, next_at)
+
+    async def mark_delivered(self, seq: int, now: float) -> None:
+        """The receiver accepted it."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                f"UPDATE {SCHEMA}.outbox SET state = 'delivered', done_at = %s, last_attempt_at = %s,"
+                " attempts = attempts + 1, last_error = NULL WHERE seq = %s",
+                (now, now, seq),
+            )
+
+    async def mark_retry(self, seq: int, error: str, next_attempt_at: float, now: float) -> None:
+        """The attempt failed; try again later."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                f"UPDATE {SCHEMA}.outbox SET attempts = attempts + 1, last_error = %s, next_attempt_at = %s,"
+                " last_attempt_at = %s WHERE seq = %s",
+                (error[:500], next_attempt_at, now, seq),
+            )
+
+    async def mark_dead(self, seq: int, error: str, now: float) -> None:
+        """Give up on it: a dead letter."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                f"UPDATE {SCHEMA}.outbox SET state = 'dead', attempts = attempts + 1, last_error = %s, done_at = %s,"
+                " last_attempt_at = %s WHERE seq = %s",
+                (error[:500], now, now, seq),
+            )
+
+    async def pending_receivers(self) -> list[str]:
+        """Receivers with pending deliveries."""
+        return [
+            r for (r,) in await self._read(f"SELECT DISTINCT receiver FROM {SCHEMA}.outbox WHERE state = 'pending'")
+        ]
+
+    async def outbox_counts(self) -> list[OutboxCount]:
+        """Rows per receiver and state, with the oldest creation time."""
+        rows = await self._read(
+            f"SELECT receiver, state, COUNT(*), MIN(created_at) FROM {SCHEMA}.outbox GROUP BY receiver, state"
+            " ORDER BY receiver, state"
+        )
+        return [OutboxCount(receiver, state, int(count), oldest) for receiver, state, count, oldest in rows]
+
+    async def prune(self, delivered_before: float) -> int:
+        """Forget delivered rows, and events nobody waits for, older than a cut-off; return rows removed."""
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                f"DELETE FROM {SCHEMA}.outbox WHERE state = 'delivered' AND done_at < %s", (delivered_before,)
+            )
+            removed = cursor.rowcount
+            await conn.execute(
+                f"DELETE FROM {SCHEMA}.events e WHERE e.time < %s"
+                f" AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.outbox o WHERE o.event_id = e.id)",
+                (datetime.fromtimestamp(delivered_before, UTC),),
+            )
+        return int(removed)
+
+    async def check_writable(self) -> None:
+        """Raise StoreError unless a write could be made now (the database answers, and not read-only)."""
+        rows = await self._read("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')")
+        in_recovery, read_only = rows[0]
+        if in_recovery or read_only == "on":
+            raise StoreError(f"{self.path}: the database is read-only (a standby, or default_transaction_read_only)")
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, without the connection string (it may carry a password)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    return text[:300]
