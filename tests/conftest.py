@@ -226,3 +226,20 @@ def postgres_url() -> Iterator[str]:
             capture_output=True,
         )
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> str:
+    """A PostgreSQL URL whose watcher schema starts empty, with a password the server does not ask for (so that
+    tests can check it is shown nowhere). Not async: async tests ask for it with request.getfixturevalue."""
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS voicefox_watcher CASCADE")
+    return postgres_url.replace("watcher@", "watcher:pg-PASSWORD-secret@")
+
+
+def use_postgres(config: Path, url: str) -> Path:
+    """A config file written by tests/test_cli.write_config, moved to a PostgreSQL store."""
+    config.write_text(config.read_text().replace('[store]\npath = "state.db"', f'[store]\nurl = "{url}"'))
+    return config

@@ -483,7 +483,7 @@ async def test_a_finished_task_is_dropped_after_its_linger_without_another_poll(
     long_ago = datetime.now(UTC) - timedelta(hours=3)
     async with open_components(config, api_retry=FAST_RETRY) as parts:
         finished = TaskState(TaskSnapshot(id=1, status="done", progress=100), progress_since=long_ago)
-        parts.store.sync.record(finished, [], now=0.0)
+        await parts.store.record(finished, [], now=0.0)
     with capture_logs() as logs:
         async with open_components(config, api_retry=FAST_RETRY) as parts, anyio.create_task_group() as tg:
             await tg.start(parts.daemon.run)

@@ -46,7 +46,8 @@ FAST_RETRY = ApiRetry(attempts=3, initial=0.001, maximum=0.001, jitter=0.0)
 async def components(config: Config) -> AsyncIterator[tuple[Daemon, Dispatcher, Store]]:
     """The daemon's real wiring, with API retries that do not wait."""
     async with open_components(config, api_retry=FAST_RETRY) as c:
-        yield c.daemon, c.dispatcher, c.store.sync
+        assert c.sqlite is not None
+        yield c.daemon, c.dispatcher, c.sqlite
 
 
 def rebuilt(real: Daemon, config: Config, **seams: Any) -> Daemon:

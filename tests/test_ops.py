@@ -89,7 +89,8 @@ async def test_readyz_follows_the_pace_the_watcher_expects_not_a_fixed_three_int
 
 
 async def test_readyz_needs_a_writable_store(ops: Ops) -> None:
-    ops.parts.store.sync._db.execute("PRAGMA query_only=ON")
+    assert ops.parts.sqlite is not None
+    ops.parts.sqlite._db.execute("PRAGMA query_only=ON")
     response = await get(ops.url + "/readyz")
     assert response.status_code == 503
     assert response.json()["reason"].startswith("store not writable")

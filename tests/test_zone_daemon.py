@@ -115,7 +115,7 @@ async def test_the_zone_is_found_from_the_api_and_logged_once(receiver: Receiver
         wall.now = START.replace(hour=15)  # midnight in Tokyo
         assert await daemon.poll(1)
         assert daemon.next_delay(1) == 300.0
-        assert parts.store.sync.meta("zone") == '{"name": "+09:00", "source": "api"}'  # for `watcher status`
+        assert await parts.store.meta("zone") == '{"name": "+09:00", "source": "api"}'  # for `watcher status`
 
 
 async def test_naive_timestamps_teach_the_zone_after_three_agreeing_changes_and_a_restart_remembers_it(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -11,14 +13,15 @@ import sys
 import threading
 import time
 import zoneinfo
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import TextIO
+from typing import Any, Protocol, TextIO, cast
 
 import anyio
 import httpx
 import structlog
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from . import __version__, logs, notify, systemd
 from . import config as config_mod
@@ -31,7 +34,7 @@ from .model import Event, EventType, TaskState
 from .notify.message import build as build_message
 from .ops import OpsServer
 from .schedule import DOUBT_FOR, next_poll
-from .store import OutboxAdmin, Store
+from .store import OutboxCount, OutboxRow, Store
 from .zone import Source, Zone, ZoneResolver, fixed, offset_label, parse_offset
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -222,18 +225,15 @@ def cmd_once(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the last known state of each task from the store, without calling the API."""
     config = config_mod.load(config_mod.default_path(args.config))
-    if not Path(config.store.path).exists():
+    if not config.store.postgres and not Path(config.store.path).exists():
         print(f"{config.store.path}: no state yet (the watcher has not run with this store)", file=args.stdout)
         return EXIT_OK
-    store = Store.open(config.store.path)
-    try:
+    with _tool_store(config) as store:
         states = store.load_states()
         counts = store.outbox_counts()
         unseen = store.unseen()
         stored_zone = store.meta("zone")
         learned = store.meta("zone.learned")
-    finally:
-        store.close()
     cadence = knobs(config)[1]
     now = datetime.now(UTC)
     # Finished longer than watch.done_linger ago: the daemon no longer polls them.
@@ -315,10 +315,62 @@ def _timestamp(when: datetime, zone: tzinfo) -> str:
     return f"{local:%Y-%m-%d %H:%M:%S} {offset_label(int(offset.total_seconds() // 60)) if offset else '+00:00'}"
 
 
-def _open_existing_store(config: Config) -> Store:
-    if not Path(config.store.path).exists():
-        raise StoreError(f"{config.store.path}: no state yet (the watcher has not run with this store)")
-    return Store.open(config.store.path)
+class _ToolAdmin(Protocol):
+    """The operator's outbox queries, as the command-line tools call them (each to its end)."""
+
+    def outbox_rows(
+        self, *, states: Iterable[str], receiver: str | None = None, limit: int | None = 100
+    ) -> list[OutboxRow]: ...
+    def outbox_total(self, *, states: Iterable[str], receiver: str | None = None) -> int: ...
+    def outbox_seqs(self, seqs: Iterable[int]) -> dict[int, tuple[str, str]]: ...
+    def requeue(self, *, seqs: Iterable[int] = (), receiver: str | None = None, now: float) -> int: ...
+    def drop(self, *, state: str, seqs: Iterable[int] = (), receiver: str | None = None) -> int: ...
+
+
+class _ToolStore(Protocol):
+    """What `status` and `outbox` read of a store: SQLite's `Store` itself, or PostgreSQL through a portal."""
+
+    def load_states(self) -> dict[int, TaskState]: ...
+    def outbox_counts(self) -> list[OutboxCount]: ...
+    def unseen(self) -> dict[int, tuple[str, datetime]]: ...
+    def meta(self, key: str) -> str | None: ...
+    def admin(self) -> _ToolAdmin: ...
+
+
+class _Blocking:
+    """An async object's methods, each run to its end from the command-line tools' plain code (a blocking portal)."""
+
+    def __init__(self, portal: BlockingPortal, target: Any, admin: Any = None) -> None:
+        self._portal, self._target, self._admin = portal, target, admin
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._target, name)
+        return lambda *args, **kwargs: self._portal.call(functools.partial(method, *args, **kwargs))
+
+    def admin(self) -> Any:
+        return _Blocking(self._portal, self._admin)
+
+
+@contextlib.contextmanager
+def _tool_store(config: Config, *, existing: bool = False) -> Iterator[_ToolStore]:
+    """The configured store for a command-line tool; `existing`: a SQLite file must be there already."""
+    if not config.store.postgres:
+        if existing and not Path(config.store.path).exists():
+            raise StoreError(f"{config.store.path}: no state yet (the watcher has not run with this store)")
+        store = Store.open(config.store.path)
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    from .postgres import PostgresAdmin, PostgresStore
+
+    with start_blocking_portal() as portal:
+        pg = portal.call(functools.partial(PostgresStore.open, config.store.conninfo(), shown=config.store.shown()))
+        try:
+            yield cast(_ToolStore, _Blocking(portal, pg, PostgresAdmin(pg)))
+        finally:
+            portal.call(pg.close)
 
 
 def _ago(then: float | None, now: float) -> str:
@@ -335,67 +387,68 @@ def _ago(then: float | None, now: float) -> str:
 def cmd_outbox(args: argparse.Namespace) -> int:
     """List pending and dead-lettered deliveries, or retry or drop them."""
     config = config_mod.load(config_mod.default_path(args.config))
+    with _tool_store(config, existing=True) as store:
+        return _outbox(args, config, store)
+
+
+def _outbox(args: argparse.Namespace, config: Config, store: _ToolStore) -> int:
     out = args.stdout
-    store = _open_existing_store(config)
     admin = store.admin()
-    try:
-        _check_receiver(store, config, args.receiver)
-        if args.action == "list":
-            states = {"pending": ["pending"], "dead": ["dead"], "all": ["pending", "dead"]}[args.state]
-            limit = args.limit or None  # --limit 0: every row
-            rows = admin.outbox_rows(states=states, receiver=args.receiver, limit=limit)
-            cut = None
-            if limit is not None and len(rows) == limit:
-                total = admin.outbox_total(states=states, receiver=args.receiver)
-                if total > limit:
-                    cut = f"showing {limit} of {total}; --limit 0 for all"
-            if args.json:
-                print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2), file=out)
-                if cut:
-                    print(cut, file=sys.stderr)  # stdout stays one JSON list for scripts; people still see the cut
-                return EXIT_OK
-            if not rows:
-                print(f"no {' or '.join(states)} deliveries", file=out)
-                return EXIT_OK
-            now = time.time()
+    _check_receiver(store, config, args.receiver)
+    if args.action == "list":
+        states = {"pending": ["pending"], "dead": ["dead"], "all": ["pending", "dead"]}[args.state]
+        limit = args.limit or None  # --limit 0: every row
+        rows = admin.outbox_rows(states=states, receiver=args.receiver, limit=limit)
+        cut = None
+        if limit is not None and len(rows) == limit:
+            total = admin.outbox_total(states=states, receiver=args.receiver)
+            if total > limit:
+                cut = f"showing {limit} of {total}; --limit 0 for all"
+        if args.json:
+            print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2), file=out)
+            if cut:
+                print(cut, file=sys.stderr)  # stdout stays one JSON list for scripts; people still see the cut
+            return EXIT_OK
+        if not rows:
+            print(f"no {' or '.join(states)} deliveries", file=out)
+            return EXIT_OK
+        now = time.time()
+        print(
+            f"{'SEQ':>6}  {'RECEIVER':<16}{'STATE':<9}{'TRIES':>5}  {'CREATED':<10}{'LAST TRY':<10}  EVENT",
+            file=out,
+        )
+        for r in rows:
             print(
-                f"{'SEQ':>6}  {'RECEIVER':<16}{'STATE':<9}{'TRIES':>5}  {'CREATED':<10}{'LAST TRY':<10}  EVENT",
+                f"{r.seq:>6}  {r.receiver:<16}{r.state:<9}{r.attempts:>5}  {_ago(r.created_at, now):<10}"
+                f"{_ago(r.last_attempt_at, now):<10}  {r.event_type} task {r.task_id}",
                 file=out,
             )
-            for r in rows:
-                print(
-                    f"{r.seq:>6}  {r.receiver:<16}{r.state:<9}{r.attempts:>5}  {_ago(r.created_at, now):<10}"
-                    f"{_ago(r.last_attempt_at, now):<10}  {r.event_type} task {r.task_id}",
-                    file=out,
-                )
-                if r.last_error:
-                    print(f"{'':>8}last error: {r.last_error}", file=out)
-            if cut:
-                print(cut, file=out)
-            return EXIT_OK
-        if not (args.seq or args.receiver or args.all):
-            raise UsageError(f"outbox {args.action}: say which deliveries: --seq N, --receiver NAME or --all")
-        state = "pending" if args.action == "drop" and args.pending else "dead"
-        seqs, refused = _selected_seqs(admin, args.seq or [], state, args.receiver, args.action)
-        # When every --seq was refused there is nothing to do: an empty seq list would select every row of the state.
-        if seqs or not args.seq:
-            if args.action == "retry":
-                n = admin.requeue(seqs=seqs, receiver=args.receiver, now=time.time())
-                print(
-                    f"{n} dead-lettered deliveries queued again (a running watcher sends them within a minute)",
-                    file=out,
-                )
-            else:
-                n = admin.drop(state=state, seqs=seqs, receiver=args.receiver)
-                print(f"{n} {state} deliveries dropped", file=out)
-        for problem in refused:
-            print(f"error: {problem}", file=sys.stderr)
-        return EXIT_FAILURE if refused else EXIT_OK
-    finally:
-        store.close()
+            if r.last_error:
+                print(f"{'':>8}last error: {r.last_error}", file=out)
+        if cut:
+            print(cut, file=out)
+        return EXIT_OK
+    if not (args.seq or args.receiver or args.all):
+        raise UsageError(f"outbox {args.action}: say which deliveries: --seq N, --receiver NAME or --all")
+    state = "pending" if args.action == "drop" and args.pending else "dead"
+    seqs, refused = _selected_seqs(admin, args.seq or [], state, args.receiver, args.action)
+    # When every --seq was refused there is nothing to do: an empty seq list would select every row of the state.
+    if seqs or not args.seq:
+        if args.action == "retry":
+            n = admin.requeue(seqs=seqs, receiver=args.receiver, now=time.time())
+            print(
+                f"{n} dead-lettered deliveries queued again (a running watcher sends them within a minute)",
+                file=out,
+            )
+        else:
+            n = admin.drop(state=state, seqs=seqs, receiver=args.receiver)
+            print(f"{n} {state} deliveries dropped", file=out)
+    for problem in refused:
+        print(f"error: {problem}", file=sys.stderr)
+    return EXIT_FAILURE if refused else EXIT_OK
 
 
-def _check_receiver(store: Store, config: Config, name: str | None) -> None:
+def _check_receiver(store: _ToolStore, config: Config, name: str | None) -> None:
     """Raise UsageError unless --receiver names a configured notifier or one the outbox still holds rows for."""
     if name is None:
         return
@@ -419,7 +472,7 @@ _REFUSED = {
 
 
 def _selected_seqs(
-    admin: OutboxAdmin, seqs: list[int], state: str, receiver: str | None, action: str
+    admin: _ToolAdmin, seqs: list[int], state: str, receiver: str | None, action: str
 ) -> tuple[list[int], list[str]]:
     """The --seq rows that can be acted on, and why each other one cannot; UsageError for a seq that does not exist."""
     seqs = list(dict.fromkeys(seqs))

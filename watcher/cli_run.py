@@ -19,7 +19,7 @@ from .dispatch import Dispatcher
 from .metrics import Metrics
 from .retry import API_RETRY, ApiRetry
 from .store import Store, StoreLock
-from .stores import ThreadedStore
+from .stores import StateStore, ThreadedStore
 
 _log = structlog.get_logger("watcher.cli")
 
@@ -30,9 +30,10 @@ class Components:
 
     daemon: Daemon
     dispatcher: Dispatcher
-    store: ThreadedStore  # the daemon's store, off the loop; `store.sync` is the SQLite store itself
+    store: StateStore  # the daemon's store: SQLite in a worker thread, or PostgreSQL
     http: httpx.AsyncClient
     metrics: Metrics
+    sqlite: Store | None = None  # the SQLite store itself, when that is the engine (for tests and tools)
 
     def reload(self, new: Config) -> list[str]:
         """Apply a new config: tasks, [watch], [log] and notifiers at once; return the sections that need a restart."""
@@ -84,51 +85,68 @@ async def open_components(
         )
     if not config.delivery.verify_tls:
         _log.warning("tls.verification_disabled", section="delivery", hint="delivery.verify_tls = false")
+    metrics = Metrics()
+    async with (
+        _opened_store(config) as (store, sqlite),
+        delivery_client(config) as http,
+        VoiceFoxClient(
+            config.api.base_url,
+            config.api.token.get_secret_value(),
+            timeout=config.api.timeout,
+            retry=api_retry,
+            verify=config.api.verify_tls,
+            # Polls in flight are bounded by the daemon's workers ([watch] concurrency); the pool is sized for
+            # the most that setting allows, so a reload that raises it needs no new pool.
+            max_connections=MAX_CONCURRENCY,
+            observe=metrics.observe_api,
+            transport_kind=resolve_transport(config.api.transport),
+        ) as client,
+    ):
+        d = config.delivery
+        dispatcher = Dispatcher(
+            store,
+            notify.build(config.notifiers, notify_context(config, http)),
+            timeout=d.timeout,
+            max_age=d.max_age,
+            backoff_max=d.backoff_max,
+            shutdown_grace=d.shutdown_grace,
+            metrics=metrics,
+        )
+        daemon = Daemon(
+            config,
+            client=client,
+            store=store,
+            states=await store.load_states(),
+            remembered_zone=await store.meta("zone.learned"),
+            dispatcher=dispatcher,
+            metrics=metrics,
+            monotonic=monotonic,
+            clock=clock,
+        )
+        metrics.watch_state(store, lambda: daemon.watched_statuses(), zone=daemon.zone_summary)
+        yield Components(daemon, dispatcher, store, http, metrics, sqlite)
+
+
+@asynccontextmanager
+async def _opened_store(config: Config) -> AsyncIterator[tuple[StateStore, Store | None]]:
+    """The configured store, as the one daemon on it: SQLite under its file lock (in a worker thread), or PostgreSQL
+    under an advisory lock; closed (and the lock given up) on the way out."""
+    if config.store.postgres:
+        from .postgres import PostgresStore
+
+        pg = await PostgresStore.open(config.store.conninfo(), shown=config.store.shown())
+        try:
+            await pg.lock()
+            yield pg, None
+        finally:
+            await pg.close()
+        return
     lock = StoreLock(config.store.path)
     lock.acquire()
-    metrics = Metrics()
     try:
         sqlite = Store.open(config.store.path)
-        store = ThreadedStore(sqlite)
         try:
-            async with (
-                delivery_client(config) as http,
-                VoiceFoxClient(
-                    config.api.base_url,
-                    config.api.token.get_secret_value(),
-                    timeout=config.api.timeout,
-                    retry=api_retry,
-                    verify=config.api.verify_tls,
-                    # Polls in flight are bounded by the daemon's workers ([watch] concurrency); the pool is sized for
-                    # the most that setting allows, so a reload that raises it needs no new pool.
-                    max_connections=MAX_CONCURRENCY,
-                    observe=metrics.observe_api,
-                    transport_kind=resolve_transport(config.api.transport),
-                ) as client,
-            ):
-                d = config.delivery
-                dispatcher = Dispatcher(
-                    store,
-                    notify.build(config.notifiers, notify_context(config, http)),
-                    timeout=d.timeout,
-                    max_age=d.max_age,
-                    backoff_max=d.backoff_max,
-                    shutdown_grace=d.shutdown_grace,
-                    metrics=metrics,
-                )
-                daemon = Daemon(
-                    config,
-                    client=client,
-                    store=store,
-                    states=await store.load_states(),
-                    remembered_zone=await store.meta("zone.learned"),
-                    dispatcher=dispatcher,
-                    metrics=metrics,
-                    monotonic=monotonic,
-                    clock=clock,
-                )
-                metrics.watch_state(store, lambda: daemon.watched_statuses(), zone=daemon.zone_summary)
-                yield Components(daemon, dispatcher, store, http, metrics)
+            yield ThreadedStore(sqlite), sqlite
         finally:
             sqlite.close()
     finally:

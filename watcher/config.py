@@ -9,6 +9,7 @@ import tomllib
 import zoneinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
 import pydantic
 from pydantic import Field, SecretStr
@@ -119,10 +120,72 @@ class WatchConfig(_Section):
         return tasks
 
 
+def _none_if_empty(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _check_postgres_url(value: SecretStr | None) -> SecretStr | None:
+    if value is not None:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                "PostgreSQL needs the [postgres] extra: pip install 'voicefox-watcher[postgres]'"
+            ) from None
+        url = value.get_secret_value()
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres") or not (parts.hostname or parts.query):
+            raise ValueError('must be a PostgreSQL URL: "postgresql://user@host:5432/dbname" (or "" for SQLite)')
+    return value
+
+
 class StoreConfig(_Section):
-    """`[store]`: the SQLite file holding snapshots and the outbox."""
+    """`[store]`: where snapshots and the outbox live: a SQLite file (`path`, the default), or PostgreSQL (`url`)."""
 
     path: Path = Path("voicefox-watcher.db")
+    # PostgreSQL instead of the SQLite file: "postgresql://user@host:5432/dbname?sslmode=verify-full". A password in
+    # it is a credential (keep it in the environment, or url_file); better, `password`/`password_file`, or libpq's own
+    # PGPASSWORD / ~/.pgpass.
+    url: Annotated[
+        SecretStr | None, pydantic.BeforeValidator(_none_if_empty), pydantic.AfterValidator(_check_postgres_url)
+    ] = None
+    password: Annotated[SecretStr | None, pydantic.BeforeValidator(_none_if_empty)] = None
+    # TLS to PostgreSQL, as libpq names it ("" : the URL's or libpq's default): "verify-full" checks the server's
+    # certificate and name against `sslrootcert`.
+    sslmode: Annotated[
+        Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None,
+        pydantic.BeforeValidator(_none_if_empty),
+    ] = None
+    sslrootcert: Annotated[Path | None, pydantic.BeforeValidator(_none_if_empty)] = None
+
+    @property
+    def postgres(self) -> bool:
+        """Whether the store is PostgreSQL."""
+        return self.url is not None
+
+    def conninfo(self) -> str:
+        """The libpq connection string: the URL with the password and TLS settings given apart."""
+        from psycopg.conninfo import make_conninfo
+
+        assert self.url is not None
+        extra: dict[str, str] = {}
+        if self.password is not None:
+            extra["password"] = self.password.get_secret_value()
+        if self.sslmode is not None:
+            extra["sslmode"] = self.sslmode
+        if self.sslrootcert is not None:
+            extra["sslrootcert"] = str(self.sslrootcert)
+        return str(make_conninfo(self.url.get_secret_value(), **extra))
+
+    def shown(self) -> str:
+        """Where the store is, as messages may say it (a URL without its password)."""
+        if self.url is None:
+            return str(self.path)
+        parts = urlsplit(self.url.get_secret_value())
+        host = parts.hostname or ""
+        user = f"{parts.username}@" if parts.username else ""
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
 class DeliveryConfig(_Section):
@@ -256,6 +319,8 @@ def _expand(node: Any, path: str, env: dict[str, str], problems: list[str]) -> A
 SECRETS: tuple[tuple[str, str, str | None], ...] = (
     ("api", "token", None),
     ("push", "secret", None),
+    ("store", "url", None),  # a PostgreSQL URL may carry its password
+    ("store", "password", None),
     ("notifiers", "secret", None),
     # Each kind's own credentials, as its registry entry declares them (a Slack URL's path is one).
     *(("notifiers", key, name) for name, kind in KINDS.items() for key in kind.secrets),
@@ -401,8 +466,10 @@ def validate(
         raise ConfigError(problems, source) from None
     if base_dir is not None and not config.store.path.is_absolute():
         # A relative store path is relative to the config file, not to wherever the daemon was started from.
-        config = config.model_copy(update={"store": StoreConfig(path=base_dir / config.store.path)})
-    if (store_path := config.store.path).is_dir():  # else `check` passes it and `run` refuses it
+        config = config.model_copy(
+            update={"store": config.store.model_copy(update={"path": base_dir / config.store.path})}
+        )
+    if not config.store.postgres and (store_path := config.store.path).is_dir():  # else `run` alone refuses it
         problems.append(
             f"store.path: {store_path} is a directory; give a file inside it, e.g. {store_path / 'state.db'}"
         )

@@ -18,6 +18,8 @@ from .stores import StateStore
 
 _log = structlog.get_logger("watcher.dispatch")
 
+OUTCOME_GRACE = 10.0  # seconds the store gets to record a delivery's outcome, even while stopping
+
 
 @dataclasses.dataclass(eq=False)
 class _Worker:
@@ -203,7 +205,9 @@ class Dispatcher:
             self._in_flight.discard(scope)
         if scope.cancelled_caught:
             return await self._failed(row, DeliveryError(f"{row.receiver}: no answer in time"), log)
-        with anyio.CancelScope(shield=True):  # delivered: that must be recorded, even while stopping
+        # Delivered: that must be recorded, even while stopping (bounded: a database that does not answer leaves the
+        # row pending, and it is sent again later under the same id).
+        with anyio.move_on_after(OUTCOME_GRACE, shield=True):
             await self._store.mark_delivered(row.seq, self._clock())
         self._metrics.deliveries.labels(row.receiver, "sent").inc()
         log.info("delivery.sent", attempts=row.attempts + 1)
@@ -212,14 +216,16 @@ class Dispatcher:
     async def _failed(self, row: Delivery, exc: DeliveryError, log: structlog.stdlib.BoundLogger) -> bool:
         now = self._clock()
         if exc.permanent:
-            await self._store.mark_dead(row.seq, str(exc), now)
+            with anyio.move_on_after(OUTCOME_GRACE, shield=True):  # recorded even while stopping
+                await self._store.mark_dead(row.seq, str(exc), now)
             self._metrics.deliveries.labels(row.receiver, "dead").inc()
             log.error("delivery.dead_lettered", attempts=row.attempts + 1, error=str(exc))
             return True
         # Waiting longer than the row may live is pointless: a huge Retry-After ends at max_age.
         remaining = max(0.0, self._max_age - (now - row.created_at))
         delay = min(delivery_delay(row.attempts + 1, self._backoff_max, exc.retry_after), remaining + 1.0)
-        await self._store.mark_retry(row.seq, str(exc), now + delay, now)
+        with anyio.move_on_after(OUTCOME_GRACE, shield=True):
+            await self._store.mark_retry(row.seq, str(exc), now + delay, now)
         self._metrics.deliveries.labels(row.receiver, "failed").inc()
         log.warning("delivery.failed", attempts=row.attempts + 1, error=str(exc), retry_in=round(delay, 1))
         return False

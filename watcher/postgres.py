@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import StoreError
 from .model import Event, TaskSnapshot, TaskState
-from .store import Delivery, OutboxCount
+from .store import Delivery, OutboxCount, OutboxRow
 
 SCHEMA = "voicefox_watcher"
 SCHEMA_VERSION = 1
@@ -70,6 +70,7 @@ MIGRATIONS: dict[int, list[str]] = {}
 
 # Only one watcher may create or migrate the schema at a time (a rolling deploy starts several at once).
 _MIGRATION_LOCK = 0x766F696365666F78  # "voicefox"
+_DAEMON_LOCK = 0x766F696365666F79  # held by the one running daemon
 
 
 def _missing_extra() -> StoreError:
@@ -79,8 +80,10 @@ def _missing_extra() -> StoreError:
 class PostgresStore:
     """The `StateStore` contract on PostgreSQL; open with `await PostgresStore.open(url)`, close with `close()`."""
 
-    def __init__(self, pool: Any, shown: str) -> None:
+    def __init__(self, pool: Any, shown: str, conninfo: str = "") -> None:
         self._pool = pool
+        self._conninfo = conninfo
+        self._lock: Any = None  # the connection holding the one-daemon lock, while held
         self.path = shown  # the URL without its password: what messages may name
 
     @classmethod
@@ -103,7 +106,7 @@ class PostgresStore:
         )
         try:
             await pool.open(wait=True, timeout=connect_timeout)
-            store = cls(pool, shown)
+            store = cls(pool, shown, url)
             await store._migrate()
         except (psycopg.Error, TimeoutError, OSError) as exc:
             await pool.close()
@@ -114,8 +117,28 @@ class PostgresStore:
         return store
 
     async def close(self) -> None:
-        """Close every connection."""
+        """Close every connection (and so give up the one-daemon lock)."""
+        if self._lock is not None:
+            await self._lock.close()
+            self._lock = None
         await self._pool.close()
+
+    async def lock(self) -> None:
+        """Be the one watcher on this database, or raise StoreError: until replicas share the work, a second daemon
+        on one store would poll and deliver everything twice. A session lock: it goes with this process's connection,
+        so a crashed or killed daemon frees it as soon as the server notices the connection gone."""
+        import psycopg
+
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_DAEMON_LOCK,))
+            row = await cursor.fetchone()
+        except (psycopg.Error, OSError) as exc:
+            raise StoreError(f"{self.path}: cannot take the daemon's lock: {_reason(exc)}") from None
+        if not row or not row[0]:
+            await conn.close()
+            raise StoreError(f"{self.path}: already in use by another watcher; only one daemon may use a store")
+        self._lock = conn
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:
@@ -341,3 +364,78 @@ def _reason(exc: BaseException) -> str:
     """What went wrong, without the connection string (it may carry a password)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
     return text[:300]
+
+
+class PostgresAdmin:
+    """The operator's queries on the outbox (`watcher outbox`), as `store.OutboxAdmin` has them for SQLite."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+
+    async def outbox_rows(
+        self, *, states: Iterable[str], receiver: str | None = None, limit: int | None = 100
+    ) -> list[OutboxRow]:
+        """Outbox rows in the given states (oldest first), at most `limit` (None: all)."""
+        where, params = _rows_where(states, receiver)
+        sql = (
+            "SELECT o.seq, o.receiver, o.state, e.type, e.task_id, o.event_id, o.created_at, o.attempts,"
+            f" o.last_attempt_at, o.next_attempt_at, o.last_error FROM {SCHEMA}.outbox o"
+            f" JOIN {SCHEMA}.events e ON e.id = o.event_id WHERE {where} ORDER BY o.seq"
+        )
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        return [OutboxRow(*row) for row in await self._store._read(sql, params)]
+
+    async def outbox_total(self, *, states: Iterable[str], receiver: str | None = None) -> int:
+        """How many rows `outbox_rows` would list without a limit."""
+        where, params = _rows_where(states, receiver)
+        sql = f"SELECT COUNT(*) FROM {SCHEMA}.outbox o JOIN {SCHEMA}.events e ON e.id = o.event_id WHERE {where}"
+        return int((await self._store._read(sql, params))[0][0])
+
+    async def outbox_seqs(self, seqs: Iterable[int]) -> dict[int, tuple[str, str]]:
+        """(receiver, state) of each of these outbox rows that exists."""
+        rows = await self._store._read(
+            f"SELECT seq, receiver, state FROM {SCHEMA}.outbox WHERE seq = ANY(%s)", (list(seqs),)
+        )
+        return {seq: (receiver, state) for seq, receiver, state in rows}
+
+    async def requeue(self, *, seqs: Iterable[int] = (), receiver: str | None = None, now: float) -> int:
+        """Put dead letters back in the queue as new (a full new max_age); return how many."""
+        where, params = _selection("dead", seqs, receiver)
+        async with self._store._transaction() as conn:
+            cursor = await conn.execute(
+                f"UPDATE {SCHEMA}.outbox SET state = 'pending', attempts = 0, next_attempt_at = %s, created_at = %s,"
+                f" done_at = NULL WHERE {where}",
+                [now, now, *params],
+            )
+            return int(cursor.rowcount)
+
+    async def drop(self, *, state: str, seqs: Iterable[int] = (), receiver: str | None = None) -> int:
+        """Delete outbox rows in `state` (chosen by seq, or all of a receiver's, or all); return how many."""
+        where, params = _selection(state, seqs, receiver)
+        async with self._store._transaction() as conn:
+            cursor = await conn.execute(f"DELETE FROM {SCHEMA}.outbox WHERE {where}", params)
+            return int(cursor.rowcount)
+
+
+def _rows_where(states: Iterable[str], receiver: str | None) -> tuple[str, list[Any]]:
+    params: list[Any] = [list(states)]
+    where = "o.state = ANY(%s)"
+    if receiver is not None:
+        where += " AND o.receiver = %s"
+        params.append(receiver)
+    return where, params
+
+
+def _selection(state: str, seqs: Iterable[int], receiver: str | None) -> tuple[str, list[Any]]:
+    params: list[Any] = [state]
+    where = "state = %s"
+    seqs = list(seqs)
+    if seqs:
+        where += " AND seq = ANY(%s)"
+        params.append(seqs)
+    if receiver is not None:
+        where += " AND receiver = %s"
+        params.append(receiver)
+    return where, params
