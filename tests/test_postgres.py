@@ -1,15 +1,17 @@
-"""The installed CLI on a real PostgreSQL store (a server on 127.0.0.1 started by the tests): what works on SQLite
-works there — `status` and `outbox` (kill -9 and one daemon per store are in test_cli, run on both engines) — and its errors
-are clear and hold no password."""
+"""The installed CLI on a real PostgreSQL store (a server on 127.0.0.1 started by the tests): replicas share the work
+and take it over from one killed; what works on SQLite works there (`status`, `outbox`; kill -9 is in test_cli, run
+on both engines); its errors are clear and hold no password."""
 
 from __future__ import annotations
 
 import json
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+import psycopg
 import pytest
 
 from watcher.httpserver import Response
@@ -21,8 +23,88 @@ from .test_cli import WATCHER, env, run, write_config
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
-def on_postgres(path: Path, api_url: str, token: str, hook_url: str, tasks: list[int], url: str) -> Path:
-    return use_postgres(write_config(path, api_url, token, hook_url, tasks), url)
+def on_postgres(
+    path: Path, api_url: str, token: str, hook_url: str, tasks: list[int], url: str, lease: str = ""
+) -> Path:
+    cfg = use_postgres(write_config(path, api_url, token, hook_url, tasks), url)
+    if lease:
+        cfg.write_text(cfg.read_text().replace(f'url = "{url}"', f'url = "{url}"\nlease = "{lease}"'))
+    return cfg
+
+
+async def holders(url: str) -> dict[str, set[str]]:
+    """Who holds a valid lease on which task, as the database says."""
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cursor = await conn.execute("SELECT to_regclass('voicefox_watcher.leases')")
+        if (await cursor.fetchone()) == (None,):
+            return {}  # no watcher has created its tables yet
+        cursor = await conn.execute(
+            "SELECT owner, key FROM voicefox_watcher.leases WHERE kind = 'task' AND expires_at > now()"
+        )
+        owners: dict[str, set[str]] = {}
+        for owner, key in await cursor.fetchall():
+            owners.setdefault(owner, set()).add(key)
+        return owners
+
+
+async def until(condition: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
+    """Wait until the database shows `condition` (looked at every 50 ms; fail after `within` seconds)."""
+    with anyio.fail_after(within):
+        while not await condition():  # noqa: ASYNC110 - the state is another process's, in the database
+            await anyio.sleep(0.05)
+
+
+def transitions(receiver: Receiver) -> dict[tuple[str, str], set[str]]:
+    """Each (task, event type) the receiver accepted, with the event ids it came under."""
+    seen: dict[tuple[str, str], set[str]] = {}
+    for request in receiver.requests:
+        body = json.loads(request.body)
+        seen.setdefault((body["subject"], body["type"]), set()).add(body["id"])
+    return seen
+
+
+async def test_two_replicas_share_the_tasks_and_one_takes_over_from_the_other_killed(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path, pg: str
+) -> None:
+    sim, url = simulator
+    tasks = list(range(1, 9))
+    for task_id in tasks:
+        sim.add_task(task_id, status="running", progress=10)
+    cfg = on_postgres(tmp_path / "w.toml", url, sim.token, receiver.url, tasks, pg, lease="2s")
+    command = [WATCHER, "run", "-c", str(cfg)]
+    async with (
+        await anyio.open_process(command, env=env(sim.token)) as first,
+        await anyio.open_process(command, env=env(sim.token)) as second,
+    ):
+
+        async def shared() -> bool:
+            owners = await holders(pg)
+            return len(owners) == 2 and set().union(*owners.values()) == {str(t) for t in tasks}
+
+        await until(shared)
+        await receiver.wait_for(len(tasks))
+        first.kill()  # SIGKILL: its leases run out on their own
+        await first.wait()
+        for task_id in tasks:
+            sim.set(task_id, status="done", progress=100)
+
+        async def taken_over() -> bool:
+            owners = await holders(pg)
+            return len(owners) == 1 and next(iter(owners.values())) == {str(t) for t in tasks}
+
+        await until(taken_over)
+        expected = {(str(t), kind) for t in tasks for kind in ("voicefox.task.observed", "voicefox.task.finished")}
+
+        async def all_delivered() -> bool:  # a delivery cut by the kill is sent again: count transitions, not requests
+            return set(transitions(receiver)) == expected
+
+        await until(all_delivered)
+        second.send_signal(signal.SIGTERM)
+        with anyio.fail_after(15):
+            assert await second.wait() == 0
+    seen = transitions(receiver)
+    assert all(len(ids) == 1 for ids in seen.values()), seen  # no transition announced twice under different ids
+    assert await holders(pg) == {}  # the one stopped cleanly handed its leases back
 
 
 async def test_dead_letters_are_listed_retried_and_dropped_on_postgres(

@@ -55,7 +55,13 @@ def render_everywhere(event: Event, language: str) -> None:
 def test_whatever_the_api_sends_every_channel_renders_it(
     name: str, status: str, summary: str, progress: int | None, total: int | None, type_: EventType, language: str
 ) -> None:
-    body = {"id": 7, "status": status or "running", "name": name, "summary": summary, "suggestion": summary}
+    body = {
+        "id": 7,
+        "status": status if status.strip() else "running",
+        "name": name,
+        "summary": summary,
+        "suggestion": summary,
+    }
     body |= {"progress": progress, "total": total, "collectionRate": progress}
     snapshot = parse_task_body(json.dumps(body), 7)  # as the watcher reads it
     event = make_event(type_, NOW, snapshot, snapshot, milestone=50, stalledForSeconds=900)

@@ -33,6 +33,7 @@ from .i18n import DEFAULT_LANGUAGE, LANGUAGES, translator
 from .model import Event, EventType, TaskState
 from .notify.message import build as build_message
 from .ops import OpsServer
+from .replicas import API_EVENTS, RECEIVER, TASK, WATCHER, Membership
 from .schedule import DOUBT_FOR, next_poll
 from .store import OutboxCount, OutboxRow, Store
 from .zone import Source, Zone, ZoneResolver, fixed, offset_label, parse_offset
@@ -64,9 +65,9 @@ async def _run(config: Config, path: Path, args: argparse.Namespace) -> int:
         _log.warning("config.no_notifiers", hint="events are stored but sent nowhere; add a [[notifiers]] entry")
     sd = systemd.Notifier()
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async with open_components(config) as parts, anyio.create_task_group() as tg:
+        async with open_components(config, shared=True) as parts, anyio.create_task_group() as tg:
             if (address := config.http.address) is not None:
-                ops = OpsServer(parts.daemon, parts.store, parts.metrics)
+                ops = OpsServer(parts.daemon, parts.store, parts.metrics, replicas=parts.coordinator)
                 try:
                     port = await tg.start(ops.serve, *address)
                 except OSError as exc:
@@ -78,6 +79,8 @@ async def _run(config: Config, path: Path, args: argparse.Namespace) -> int:
             if sd.enabled:
                 tg.start_soon(_report_status, parts, sd)
             await tg.start(parts.daemon.run)
+            if parts.coordinator is not None:
+                await tg.start(parts.coordinator.run)
             sd.send("READY=1", f"STATUS={await _status_line(parts)}")
             async for signum in signals:
                 if signum == signal.SIGHUP:
@@ -172,7 +175,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  calling windows read in: {zone}", file=out)
     for task_id, own in sorted(watch.task_zones.items()):
         print(f"    task {task_id}: {own.key} ([[watch.task]] timezone)", file=out)
-    print(f"  store: {config.store.path}", file=out)
+    if config.store.postgres:
+        lease = config.store.lease_for(config.watch.interval)
+        print(f"  store: {config.store.shown()} (PostgreSQL; replicas share the work, lease {lease:g}s)", file=out)
+    else:
+        print(f"  store: {config.store.path}", file=out)
     for n in config.notifiers:
         events = n.events if n.events is not None else notify.DEFAULT_EVENTS[n.kind]
         language = n.language or config.messages.language
@@ -234,6 +241,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         unseen = store.unseen()
         stored_zone = store.meta("zone")
         learned = store.meta("zone.learned")
+        members = store.membership()
     cadence = knobs(config)[1]
     now = datetime.now(UTC)
     # Finished longer than watch.done_linger ago: the daemon no longer polls them.
@@ -253,6 +261,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     def doubted(s: TaskState) -> bool:
         return s.windows_doubted_at is not None and now - s.windows_doubted_at < DOUBT_FOR
 
+    def polled_by(tid: int) -> str | None:
+        return members.owner_of(TASK, str(tid)) if members is not None else None
+
     if args.json:
         doc = {
             "zone": {**zone.to_dict(), "how": zone.describe()},
@@ -267,6 +278,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "zone": zones.for_task(tid).to_dict(),
                     "windowsDoubted": doubted(s),
                     "windowsDoubtedAt": s.windows_doubted_at.isoformat() if s.windows_doubted_at else None,
+                    **({"polledBy": polled_by(tid)} if members is not None else {}),
                 }
                 for tid, s in sorted(states.items())
             ],
@@ -277,6 +289,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             ],
             "outbox": [{"receiver": c.receiver, "state": c.state, "count": c.count} for c in counts],
         }
+        if members is not None:
+            doc["replicas"] = _replicas_doc(members)
         print(json.dumps(doc, indent=2, ensure_ascii=False), file=args.stdout)
         return EXIT_OK
     out = args.stdout
@@ -296,6 +310,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         own = zones.for_task(tid)
         if own.source is Source.TASK:
             flags += f" [windows in {own.name}]"
+        if members is not None and tid not in dropped:
+            flags += f" [polled by {polled_by(tid) or 'no replica now'}]"
         progress = f"{snapshot.progress}%" if snapshot.progress is not None else "–"
         since = _timestamp(state.progress_since, shown)
         print(f"{tid:>8}  {snapshot.status:<14}{progress:>9}  {since:<25}  {snapshot.name}{flags}", file=out)
@@ -305,7 +321,40 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("\nOUTBOX", file=out)
         for c in counts:
             print(f"  {c.receiver:<20} {c.state:<10} {c.count}", file=out)
+    if members is not None:
+        _print_replicas(members, out)
     return EXIT_OK
+
+
+def _replicas_doc(members: Membership) -> list[dict[str, object]]:
+    """The replicas on a PostgreSQL store, what each holds, and how fresh its leases are (`status --json`)."""
+    return [
+        {
+            "id": r.id,
+            "host": r.host,
+            "pid": r.pid,
+            "version": r.version,
+            "alive": r.alive,
+            "startedAt": r.started_at.isoformat(),
+            "seenAt": r.seen_at.isoformat(),
+            "seenSecondsAgo": round((members.now - r.seen_at).total_seconds(), 1),
+            "tasks": sorted(int(k) for k in members.held(TASK, owner=r.id)),
+            "receivers": sorted(members.held(RECEIVER, owner=r.id)),
+            "announcesApiOutages": API_EVENTS in members.held(WATCHER, owner=r.id),
+        }
+        for r in members.replicas
+    ]
+
+
+def _print_replicas(members: Membership, out: TextIO) -> None:
+    print("\nREPLICAS", file=out)
+    if not members.replicas:
+        print("  (none running)", file=out)
+    for r in members.replicas:
+        ago = (members.now - r.seen_at).total_seconds()
+        state = f"alive, renewed {ago:.0f}s ago" if r.alive else f"gone (last seen {ago:.0f}s ago)"
+        tasks, receivers = members.held(TASK, owner=r.id), members.held(RECEIVER, owner=r.id)
+        print(f"  {r.id:<32} {state}; {len(tasks)} tasks, receivers: {', '.join(sorted(receivers)) or '-'}", file=out)
 
 
 def _timestamp(when: datetime, zone: tzinfo) -> str:
@@ -334,6 +383,7 @@ class _ToolStore(Protocol):
     def outbox_counts(self) -> list[OutboxCount]: ...
     def unseen(self) -> dict[int, tuple[str, datetime]]: ...
     def meta(self, key: str) -> str | None: ...
+    def membership(self) -> Membership | None: ...
     def admin(self) -> _ToolAdmin: ...
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
+import anyio
 import httpx
 import structlog
 
@@ -16,12 +17,16 @@ from .client import VoiceFoxClient, resolve_transport
 from .config import MAX_CONCURRENCY, Config
 from .daemon import Daemon, utcnow
 from .dispatch import Dispatcher
+from .errors import StoreError
 from .metrics import Metrics
+from .replicas import Coordinator, ReplicaStore
 from .retry import API_RETRY, ApiRetry
 from .store import Store, StoreLock
 from .stores import StateStore, ThreadedStore
 
 _log = structlog.get_logger("watcher.cli")
+
+LEAVE_GRACE = 5.0  # seconds a stopping replica gives the database to take its leases back
 
 
 @dataclasses.dataclass
@@ -34,6 +39,7 @@ class Components:
     http: httpx.AsyncClient
     metrics: Metrics
     sqlite: Store | None = None  # the SQLite store itself, when that is the engine (for tests and tools)
+    coordinator: Coordinator | None = None  # replicas on PostgreSQL: this one's share of the work
 
     def reload(self, new: Config) -> list[str]:
         """Apply a new config: tasks, [watch], [log] and notifiers at once; return the sections that need a restart."""
@@ -46,6 +52,8 @@ class Components:
         self.daemon.reload(applied)
         if notifiers is not None:
             self.dispatcher.reload(notifiers)
+        if self.coordinator is not None:
+            self.coordinator.poke()  # tasks or notifiers added or removed: trade leases now
         return needs_restart
 
 
@@ -75,8 +83,10 @@ async def open_components(
     api_retry: ApiRetry = API_RETRY,
     monotonic: Callable[[], float] = time.monotonic,
     clock: Callable[[], datetime] = utcnow,
+    shared: bool = False,
 ) -> AsyncIterator[Components]:
-    """Open the store (under its lock), the API client and the notifiers; close them all on the way out."""
+    """Open the store (under its lock), the API client and the notifiers; close them all on the way out. `shared`: on
+    PostgreSQL, take part as one replica among any number (`watcher run`), rather than do everything (`once`)."""
     if not config.api.verify_tls:
         _log.warning(
             "tls.verification_disabled",
@@ -87,7 +97,7 @@ async def open_components(
         _log.warning("tls.verification_disabled", section="delivery", hint="delivery.verify_tls = false")
     metrics = Metrics()
     async with (
-        _opened_store(config) as (store, sqlite),
+        _opened_store(config) as (store, sqlite, replicas),
         delivery_client(config) as http,
         VoiceFoxClient(
             config.api.base_url,
@@ -111,6 +121,7 @@ async def open_components(
             backoff_max=d.backoff_max,
             shutdown_grace=d.shutdown_grace,
             metrics=metrics,
+            shared=shared and replicas is not None,
         )
         daemon = Daemon(
             config,
@@ -122,23 +133,34 @@ async def open_components(
             metrics=metrics,
             monotonic=monotonic,
             clock=clock,
+            shared=shared and replicas is not None,
         )
-        metrics.watch_state(store, lambda: daemon.watched_statuses(), zone=daemon.zone_summary)
-        yield Components(daemon, dispatcher, store, http, metrics, sqlite)
+        coordinator = None
+        if shared and replicas is not None:
+            ttl = config.store.lease_for(config.watch.interval)
+            coordinator = Coordinator(replicas, daemon, dispatcher, ttl=ttl, metrics=metrics, monotonic=monotonic)
+        metrics.watch_state(store, lambda: daemon.watched_statuses(), zone=daemon.zone_summary, replicas=coordinator)
+        yield Components(daemon, dispatcher, store, http, metrics, sqlite, coordinator)
 
 
 @asynccontextmanager
-async def _opened_store(config: Config) -> AsyncIterator[tuple[StateStore, Store | None]]:
-    """The configured store, as the one daemon on it: SQLite under its file lock (in a worker thread), or PostgreSQL
-    under an advisory lock; closed (and the lock given up) on the way out."""
+async def _opened_store(config: Config) -> AsyncIterator[tuple[StateStore, Store | None, ReplicaStore | None]]:
+    """The configured store: SQLite under its file lock (the one daemon on it, in a worker thread), or PostgreSQL
+    (one of any number of replicas, under the daemons' shared lock); closed on the way out, where a replica first
+    hands its leases over (after the daemon and the dispatcher have stopped: nothing it polls or sends is cut)."""
     if config.store.postgres:
         from .postgres import PostgresStore
 
         pg = await PostgresStore.open(config.store.conninfo(), shown=config.store.shown())
         try:
             await pg.lock()
-            yield pg, None
+            yield pg, None, pg
         finally:
+            with anyio.move_on_after(LEAVE_GRACE, shield=True):
+                try:
+                    await pg.leave()
+                except StoreError as exc:
+                    _log.warning("replica.leave_failed", error=str(exc), hint="its leases run out on their own")
             await pg.close()
         return
     lock = StoreLock(config.store.path)
@@ -146,7 +168,7 @@ async def _opened_store(config: Config) -> AsyncIterator[tuple[StateStore, Store
     try:
         sqlite = Store.open(config.store.path)
         try:
-            yield ThreadedStore(sqlite), sqlite
+            yield ThreadedStore(sqlite), sqlite, None
         finally:
             sqlite.close()
     finally:

@@ -157,6 +157,16 @@ class StoreConfig(_Section):
         pydantic.BeforeValidator(_none_if_empty),
     ] = None
     sslrootcert: Annotated[Path | None, pydantic.BeforeValidator(_none_if_empty)] = None
+    # Replicas on PostgreSQL: how long a replica's hold on its tasks and receivers lasts without renewal (renewed every
+    # third of it). A replica that dies loses its work to the others within this plus a third. Default: watch.interval,
+    # at least 5 s.
+    lease: Annotated[Annotated[Duration, Field(ge=1.0, le=3600.0)] | None, pydantic.BeforeValidator(_none_if_empty)] = (
+        None
+    )
+
+    def lease_for(self, interval: float) -> float:
+        """The lease time in force with this `watch.interval`."""
+        return self.lease if self.lease is not None else max(interval, 5.0)
 
     @property
     def postgres(self) -> bool:
@@ -519,8 +529,17 @@ def literal_secrets_exposed(path: Path) -> list[str]:
                 if isinstance(n, dict) and (kind is None or n.get("kind") == kind) and literal(n.get(key)):
                     keys.append(f"notifiers[{i}].{key}")
         elif isinstance(node, dict) and literal(node.get(key)):
+            if (section, key) == ("store", "url") and not _url_password(str(node[key])):
+                continue  # a database URL without a password is an address, not a secret
             keys.append(f"{section}.{key}")
     return keys
+
+
+def _url_password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:
+        return True  # unreadable: better warned about
 
 
 def default_path(explicit: str | None) -> Path:

@@ -18,7 +18,15 @@ from .client import VoiceFoxClient
 from .config import Config
 from .detect import Rules, detect, detect_missing
 from .dispatch import Dispatcher
-from .errors import ApiError, AuthenticationError, RateLimited, StoreError, TaskNotFound, TransientApiError
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    RateLimited,
+    StaleState,
+    StoreError,
+    TaskNotFound,
+    TransientApiError,
+)
 from .metrics import Metrics
 from .model import Event, EventType, Status, TaskState
 from .pace import AdaptiveRate, ApiGate
@@ -79,6 +87,7 @@ class Daemon:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         metrics: Metrics | None = None,
         remembered_zone: str | None = None,
+        shared: bool = False,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
@@ -117,6 +126,12 @@ class Daemon:
         self.heartbeat_hooks: list[Callable[[], None]] = []  # called on every tick: the systemd watchdog ping
         self._unreachable_since: datetime | None = None
         self._unreachable_cause = ""  # what the announced outage was: the recovery says it is over
+        # Replicas (watcher/replicas.py): a shared daemon polls only the tasks its coordinator hands it (`own`), and
+        # announces the API's outages only while it holds that lease; a push for a task another replica polls is
+        # passed on (`forward_hint`). Not shared: every task, and the API's outages, are this daemon's.
+        self._owned: set[int] | None = set() if shared else None
+        self.announces_api = not shared
+        self.forward_hint: Callable[[int], None] | None = None
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver what is pending, then poll every task on its schedule until cancelled."""
@@ -130,7 +145,7 @@ class Daemon:
                     await tg.start(self._dispatcher.run)
                     tg.start_soon(self._housekeeping)
                     tg.start_soon(self._heartbeat)
-                    self._timetable.spread(list(tasks), self._monotonic())
+                    self._timetable.spread([t for t in tasks if self._owns(t)], self._monotonic())
                     self._start_workers()
                     tg.start_soon(self._scheduler, send)
                     _log.info("watcher.started", tasks=len(tasks), interval=self.config.watch.interval)
@@ -142,10 +157,50 @@ class Daemon:
             self._nap, self._nap_until = None, math.inf
 
     def watched_statuses(self) -> Iterator[str]:
-        """The last known status of every watched task (for the tasks-by-status gauge)."""
+        """The last known status of every task this daemon watches (for the tasks-by-status gauge; replicas each
+        count their own, so the sum over replicas counts each task once)."""
         for task_id in self.config.watch.ids:
-            state = self.states.get(task_id)
-            yield state.snapshot.status if state is not None else "unknown"
+            if self._owns(task_id):
+                state = self.states.get(task_id)
+                yield state.snapshot.status if state is not None else "unknown"
+
+    def _owns(self, task_id: int) -> bool:
+        return self._owned is None or task_id in self._owned
+
+    def owned(self) -> set[int]:
+        """The watched tasks this daemon polls (all of them unless shared among replicas)."""
+        if self._owned is None:
+            return set(self.config.watch.ids)
+        return set(self._owned)
+
+    def own(self, tasks: set[int], fresh: Mapping[int, TaskState]) -> None:
+        """A shared daemon's tasks from now on; `fresh` holds the stored state of those it gains (another replica
+        may have written them since): they are polled at once, those it loses no longer."""
+        if self._owned is None:
+            return
+        watched = set(self.config.watch.ids)
+        tasks = tasks & watched
+        gained, lost = tasks - self._owned, self._owned - tasks
+        self._owned = set(tasks)
+        for task_id in lost:
+            self._forget(task_id)
+        for task_id in gained:
+            if task_id in fresh:
+                self.states[task_id] = fresh[task_id]
+            else:
+                self.states.pop(task_id, None)
+        if gained or lost:
+            _log.info("replica.tasks", gained=sorted(gained), lost=sorted(lost), polled=len(self._owned))
+        if gained and self._tg is not None:
+            self._timetable.spread(sorted(gained), self._monotonic())
+            self._wake_scheduler(self._monotonic())
+
+    def _forget(self, task_id: int) -> None:
+        """Take a task off the schedule and out of this daemon's per-task memory."""
+        self._timetable.remove(task_id)
+        for memory in (self._failures, self._not_found, self._marks, self._hints, self._planned):
+            memory.pop(task_id, None)
+        self.dropped.discard(task_id)
 
     @property
     def zones(self) -> ZoneResolver:
@@ -171,19 +226,12 @@ class Daemon:
         if config.watch.interval != self._timetable.interval:
             self._timetable.retime(config.watch.interval, self._monotonic())  # a shorter pace now, not after a wait
         for task_id in removed:
-            self._timetable.remove(task_id)
-            for memory in (
-                self._failures,
-                self._not_found,
-                self._marks,
-                self._hints,
-                self._planned,
-            ):
-                memory.pop(task_id, None)
-            self.dropped.discard(task_id)
+            self._forget(task_id)
+        if self._owned is not None:
+            self._owned -= set(removed)
         if self._tg is not None:
             self._tg.start_soon(self.windows.show)
-            self._timetable.spread(added, self._monotonic())
+            self._timetable.spread([t for t in added if self._owns(t)], self._monotonic())
             self._start_workers()
             self._wake_scheduler(self._monotonic())
 
@@ -267,7 +315,11 @@ class Daemon:
         interval = self.config.watch.interval
         planned = self._planned
         shortest = min(
-            (planned.get(task_id, interval) for task_id in self.config.watch.ids if task_id not in self.dropped),
+            (
+                planned.get(task_id, interval)
+                for task_id in self.config.watch.ids
+                if task_id not in self.dropped and self._owns(task_id)
+            ),
             default=None,
         )
         return None if shortest is None else max(interval, shortest)
@@ -301,10 +353,20 @@ class Daemon:
             _log.info("task.dropped", task_id=task_id, reason=f"done{since}; no longer polled (watch.done_linger)")
         self._timetable.remove(task_id)
 
-    def hint(self, task_id: int, data: dict[str, Any] | None = None) -> bool:
-        """A push says the task changed: poll it now. False if the task is not on the schedule."""
+    def hint(self, task_id: int, data: dict[str, Any] | None = None, *, forward: bool = True) -> bool:
+        """A push says the task changed: poll it now (or have the replica that polls it do so). False if the task is
+        on no schedule."""
         now = self._monotonic()
         if not self._timetable.poll_now(task_id, now):
+            if (
+                forward
+                and self.forward_hint is not None
+                and task_id in self.config.watch.ids
+                and task_id not in self.dropped
+                and not self._owns(task_id)
+            ):
+                self.forward_hint(task_id)
+                return True
             return False
         if data is not None:
             self._hints[task_id] = (now, data)
@@ -432,6 +494,8 @@ class Daemon:
             )
 
     async def _record_watcher_event(self, type_: EventType, **data: object) -> None:
+        if not self.announces_api:
+            return  # another replica holds that lease: it announces the outage (logged here all the same)
         now = self._clock()
         event = Event(
             id=str(uuid.uuid5(WATCHER_EVENT_NAMESPACE, f"{type_.value}|{now.isoformat()}")),
@@ -465,6 +529,12 @@ class Daemon:
         try:
             routed = [(event, self._dispatcher.receivers_for(event.type)) for event in events]
             await self._store.record(state, routed, self._wall())
+        except StaleState:
+            # Another replica polled this task meanwhile and wrote first (a lease that moved mid-poll, a paused
+            # process waking up): its write stands, and this one announces nothing. Start again from what it wrote.
+            _log.info("task.superseded", task_id=task_id, hint="another replica recorded this task first")
+            await self._reread(task_id)
+            return
         except StoreError as exc:
             # Memory keeps the old state, so the next poll detects the same change again: nothing is lost.
             _log.error("store.write_failed", task_id=task_id, error=str(exc))
@@ -475,6 +545,17 @@ class Daemon:
             _log.debug("event.detected", type=event.type, task_id=task_id, event_id=event.id)
         if events:
             self._dispatcher.wake()
+
+    async def _reread(self, task_id: int) -> None:
+        try:
+            fresh = await self._store.load_states([task_id])
+        except StoreError as exc:
+            _log.error("store.read_failed", task_id=task_id, error=str(exc))
+            return
+        if task_id in fresh:
+            self.states[task_id] = fresh[task_id]
+        else:
+            self.states.pop(task_id, None)
 
     def _log_failure(self, scope: int, cause: str, error: str, level: str = "warning", **kw: object) -> None:
         """Log a failed poll at most once per FAILURE_LOG_EVERY for each (task or 0 for all, cause)."""

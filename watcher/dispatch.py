@@ -46,6 +46,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         metrics: Metrics | None = None,
+        shared: bool = False,
     ) -> None:
         self._store = store
         self._metrics = metrics or Metrics()
@@ -60,10 +61,43 @@ class Dispatcher:
         self._workers: dict[str, _Worker] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._stopping = False
+        # Replicas: a shared dispatcher delivers only to the receivers its coordinator hands it (`own`).
+        self._owned: set[str] | None = set() if shared else None
 
     def receivers_for(self, event_type: str) -> list[str]:
         """Names of the notifiers that want this event type."""
         return [name for name, n in self._notifiers.items() if n.wants(event_type)]
+
+    def names(self) -> list[str]:
+        """The configured notifiers' names."""
+        return list(self._notifiers)
+
+    def _owns(self, name: str) -> bool:
+        return self._owned is None or name in self._owned
+
+    def own(self, receivers: set[str]) -> None:
+        """A shared dispatcher's receivers from now on: a worker starts for each one gained; one lost finishes its
+        attempt in flight and stops (the row stays pending for its new owner, who claims it anew)."""
+        if self._owned is None:
+            return
+        gained, lost = receivers - self._owned, self._owned - receivers
+        self._owned = set(receivers)
+        if gained or lost:
+            _log.info("replica.receivers", gained=sorted(gained), lost=sorted(lost))
+        for name in lost:
+            self._retire(name)
+        if self._tg is not None:
+            for name in sorted(gained):
+                if name in self._notifiers:
+                    self._start_worker(name)
+
+    def _retire(self, name: str) -> None:
+        # An attempt in flight is shielded and finishes; its row stays pending if it did not. The retired worker stays
+        # in the table until a new one for the same name has seen it exit.
+        worker = self._workers.get(name)
+        if worker is not None and not worker.retired:
+            worker.retired = True
+            worker.scope.cancel()
 
     def wake(self) -> None:
         """New rows were committed: let idle workers look again."""
@@ -82,9 +116,14 @@ class Dispatcher:
         await self._warn_orphans()
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            for name in self._notifiers:
-                self._start_worker(name)
-            task_status.started()
+            try:
+                for name in self._notifiers:
+                    if self._owns(name):
+                        self._start_worker(name)
+                task_status.started()
+                await anyio.sleep_forever()  # workers come and go (reloads, replicas): the group stays open
+            finally:
+                self._tg = None
 
     async def _warn_orphans(self) -> None:
         try:
@@ -111,14 +150,11 @@ class Dispatcher:
         added = set(notifiers) - set(self._notifiers)
         self._notifiers = dict(notifiers)
         for name in removed:
-            # An attempt in flight is shielded and finishes; its row stays pending if it did not. The retired worker
-            # stays in the table until a new one for the same name has seen it exit.
-            worker = self._workers[name]
-            worker.retired = True
-            worker.scope.cancel()
+            self._retire(name)
         if self._tg is not None:
             for name in sorted(added):
-                self._start_worker(name)
+                if self._owns(name):
+                    self._start_worker(name)
             self._tg.start_soon(self._warn_orphans)
 
     async def drain(self) -> None:

@@ -41,6 +41,10 @@ class StoreError(WatcherError):
     """The state database cannot be used."""
 
 
+class StaleState(StoreError):
+    """A task's new state was not written: another replica wrote that task since this one read it."""
+
+
 class ApiError(WatcherError):
     """The VoiceFox API did not give us the task."""
 

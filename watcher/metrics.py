@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 from . import __version__
 
 if TYPE_CHECKING:
+    from .replicas import Coordinator
     from .store import OutboxCount
     from .stores import StateStore
 
@@ -50,6 +51,12 @@ class Metrics:
         self.deliveries = Counter(
             f"{PREFIX}_deliveries", "Delivery attempts, by notifier and outcome.", ["notifier", "outcome"], registry=r
         )
+        self.lease_renewals = Counter(
+            f"{PREFIX}_lease_renewals",
+            "Rounds of lease renewal of this replica (PostgreSQL replicas), by result (ok, failed).",
+            ["result"],
+            registry=r,
+        )
         self.last_poll = Gauge(
             f"{PREFIX}_last_successful_poll_timestamp_seconds", "When a poll last got an answer.", registry=r
         )
@@ -75,11 +82,14 @@ class Metrics:
         clock: Callable[[], float] = time.time,
         *,
         zone: Callable[[], tuple[str, str, int]] | None = None,
+        replicas: Coordinator | None = None,
     ) -> None:
-        """Export outbox depth, age and dead letters (as of the last `refresh`), watched tasks by status, and the
-        campaigns' zone (name, source, tasks whose windows are in doubt)."""
+        """Export outbox depth, age and dead letters (as of the last `refresh`), watched tasks by status, the
+        campaigns' zone (name, source, tasks whose windows are in doubt), and this replica's share and leases."""
         self._store = store
         self.registry.register(_StateCollector(self, task_statuses, clock, zone))
+        if replicas is not None:
+            self.registry.register(_ReplicaCollector(replicas))
 
     async def refresh(self) -> None:
         """Read what the next render reports of the store: awaited before each scrape, so that no scrape reads the
@@ -142,6 +152,43 @@ class _StateCollector(Collector):
                 "Tasks seen changing inside a calling window believed closed: polled as if their windows were open.",
                 value=doubted,
             )
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+
+class _ReplicaCollector(Collector):
+    """The replicas as this one last heard of them from the database, its leases, and how fresh they are."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._coordinator = coordinator
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from .replicas import RECEIVER, TASK, WATCHER
+
+        c = self._coordinator
+        view = c.view
+        info = GaugeMetricFamily(f"{PREFIX}_replica_info", "This replica's id.", labels=["replica"])
+        info.add_metric([c.me], 1)
+        yield info
+        yield GaugeMetricFamily(
+            f"{PREFIX}_replicas_alive",
+            "Replicas alive on the store, as of this one's last round.",
+            value=len(view.alive()) if view else 0,
+        )
+        held = GaugeMetricFamily(
+            f"{PREFIX}_leases_held", "Leases this replica holds, by kind (task, receiver, watcher).", labels=["kind"]
+        )
+        for kind in (TASK, RECEIVER, WATCHER):
+            held.add_metric([kind], len(view.held(kind)) if view and c.holds_leases() else 0)
+        yield held
+        age = c.lease_age()
+        yield GaugeMetricFamily(
+            f"{PREFIX}_lease_age_seconds",
+            "Seconds since this replica last renewed its leases (they run out at the lease time).",
+            value=age if age is not None else float("nan"),
+        )
+        yield GaugeMetricFamily(f"{PREFIX}_lease_seconds", "The lease time in force.", value=c.ttl)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import anyio
 import anyio.abc
@@ -16,6 +16,7 @@ from .daemon import Daemon
 from .errors import StoreError
 from .httpserver import Request, Response
 from .metrics import CONTENT_TYPE, Metrics
+from .replicas import Coordinator
 from .stores import StateStore
 
 _log = structlog.get_logger("watcher.ops")
@@ -35,7 +36,9 @@ class OpsServer:
         *,
         clock: Callable[[], float] = time.monotonic,
         limits: asgi.Limits = asgi.DEFAULT_LIMITS,
+        replicas: Coordinator | None = None,
     ) -> None:
+        self._replicas = replicas
         self._daemon = daemon
         self._store = store
         self._metrics = metrics
@@ -53,6 +56,10 @@ class OpsServer:
             await self._store.check_writable()
         except StoreError as exc:
             return False, f"store not writable: {exc}"
+        if self._replicas is not None and not self._replicas.holds_leases():
+            age = self._replicas.lease_age()
+            since = "yet" if age is None else f"for {age:.0f}s"
+            return False, f"this replica's leases were not renewed {since}: it polls and delivers nothing"
         config = self._daemon.config
         # What the watcher expects to have heard: every task outside its windows or stopped is rightly polled every
         # slow_interval, and that is no reason to be taken out of service every night.
@@ -80,8 +87,28 @@ class OpsServer:
             return Response(200, self._metrics.render(), (("Content-Type", CONTENT_TYPE),))
         if request.path in ("/healthz", "/readyz"):
             ok, reason = self.health() if request.path == "/healthz" else await self.readiness()
-            return _json(200 if ok else 503, {"status": "ok" if ok else "unavailable", "reason": reason})
+            doc: dict[str, object] = {"status": "ok" if ok else "unavailable", "reason": reason}
+            if request.path == "/readyz" and self._replicas is not None:
+                doc["replica"] = self._replica()
+            return _json(200 if ok else 503, doc)
         return _json(404, {"status": "error", "reason": "not found; try /healthz, /readyz or /metrics"})
+
+    def _replica(self) -> dict[str, object]:
+        """This replica's share, as /readyz shows it."""
+        from .replicas import RECEIVER
+
+        c = self._replicas
+        assert c is not None
+        view = c.view
+        age = c.lease_age()
+        return {
+            "id": c.me,
+            "replicas_alive": len(view.alive()) if view else 0,
+            "tasks": sorted(self._daemon.owned()),
+            "receivers": sorted(view.held(RECEIVER)) if view and c.holds_leases() else [],
+            "lease_seconds": c.ttl,
+            "lease_age_seconds": None if age is None else round(age, 1),
+        }
 
     def _push(self, request: Request) -> Response:
         """VoiceFox's task.end webhook: a hint to poll that task now. Never trusted as the truth."""
@@ -122,5 +149,5 @@ class OpsServer:
         await asgi.serve(self.handle, host, port, limits=self._limits, task_status=task_status)
 
 
-def _json(status: int, doc: dict[str, str]) -> Response:
+def _json(status: int, doc: Mapping[str, object]) -> Response:
     return Response(status, json.dumps(doc).encode())

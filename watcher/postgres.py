@@ -12,17 +12,24 @@ parameters server-side, and its pool checks connections and reconnects after a f
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import StoreError
+from . import __version__
+from .errors import StaleState, StoreError
 from .model import Event, TaskSnapshot, TaskState
 from .store import Delivery, OutboxCount, OutboxRow
 
+if TYPE_CHECKING:
+    from .replicas import Membership
+
 SCHEMA = "voicefox_watcher"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _CREATE = f"""
 CREATE TABLE IF NOT EXISTS {SCHEMA}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,12 +72,41 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.outbox (
 CREATE INDEX IF NOT EXISTS outbox_queue ON {SCHEMA}.outbox (receiver, state, seq);
 """
 
-# MIGRATIONS[n] takes the schema from version n to n+1, in one transaction with the version bump.
-MIGRATIONS: dict[int, list[str]] = {}
+# MIGRATIONS[n] takes the schema from version n to n+1, in one transaction with the version bump. A new database is
+# created at version 1 and migrated like an old one, so every step is exercised on every install.
+MIGRATIONS: dict[int, list[str]] = {
+    # 2: replicas. A task row's version (compare-and-set: a snapshot is written only over the version its writer
+    # read), the replica that claimed an outbox row (only it may mark the row), the replicas alive and their leases.
+    1: [
+        f"ALTER TABLE {SCHEMA}.tasks ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
+        f"ALTER TABLE {SCHEMA}.outbox ADD COLUMN claimed_by TEXT",
+        f"""CREATE TABLE {SCHEMA}.replicas (
+            id         TEXT PRIMARY KEY,
+            host       TEXT NOT NULL,
+            pid        INTEGER NOT NULL,
+            version    TEXT NOT NULL,
+            started_at TIMESTAMPTZ NOT NULL,
+            seen_at    TIMESTAMPTZ NOT NULL,
+            expires_at TIMESTAMPTZ NOT NULL
+        )""",
+        f"""CREATE TABLE {SCHEMA}.leases (
+            kind        TEXT NOT NULL,
+            key         TEXT NOT NULL,
+            owner       TEXT NOT NULL,
+            acquired_at TIMESTAMPTZ NOT NULL,
+            expires_at  TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (kind, key)
+        )""",
+    ],
+}
 
 # Only one watcher may create or migrate the schema at a time (a rolling deploy starts several at once).
 _MIGRATION_LOCK = 0x766F696365666F78  # "voicefox"
-_DAEMON_LOCK = 0x766F696365666F79  # held by the one running daemon
+# Every running daemon holds this lock shared; a tool that must be alone with the database (`watcher store copy`)
+# takes it exclusive, and so waits for no daemon and lets none start meanwhile.
+_DAEMON_LOCK = 0x766F696365666F79
+_LEASE_LOCK = 0x766F696365666F7A  # one replica's round of leases at a time
+CHANNEL = "voicefox_watcher"  # LISTEN/NOTIFY: new outbox rows, replicas joining and leaving, push hints
 
 
 def _missing_extra() -> StoreError:
@@ -83,8 +119,13 @@ class PostgresStore:
     def __init__(self, pool: Any, shown: str, conninfo: str = "") -> None:
         self._pool = pool
         self._conninfo = conninfo
-        self._lock: Any = None  # the connection holding the one-daemon lock, while held
+        self._lock: Any = None  # the connection holding the daemons' shared lock, while held
         self.path = shown  # the URL without its password: what messages may name
+        # Who this process is among the replicas: its leases and outbox claims carry this id.
+        self.replica = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+        # The version of each task row as this process last read or wrote it: a snapshot is written only over that
+        # version (compare-and-set), so two replicas polling one task never both announce its change.
+        self._versions: dict[int, int] = {}
 
     @classmethod
     async def open(cls, url: str, *, shown: str, max_size: int = 4, connect_timeout: float = 10.0) -> PostgresStore:
@@ -124,20 +165,20 @@ class PostgresStore:
         await self._pool.close()
 
     async def lock(self) -> None:
-        """Be the one watcher on this database, or raise StoreError: until replicas share the work, a second daemon
-        on one store would poll and deliver everything twice. A session lock: it goes with this process's connection,
-        so a crashed or killed daemon frees it as soon as the server notices the connection gone."""
+        """Hold the daemons' lock, shared: any number of replicas run together, but not beside a tool that must be
+        alone with the database (`watcher store copy`). A session lock: it goes with this process's connection, so a
+        killed daemon frees it as soon as the server notices the connection gone."""
         import psycopg
 
         try:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_DAEMON_LOCK,))
+            cursor = await conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (_DAEMON_LOCK,))
             row = await cursor.fetchone()
         except (psycopg.Error, OSError) as exc:
-            raise StoreError(f"{self.path}: cannot take the daemon's lock: {_reason(exc)}") from None
+            raise StoreError(f"{self.path}: cannot take the daemons' lock: {_reason(exc)}") from None
         if not row or not row[0]:
             await conn.close()
-            raise StoreError(f"{self.path}: already in use by another watcher; only one daemon may use a store")
+            raise StoreError(f"{self.path}: in use by `watcher store copy`; start the watcher when it has finished")
         self._lock = conn
 
     @asynccontextmanager
@@ -165,10 +206,8 @@ class PostgresStore:
             version = int(row[0]) if row else None
             if version is None:
                 await conn.execute(_CREATE)
-                await conn.execute(
-                    f"INSERT INTO {SCHEMA}.meta (key, value) VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),)
-                )
-                return
+                await conn.execute(f"INSERT INTO {SCHEMA}.meta (key, value) VALUES ('schema_version', '1')")
+                version = 1
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path}: written by a newer voicefox-watcher (schema {version} > {SCHEMA_VERSION}); upgrade it"
@@ -181,14 +220,23 @@ class PostgresStore:
 
     # -- the contract ------------------------------------------------------------------------------------------
 
-    async def load_states(self) -> dict[int, TaskState]:
-        """Every task's last known state."""
-        rows = await self._read(
-            f"SELECT task_id, snapshot, progress_since, stalled, missing, windows_doubted_at, updated_while_closed_at"
-            f" FROM {SCHEMA}.tasks"
+    async def load_states(self, task_ids: Iterable[int] | None = None) -> dict[int, TaskState]:
+        """Every task's last known state (or these tasks'), remembering the version read of each."""
+        sql = (
+            "SELECT task_id, version, snapshot, progress_since, stalled, missing, windows_doubted_at,"
+            f" updated_while_closed_at FROM {SCHEMA}.tasks"
         )
-        return {
-            task_id: TaskState(
+        params: tuple[Any, ...] = ()
+        if task_ids is not None:
+            task_ids = list(task_ids)
+            sql += " WHERE task_id = ANY(%s)"
+            params = (task_ids,)
+            for task_id in task_ids:
+                self._versions.pop(task_id, None)  # a task with no row yet: the next write inserts it
+        states = {}
+        for task_id, version, snapshot, since, stalled, missing, doubted, updated in await self._read(sql, params):
+            self._versions[task_id] = version
+            states[task_id] = TaskState(
                 snapshot=TaskSnapshot.from_dict(snapshot),
                 progress_since=since,
                 stalled=stalled,
@@ -196,35 +244,46 @@ class PostgresStore:
                 windows_doubted_at=doubted,
                 updated_while_closed_at=updated,
             )
-            for task_id, snapshot, since, stalled, missing, doubted, updated in rows
-        }
+        return states
 
     async def record(self, state: TaskState, deliveries: Sequence[tuple[Event, Sequence[str]]], now: float) -> None:
-        """In one transaction: a task's new state, its events, and one outbox row per (event, receiver)."""
+        """In one transaction: a task's new state, its events, and one outbox row per (event, receiver); only over the
+        version of the task row this process read (else StaleState, and nothing is written)."""
         from psycopg.types.json import Jsonb
 
+        task_id = state.snapshot.id
+        read = self._versions.get(task_id)
+        values = (
+            Jsonb(state.snapshot.to_dict()),
+            state.progress_since,
+            state.stalled,
+            state.missing,
+            datetime.fromtimestamp(now, UTC),
+            state.windows_doubted_at,
+            state.updated_while_closed_at,
+        )
         async with self._transaction() as conn:
-            await conn.execute(
-                f"INSERT INTO {SCHEMA}.tasks (task_id, snapshot, progress_since, stalled, missing, changed_at,"
-                " windows_doubted_at, updated_while_closed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (task_id) DO UPDATE SET snapshot = excluded.snapshot,"
-                " progress_since = excluded.progress_since, stalled = excluded.stalled, missing = excluded.missing,"
-                " changed_at = excluded.changed_at, windows_doubted_at = excluded.windows_doubted_at,"
-                " updated_while_closed_at = excluded.updated_while_closed_at",
-                (
-                    state.snapshot.id,
-                    Jsonb(state.snapshot.to_dict()),
-                    state.progress_since,
-                    state.stalled,
-                    state.missing,
-                    datetime.fromtimestamp(now, UTC),
-                    state.windows_doubted_at,
-                    state.updated_while_closed_at,
-                ),
-            )
-            await conn.execute(f"DELETE FROM {SCHEMA}.unseen WHERE task_id = %s", (state.snapshot.id,))
+            if read is None:
+                cursor = await conn.execute(
+                    f"INSERT INTO {SCHEMA}.tasks (snapshot, progress_since, stalled, missing, changed_at,"
+                    " windows_doubted_at, updated_while_closed_at, task_id, version)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1) ON CONFLICT (task_id) DO NOTHING RETURNING version",
+                    (*values, task_id),
+                )
+            else:
+                cursor = await conn.execute(
+                    f"UPDATE {SCHEMA}.tasks SET snapshot = %s, progress_since = %s, stalled = %s, missing = %s,"
+                    " changed_at = %s, windows_doubted_at = %s, updated_while_closed_at = %s, version = version + 1"
+                    " WHERE task_id = %s AND version = %s RETURNING version",
+                    (*values, task_id, read),
+                )
+            row = await cursor.fetchone()
+            if row is None:
+                raise StaleState(f"{self.path}: task {task_id} was written by another replica since this one read it")
+            await conn.execute(f"DELETE FROM {SCHEMA}.unseen WHERE task_id = %s", (task_id,))
             for event, receivers in deliveries:
                 await self._insert_event(conn, event, receivers, now)
+        self._versions[task_id] = row[0]
 
     async def record_event(self, event: Event, receivers: Iterable[str], now: float) -> None:
         """An event of no task (the API's, a test) with its outbox rows."""
@@ -254,6 +313,7 @@ class PostgresStore:
                     " VALUES (%s, %s, %s, %s) ON CONFLICT (event_id, receiver) DO NOTHING",
                     rows,
                 )
+            await conn.execute("SELECT pg_notify(%s, 'outbox')", (CHANNEL,))  # sent on commit; the replicas wake
 
     async def note_unseen(self, task_id: int, reason: str, now: float) -> None:
         """A task the API has never served answered with `reason`."""
@@ -285,12 +345,19 @@ class PostgresStore:
             )
 
     async def head(self, receiver: str) -> Delivery | None:
-        """The oldest pending delivery of a receiver."""
+        """The oldest pending delivery of a receiver, claimed by this replica (only the claimant may mark it).
+
+        SKIP LOCKED so that a replica never waits on a row another is marking; and the row claimed must be the head
+        itself, so that a locked head is never overtaken by the row behind it: then nothing is claimed this time."""
         rows = await self._read(
-            f"SELECT o.seq, o.receiver, e.body, o.created_at, o.attempts, o.next_attempt_at FROM {SCHEMA}.outbox o"
-            f" JOIN {SCHEMA}.events e ON e.id = o.event_id WHERE o.receiver = %s AND o.state = 'pending'"
-            " ORDER BY o.seq LIMIT 1",
-            (receiver,),
+            f"WITH claimed AS (UPDATE {SCHEMA}.outbox o SET claimed_by = %s WHERE o.seq = ("
+            f"   SELECT seq FROM {SCHEMA}.outbox WHERE receiver = %s AND state = 'pending' ORDER BY seq LIMIT 1"
+            "    FOR UPDATE SKIP LOCKED)"
+            f" AND o.seq = (SELECT min(seq) FROM {SCHEMA}.outbox WHERE receiver = %s AND state = 'pending')"
+            " RETURNING o.seq, o.receiver, o.event_id, o.created_at, o.attempts, o.next_attempt_at)"
+            f" SELECT c.seq, c.receiver, e.body, c.created_at, c.attempts, c.next_attempt_at FROM claimed c"
+            f" JOIN {SCHEMA}.events e ON e.id = c.event_id",
+            (self.replica, receiver, receiver),
         )
         if not rows:
             return None
@@ -298,30 +365,34 @@ class PostgresStore:
         return Delivery(seq, rcv, Event.from_dict(body), created, attempts, next_at)
 
     async def mark_delivered(self, seq: int, now: float) -> None:
-        """The receiver accepted it."""
-        async with self._transaction() as conn:
-            await conn.execute(
-                f"UPDATE {SCHEMA}.outbox SET state = 'delivered', done_at = %s, last_attempt_at = %s,"
-                " attempts = attempts + 1, last_error = NULL WHERE seq = %s",
-                (now, now, seq),
-            )
+        """The receiver accepted it (a row another replica has claimed since is left to that one)."""
+        await self._mark(
+            "state = 'delivered', done_at = %s, last_attempt_at = %s, attempts = attempts + 1, last_error = NULL",
+            (now, now),
+            seq,
+        )
 
     async def mark_retry(self, seq: int, error: str, next_attempt_at: float, now: float) -> None:
         """The attempt failed; try again later."""
-        async with self._transaction() as conn:
-            await conn.execute(
-                f"UPDATE {SCHEMA}.outbox SET attempts = attempts + 1, last_error = %s, next_attempt_at = %s,"
-                " last_attempt_at = %s WHERE seq = %s",
-                (error[:500], next_attempt_at, now, seq),
-            )
+        await self._mark(
+            "attempts = attempts + 1, last_error = %s, next_attempt_at = %s, last_attempt_at = %s",
+            (error[:500], next_attempt_at, now),
+            seq,
+        )
 
     async def mark_dead(self, seq: int, error: str, now: float) -> None:
         """Give up on it: a dead letter."""
+        await self._mark(
+            "state = 'dead', attempts = attempts + 1, last_error = %s, done_at = %s, last_attempt_at = %s",
+            (error[:500], now, now),
+            seq,
+        )
+
+    async def _mark(self, assignments: str, params: tuple[Any, ...], seq: int) -> None:
         async with self._transaction() as conn:
             await conn.execute(
-                f"UPDATE {SCHEMA}.outbox SET state = 'dead', attempts = attempts + 1, last_error = %s, done_at = %s,"
-                " last_attempt_at = %s WHERE seq = %s",
-                (error[:500], now, now, seq),
+                f"UPDATE {SCHEMA}.outbox SET {assignments} WHERE seq = %s AND state = 'pending' AND claimed_by = %s",
+                (*params, seq, self.replica),
             )
 
     async def pending_receivers(self) -> list[str]:
@@ -358,6 +429,97 @@ class PostgresStore:
         in_recovery, read_only = rows[0]
         if in_recovery or read_only == "on":
             raise StoreError(f"{self.path}: the database is read-only (a standby, or default_transaction_read_only)")
+
+    # -- replicas ----------------------------------------------------------------------------------------------
+
+    async def renew(self, ttl: float, want: Mapping[str, Collection[str]]) -> Membership:
+        """One round of membership, in one short transaction: say this replica is alive for `ttl` more seconds, give
+        up its leases on what it no longer wants, take or extend those it wants (free, expired or its own already),
+        and return who is alive and who holds what. Times are the server's, so the replicas' clocks never matter.
+
+        Rounds are serialised by a transaction lock: they last milliseconds, and two replicas trading leases can then
+        never deadlock on each other's rows."""
+        keys = [key for _, ks in sorted(want.items()) for key in sorted(ks)]
+        kinds = [kind for kind, ks in sorted(want.items()) for _ in sorted(ks)]
+        async with self._transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LEASE_LOCK,))
+            await conn.execute(
+                f"INSERT INTO {SCHEMA}.replicas (id, host, pid, version, started_at, seen_at, expires_at)"
+                " VALUES (%s, %s, %s, %s, now(), now(), now() + make_interval(secs => %s))"
+                " ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, expires_at = excluded.expires_at",
+                (self.replica, socket.gethostname(), os.getpid(), __version__, ttl),
+            )
+            await conn.execute(
+                f"DELETE FROM {SCHEMA}.leases l WHERE l.owner = %s AND NOT EXISTS ("
+                " SELECT 1 FROM unnest(%s::text[], %s::text[]) AS w(kind, key) WHERE w.kind = l.kind AND w.key = l.key)",
+                (self.replica, kinds, keys),
+            )
+            await conn.execute(
+                f"INSERT INTO {SCHEMA}.leases (kind, key, owner, acquired_at, expires_at)"
+                " SELECT w.kind, w.key, %s, now(), now() + make_interval(secs => %s)"
+                " FROM unnest(%s::text[], %s::text[]) AS w(kind, key)"
+                " ON CONFLICT (kind, key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at,"
+                f" acquired_at = CASE WHEN {SCHEMA}.leases.owner = excluded.owner THEN {SCHEMA}.leases.acquired_at"
+                " ELSE excluded.acquired_at END"
+                f" WHERE {SCHEMA}.leases.owner = excluded.owner OR {SCHEMA}.leases.expires_at < now()",
+                (self.replica, ttl, kinds, keys),
+            )
+            # Replicas gone for an hour, and leases nobody renewed for as long, are forgotten.
+            await conn.execute(f"DELETE FROM {SCHEMA}.replicas WHERE expires_at < now() - interval '1 hour'")
+            await conn.execute(f"DELETE FROM {SCHEMA}.leases WHERE expires_at < now() - interval '1 hour'")
+            return await self._membership(conn, self.replica)
+
+    async def leave(self) -> None:
+        """Give up every lease and leave the replicas at once (a clean stop): the others take over on their next
+        round, or at once when they listen (`notify`)."""
+        async with self._transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LEASE_LOCK,))
+            await conn.execute(f"DELETE FROM {SCHEMA}.leases WHERE owner = %s", (self.replica,))
+            await conn.execute(f"DELETE FROM {SCHEMA}.replicas WHERE id = %s", (self.replica,))
+            await conn.execute("SELECT pg_notify(%s, 'replicas')", (CHANNEL,))
+
+    async def membership(self) -> Membership:
+        """Who is alive and who holds what, as of now (for `watcher status`), without taking part."""
+        async with self._transaction() as conn:
+            return await self._membership(conn, "")
+
+    @staticmethod
+    async def _membership(conn: Any, me: str) -> Membership:
+        from .replicas import Lease, Membership, Replica
+
+        cursor = await conn.execute(
+            f"SELECT id, host, pid, version, started_at, seen_at, expires_at, expires_at > now() FROM {SCHEMA}.replicas"
+            " ORDER BY id"
+        )
+        replicas = [Replica(*row) for row in await cursor.fetchall()]
+        cursor = await conn.execute(
+            f"SELECT kind, key, owner, acquired_at, expires_at, expires_at > now() FROM {SCHEMA}.leases"
+            " ORDER BY kind, key"
+        )
+        leases = [Lease(*row) for row in await cursor.fetchall()]
+        cursor = await conn.execute("SELECT now()")
+        (now,) = await cursor.fetchone()
+        return Membership(me, now, replicas, leases)
+
+    async def notify(self, payload: str) -> None:
+        """Tell every listening replica something (`outbox`, `replicas`, `poll:<task id>`)."""
+        async with self._transaction() as conn:
+            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+
+    async def listen(self, listening: Callable[[], object] | None = None) -> AsyncIterator[str]:
+        """What the replicas tell each other, as it comes, on a connection of its own (StoreError when it breaks);
+        `listening` is called once nothing said from then on can be missed."""
+        import psycopg
+
+        try:
+            async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                if listening is not None:
+                    listening()
+                async for notice in conn.notifies():
+                    yield notice.payload
+        except (psycopg.Error, OSError) as exc:
+            raise StoreError(f"{self.path}: listening for the other replicas: {_reason(exc)}") from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -406,7 +568,7 @@ class PostgresAdmin:
         async with self._store._transaction() as conn:
             cursor = await conn.execute(
                 f"UPDATE {SCHEMA}.outbox SET state = 'pending', attempts = 0, next_attempt_at = %s, created_at = %s,"
-                f" done_at = NULL WHERE {where}",
+                f" done_at = NULL, claimed_by = NULL WHERE {where}",
                 [now, now, *params],
             )
             return int(cursor.rowcount)

@@ -219,13 +219,22 @@ class Store(_Database):
 
     # -- task state ------------------------------------------------------------------------------------------------
 
-    def load_states(self) -> dict[int, TaskState]:
-        """Every task's last known state."""
-        states = {}
-        for task_id, snapshot, since, stalled, missing, doubted, updated in self._read(
+    def membership(self) -> None:
+        """No replicas share a SQLite store: one daemon has it all (PostgreSQL's store answers who holds what)."""
+        return None
+
+    def load_states(self, task_ids: Iterable[int] | None = None) -> dict[int, TaskState]:
+        """Every task's last known state (or these tasks')."""
+        sql = (
             "SELECT task_id, snapshot, progress_since, stalled, missing, windows_doubted_at, updated_while_closed_at"
             " FROM tasks"
-        ):
+        )
+        params: list[int] = []
+        if task_ids is not None:
+            params = list(task_ids)
+            sql += f" WHERE task_id IN ({', '.join('?' * len(params))})"
+        states = {}
+        for task_id, snapshot, since, stalled, missing, doubted, updated in self._read(sql, params):
             states[task_id] = TaskState(
                 snapshot=TaskSnapshot.from_dict(json.loads(snapshot)),
                 progress_since=datetime.fromisoformat(since),

@@ -27,8 +27,8 @@ class StateStore(Protocol):
 
     path: str
 
-    async def load_states(self) -> dict[int, TaskState]:
-        """Every task's last known state."""
+    async def load_states(self, task_ids: Iterable[int] | None = None) -> dict[int, TaskState]:
+        """Every task's last known state (or these tasks')."""
         ...
 
     async def record(self, state: TaskState, deliveries: Sequence[tuple[Event, Sequence[str]]], now: float) -> None:
@@ -97,9 +97,9 @@ class ThreadedStore:
         # transaction commits or rolls back as a whole), and only the result is abandoned.
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._one_at_a_time)
 
-    async def load_states(self) -> dict[int, TaskState]:
-        """Every task's last known state."""
-        return await self._call(self.sync.load_states)
+    async def load_states(self, task_ids: Iterable[int] | None = None) -> dict[int, TaskState]:
+        """Every task's last known state (or these tasks')."""
+        return await self._call(self.sync.load_states, None if task_ids is None else list(task_ids))
 
     async def record(self, state: TaskState, deliveries: Sequence[tuple[Event, Sequence[str]]], now: float) -> None:
         """In one transaction: a task's new state, its events, and one outbox row per (event, receiver)."""
