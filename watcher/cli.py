@@ -1,4 +1,4 @@
-"""The `watcher` command: run | check | once | status | outbox | notify-test | health | simulate | demo."""
+"""The `watcher` command: run | check | once | status | outbox | store | notify-test | health | simulate | demo."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from . import config as config_mod
 from .cli_run import Components, delivery_client, notify_context, open_components
 from .config import Config
 from .daemon import knobs
-from .errors import ConfigError, DeliveryError, StoreError, UsageError, WatcherError
+from .errors import ConfigError, DeliveryError, StoreError, StoreNotEmpty, UsageError, WatcherError
 from .i18n import DEFAULT_LANGUAGE, LANGUAGES, translator
 from .model import Event, EventType, TaskState
 from .notify.message import build as build_message
@@ -543,6 +543,23 @@ def _selected_seqs(
     return selected, refused
 
 
+def cmd_store_copy(args: argparse.Namespace) -> int:
+    """Copy the state and the undelivered outbox from one store to another, in one transaction on the target."""
+    from .storecopy import Location, copy
+
+    source = Location.parse(args.source, option="--from")
+    target = Location.parse(args.target, option="--to")
+    try:
+        copied = anyio.run(functools.partial(copy, source, target, replace=args.force))
+    except StoreNotEmpty as exc:
+        raise StoreNotEmpty(f"{exc}; copy into an empty store, or add --force to replace what it holds") from None
+    if args.json:
+        print(json.dumps(dataclasses.asdict(copied), indent=2), file=args.stdout)
+    else:
+        print(copied.summary(), file=args.stdout)
+    return EXIT_OK
+
+
 def cmd_notify_test(args: argparse.Namespace) -> int:
     """Send a test event to every notifier (or one) directly, and report each result."""
     config = config_mod.load(config_mod.default_path(args.config))
@@ -713,6 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=_row_limit, default=100, metavar="N", help="list: at most this many rows (default 100; 0: all)"
     )
     p.add_argument("--json", action="store_true", help="list: machine-readable output")
+    _add_store(sub)
     p = add("notify-test", cmd_notify_test, "send a test notification to each notifier")
     p.add_argument("--notifier", metavar="NAME", help="only this notifier")
     p = add(
@@ -746,6 +764,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--language", choices=LANGUAGES, default=DEFAULT_LANGUAGE, help="the language of the demo's lines (default en)"
     )
     return parser
+
+
+def _add_store(sub: Any) -> None:
+    """`watcher store ACTION`: the store as a whole (today: copy)."""
+    store = sub.add_parser("store", help="copy the state and the undelivered outbox to another store")
+    actions = store.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = actions.add_parser(
+        "copy",
+        help="copy SQLite -> PostgreSQL (or back): task states and undelivered deliveries",
+        description="Copy a watcher's state from one store to another (a SQLite file or PostgreSQL, either way) in one "
+        "transaction on the target: every task's state, the tasks the API never served, remembered values (the learned "
+        "time zone), and the pending and dead-lettered deliveries with their events (same event ids, same order per "
+        "receiver, same attempts). Delivered rows are history: they are not copied. Stop the watcher first: a "
+        "store a running watcher holds is refused, as is a target that already holds state (unless --force).",
+        epilog="PATH_OR_URL: postgresql://user@host:5432/dbname (or postgres://) is PostgreSQL; anything else is a "
+        "SQLite file (a missing --to file is created). Keep the password out of the URL, where your shell history "
+        "and `ps` would show it: libpq reads it from PGPASSWORD or ~/.pgpass (and TLS settings from PGSSLMODE, "
+        "PGSSLROOTCERT, or ?sslmode=verify-full in the URL). Messages show the URL without its password.",
+    )
+    p.set_defaults(func=cmd_store_copy)
+    p.add_argument("--from", dest="source", required=True, metavar="PATH_OR_URL", help="the store to copy (only read)")
+    p.add_argument("--to", dest="target", required=True, metavar="PATH_OR_URL", help="the store to write")
+    p.add_argument(
+        "--force", action="store_true", help="replace what --to holds (emptied first, in the same transaction)"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int:

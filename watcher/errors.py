@@ -7,6 +7,7 @@ pydantic) are translated once, where they are raised, and never escape to caller
     ├── ConfigError              invalid config file; carries every problem with its key path
     ├── UsageError               a command line that cannot be carried out (unknown notifier, no selection)
     ├── StoreError               the state database cannot be opened, read or written
+    │   └── StoreNotEmpty        a copy's target already holds a watcher's state
     ├── ApiError                 the VoiceFox API did not give us a task
     │   ├── AuthenticationError  401/403: the token is missing, wrong or of another workspace
     │   ├── TaskNotFound         404: no such task
@@ -43,6 +44,10 @@ class StoreError(WatcherError):
 
 class StaleState(StoreError):
     """A task's new state was not written: another replica wrote that task since this one read it."""
+
+
+class StoreNotEmpty(StoreError):
+    """A copy's target already holds a watcher's state (tasks, events, deliveries or remembered values)."""
 
 
 class ApiError(WatcherError):

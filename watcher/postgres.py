@@ -12,6 +12,7 @@ parameters server-side, and its pool checks connections and reconnects after a f
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import socket
@@ -23,7 +24,18 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .errors import StaleState, StoreError
 from .model import Event, TaskSnapshot, TaskState
-from .store import Delivery, OutboxCount, OutboxRow
+from .store import (
+    QUEUED,
+    Delivery,
+    EventRow,
+    OutboxCount,
+    OutboxRow,
+    QueuedRow,
+    StoreDump,
+    TaskRow,
+    held_query,
+    not_empty,
+)
 
 if TYPE_CHECKING:
     from .replicas import Membership
@@ -168,17 +180,29 @@ class PostgresStore:
         """Hold the daemons' lock, shared: any number of replicas run together, but not beside a tool that must be
         alone with the database (`watcher store copy`). A session lock: it goes with this process's connection, so a
         killed daemon frees it as soon as the server notices the connection gone."""
+        await self._session_lock(
+            "pg_try_advisory_lock_shared", "in use by `watcher store copy`; start the watcher when it has finished"
+        )
+
+    async def lock_alone(self) -> None:
+        """Hold the daemons' lock exclusively (`watcher store copy`): refused while any replica runs on this database,
+        and no replica starts until it is given up."""
+        await self._session_lock(
+            "pg_try_advisory_lock", "already in use by a running watcher; stop every replica on this database first"
+        )
+
+    async def _session_lock(self, function: str, refused: str) -> None:
         import psycopg
 
         try:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-            cursor = await conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (_DAEMON_LOCK,))
+            cursor = await conn.execute(f"SELECT {function}(%s)", (_DAEMON_LOCK,))
             row = await cursor.fetchone()
         except (psycopg.Error, OSError) as exc:
             raise StoreError(f"{self.path}: cannot take the daemons' lock: {_reason(exc)}") from None
         if not row or not row[0]:
             await conn.close()
-            raise StoreError(f"{self.path}: in use by `watcher store copy`; start the watcher when it has finished")
+            raise StoreError(f"{self.path}: {refused}")
         self._lock = conn
 
     @asynccontextmanager
@@ -520,6 +544,122 @@ class PostgresStore:
                     yield notice.payload
         except (psycopg.Error, OSError) as exc:
             raise StoreError(f"{self.path}: listening for the other replicas: {_reason(exc)}") from None
+
+    # -- copying a store (`watcher store copy`) ----------------------------------------------------------------
+
+    @classmethod
+    async def open_checked(cls, url: str, *, shown: str, existing: bool = False) -> PostgresStore:
+        """`open`, after one plain connection whose failure is reported at once with libpq's reason (the pool would
+        try again until its timeout); `existing`: StoreError unless the database holds a watcher's schema already
+        (so that nothing is created in a database that was to be only read)."""
+        try:
+            import psycopg
+        except ImportError:
+            raise _missing_extra() from None
+        try:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10) as conn:
+                cursor = await conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.meta",))
+                row = await cursor.fetchone()
+        except (psycopg.Error, OSError) as exc:
+            raise StoreError(f"{shown}: cannot open the PostgreSQL store: {_reason(exc)}") from None
+        if existing and (not row or row[0] is None):
+            raise StoreError(f"{shown}: holds no voicefox-watcher store (no {SCHEMA} schema in that database)")
+        return await cls.open(url, shown=shown)
+
+    async def identity(self) -> tuple[object, ...]:
+        """Which database this is, however it was reached (another host name, a pooler): its name, and when its
+        server started."""
+        rows = await self._read("SELECT current_database(), pg_postmaster_start_time()")
+        return ("postgres", *rows[0])
+
+    async def dump(self) -> StoreDump:
+        """What a copy carries (see `StoreDump`), read in one transaction: a consistent snapshot."""
+        async with self._transaction() as conn:
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+            async def rows(sql: str) -> list[tuple[Any, ...]]:
+                return list(await (await conn.execute(sql)).fetchall())
+
+            return StoreDump(
+                tasks=tuple(
+                    TaskRow(*row)
+                    for row in await rows(
+                        "SELECT task_id, snapshot, progress_since, stalled, missing, changed_at, windows_doubted_at,"
+                        f" updated_while_closed_at FROM {SCHEMA}.tasks ORDER BY task_id"
+                    )
+                ),
+                unseen=tuple(await rows(f"SELECT task_id, reason, since FROM {SCHEMA}.unseen ORDER BY task_id")),
+                meta=tuple(
+                    await rows(f"SELECT key, value FROM {SCHEMA}.meta WHERE key <> 'schema_version' ORDER BY key")
+                ),
+                events=tuple(
+                    EventRow(*row)
+                    for row in await rows(
+                        f"SELECT id, task_id, type, time, body FROM {SCHEMA}.events WHERE id IN"
+                        f" (SELECT event_id FROM {SCHEMA}.outbox WHERE {QUEUED}) ORDER BY time, id"
+                    )
+                ),
+                outbox=tuple(
+                    QueuedRow(*row)
+                    for row in await rows(
+                        f"SELECT {QueuedRow.COLUMNS} FROM {SCHEMA}.outbox WHERE {QUEUED} ORDER BY seq"
+                    )
+                ),
+                delivered=int((await rows(f"SELECT COUNT(*) FROM {SCHEMA}.outbox WHERE state = 'delivered'"))[0][0]),
+            )
+
+    async def load(self, dump: StoreDump, *, replace: bool = False) -> int:
+        """Write a dump in one transaction, each row as it was (event ids and seqs too); StoreNotEmpty if this store
+        already holds a watcher's state, unless `replace`: then that is deleted first, in the same transaction.
+        Return how many rows were replaced."""
+        from psycopg.types.json import Jsonb
+
+        async with self._transaction() as conn:
+            held = await (await conn.execute(held_query(f"{SCHEMA}."))).fetchone()
+            if sum(held) and not replace:
+                raise not_empty(self.path, *held)
+            for table in ("outbox", "events", "unseen", "tasks", "leases"):
+                await conn.execute(f"DELETE FROM {SCHEMA}.{table}")
+            await conn.execute(f"DELETE FROM {SCHEMA}.meta WHERE key <> 'schema_version'")
+            async with conn.cursor() as cursor:
+                await cursor.executemany(f"INSERT INTO {SCHEMA}.meta (key, value) VALUES (%s, %s)", dump.meta)
+                await cursor.executemany(
+                    f"INSERT INTO {SCHEMA}.tasks (task_id, snapshot, progress_since, stalled, missing, changed_at,"
+                    " windows_doubted_at, updated_while_closed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            t.task_id,
+                            Jsonb(t.snapshot),
+                            t.progress_since,
+                            t.stalled,
+                            t.missing,
+                            t.changed_at,
+                            t.windows_doubted_at,
+                            t.updated_while_closed_at,
+                        )
+                        for t in dump.tasks
+                    ],
+                )
+                await cursor.executemany(
+                    f"INSERT INTO {SCHEMA}.unseen (task_id, reason, since) VALUES (%s, %s, %s)", dump.unseen
+                )
+                await cursor.executemany(
+                    f"INSERT INTO {SCHEMA}.events (id, task_id, type, time, body) VALUES (%s, %s, %s, %s, %s)",
+                    [(e.id, e.task_id, e.type, e.time, Jsonb(e.body)) for e in dump.events],
+                )
+                await cursor.executemany(
+                    f"INSERT INTO {SCHEMA}.outbox ({QueuedRow.COLUMNS})"
+                    f" VALUES ({', '.join(['%s'] * len(dataclasses.fields(QueuedRow)))})",
+                    [dataclasses.astuple(row) for row in dump.outbox],
+                )
+            if dump.outbox:
+                # Explicit seqs leave the BIGSERIAL's sequence behind: move it past the highest, so that rows the
+                # daemon adds later neither collide nor queue ahead of the copied ones.
+                await conn.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{SCHEMA}.outbox', 'seq'), %s)",
+                    (max(row.seq for row in dump.outbox),),
+                )
+        return sum(held)
 
 
 def _reason(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ the poll (it is detected again on restart) or leaves the delivery pending (it is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -16,9 +17,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
-from .errors import StoreError
+from .errors import StoreError, StoreNotEmpty
 from .model import Event, TaskSnapshot, TaskState
 
 SCHEMA_VERSION = 3
@@ -405,6 +406,118 @@ class Store(_Database):
             rows = self._read("SELECT body FROM events WHERE task_id=? ORDER BY time DESC LIMIT ?", (task_id, limit))
         return [Event.from_dict(json.loads(b)) for (b,) in rows]
 
+    # -- copying a store (`watcher store copy`) --------------------------------------------------------------------
+
+    @classmethod
+    def open_existing(cls, path: str | Path) -> Store:
+        """Open a store that is already there, never creating one: StoreError unless `path` is a watcher's store."""
+        spath = str(path)
+        if not Path(spath).is_file():
+            raise StoreError(f"{spath}: no such store (no file there)")
+        try:
+            # mode=rw: never creates the file; only the schema version is read, so a file that is not ours is left as
+            # it was (Store.open would lay our tables into it).
+            with contextlib.closing(sqlite3.connect(f"{Path(spath).resolve().as_uri()}?mode=rw", uri=True)) as db:
+                version = cls._schema_version(db)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{spath}: not a voicefox-watcher store: {exc}") from None
+        if version is None:
+            raise StoreError(f"{spath}: not a voicefox-watcher store (it has no schema version)")
+        return cls.open(spath)
+
+    def dump(self) -> StoreDump:
+        """What a copy carries (see `StoreDump`), read in one transaction: a consistent snapshot."""
+        try:
+            self._db.execute("BEGIN")  # deferred: a read transaction, which takes no write lock
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: read failed: {exc}") from None
+        try:
+            return StoreDump(
+                tasks=tuple(
+                    TaskRow(
+                        task_id,
+                        json.loads(snap),
+                        datetime.fromisoformat(since),
+                        bool(stalled),
+                        bool(missing),
+                        datetime.fromisoformat(changed),
+                        datetime.fromisoformat(doubted) if doubted else None,
+                        datetime.fromisoformat(updated) if updated else None,
+                    )
+                    for task_id, snap, since, stalled, missing, changed, doubted, updated in self._read(
+                        "SELECT task_id, snapshot, progress_since, stalled, missing, changed_at, windows_doubted_at,"
+                        " updated_while_closed_at FROM tasks ORDER BY task_id"
+                    )
+                ),
+                unseen=tuple(
+                    (task_id, reason, datetime.fromisoformat(since))
+                    for task_id, reason, since in self._read(
+                        "SELECT task_id, reason, since FROM unseen ORDER BY task_id"
+                    )
+                ),
+                meta=tuple(self._read("SELECT key, value FROM meta WHERE key != 'schema_version' ORDER BY key")),
+                events=tuple(
+                    EventRow(event_id, task_id, type_, datetime.fromisoformat(time_), json.loads(body))
+                    for event_id, task_id, type_, time_, body in self._read(
+                        "SELECT id, task_id, type, time, body FROM events WHERE id IN"
+                        f" (SELECT event_id FROM outbox WHERE {QUEUED}) ORDER BY time, id"
+                    )
+                ),
+                outbox=tuple(
+                    QueuedRow(*row)
+                    for row in self._read(f"SELECT {QueuedRow.COLUMNS} FROM outbox WHERE {QUEUED} ORDER BY seq")
+                ),
+                delivered=int(self._read("SELECT COUNT(*) FROM outbox WHERE state = 'delivered'")[0][0]),
+            )
+        finally:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")  # it only read: nothing to undo
+
+    def load(self, dump: StoreDump, *, replace: bool = False) -> int:
+        """Write a dump in one transaction, each row as it was (event ids and seqs too); StoreNotEmpty if this store
+        already holds a watcher's state, unless `replace`: then that is deleted first, in the same transaction.
+        Return how many rows were replaced."""
+        with self._transaction(durable=True) as db:
+            held = db.execute(held_query()).fetchone()
+            if sum(held) and not replace:
+                raise not_empty(self.path, *held)
+            for table in ("outbox", "events", "unseen", "tasks"):
+                db.execute(f"DELETE FROM {table}")
+            db.execute("DELETE FROM meta WHERE key != 'schema_version'")
+            db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", dump.meta)
+            db.executemany(
+                "INSERT INTO tasks (task_id, snapshot, progress_since, stalled, missing, changed_at,"
+                " windows_doubted_at, updated_while_closed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        t.task_id,
+                        _json(t.snapshot),
+                        _iso(t.progress_since),
+                        int(t.stalled),
+                        int(t.missing),
+                        _iso(t.changed_at),
+                        _iso(t.windows_doubted_at),
+                        _iso(t.updated_while_closed_at),
+                    )
+                    for t in dump.tasks
+                ],
+            )
+            db.executemany(
+                "INSERT INTO unseen (task_id, reason, since) VALUES (?, ?, ?)",
+                [(task_id, reason, _iso(since)) for task_id, reason, since in dump.unseen],
+            )
+            db.executemany(
+                "INSERT INTO events (id, task_id, type, time, body) VALUES (?, ?, ?, ?, ?)",
+                [(e.id, e.task_id, e.type, _iso(e.time), _json(e.body)) for e in dump.events],
+            )
+            # Explicit seqs: AUTOINCREMENT carries on past the highest, so rows the daemon adds later queue behind.
+            marks = ", ".join("?" * len(dataclasses.fields(QueuedRow)))
+            db.executemany(
+                f"INSERT INTO outbox ({QueuedRow.COLUMNS}) VALUES ({marks})",
+                [dataclasses.astuple(row) for row in dump.outbox],
+            )
+        return sum(held)
+
 
 class OutboxAdmin(_Database):
     """The operator's queries on the outbox (`watcher outbox`): listing, counting, retrying and dropping rows. Kept
@@ -514,3 +627,95 @@ class StoreLock:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+# -- copying a store (`watcher store copy`): plain rows both engines read and write ------------------------------------
+
+# The outbox rows a copy carries: what is still owed and what was given up on. Delivered rows are history.
+QUEUED = "state IN ('pending', 'dead')"
+
+
+def held_query(schema: str = "") -> str:
+    """What a copy's target holds already (`not_empty` takes the counts): tasks, tasks never seen, events,
+    deliveries, and remembered values; `schema` is the tables' prefix ("voicefox_watcher." on PostgreSQL)."""
+    counts = ", ".join(f"(SELECT COUNT(*) FROM {schema}{table})" for table in ("tasks", "unseen", "events", "outbox"))
+    return f"SELECT {counts}, (SELECT COUNT(*) FROM {schema}meta WHERE key <> 'schema_version')"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskRow:
+    """A task's state as a store keeps it."""
+
+    task_id: int
+    snapshot: dict[str, Any]
+    progress_since: datetime
+    stalled: bool
+    missing: bool
+    changed_at: datetime
+    windows_doubted_at: datetime | None
+    updated_while_closed_at: datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventRow:
+    """An event as a store keeps it (`body` is the CloudEvent, id and all)."""
+
+    id: str
+    task_id: int
+    type: str
+    time: datetime
+    body: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueuedRow:
+    """An outbox row a copy carries: pending or dead, with its attempts and times."""
+
+    COLUMNS: ClassVar[str] = (
+        "seq, event_id, receiver, state, created_at, attempts, next_attempt_at, last_error, done_at, last_attempt_at"
+    )
+
+    seq: int
+    event_id: str
+    receiver: str
+    state: str
+    created_at: float
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    done_at: float | None
+    last_attempt_at: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoreDump:
+    """What `watcher store copy` carries from one store to another: every task's state, the tasks never seen, the
+    remembered values (not the schema version: each engine keeps its own), and the pending and dead deliveries in seq
+    order with their events. Delivered rows are history and stay behind; `delivered` counts them."""
+
+    tasks: tuple[TaskRow, ...]
+    unseen: tuple[tuple[int, str, datetime], ...]
+    meta: tuple[tuple[str, str], ...]
+    events: tuple[EventRow, ...]
+    outbox: tuple[QueuedRow, ...]
+    delivered: int
+
+
+def not_empty(path: str, tasks: int, unseen: int, events: int, deliveries: int, meta: int) -> StoreNotEmpty:
+    """The refusal to copy into a store that holds these rows already."""
+    held = (
+        f"{tasks} tasks, {unseen} never served by the API, {events} events, {deliveries} deliveries,"
+        f" {meta} remembered values"
+    )
+    return StoreNotEmpty(f"{path}: already holds a watcher's state ({held})")
+
+
+def _iso(when: datetime | None) -> str | None:
+    # In UTC, as the daemon writes them: SQLite compares and orders these as text (prune, events()).
+    if when is None:
+        return None
+    return (when.astimezone(UTC) if when.tzinfo else when).isoformat()
+
+
+def _json(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"))
