@@ -4,6 +4,10 @@
 #   docker run -v ./watcher.toml:/etc/voicefox-watcher/watcher.toml:ro -e VOICEFOX_TOKEN -v vfw-state:/var/lib/voicefox-watcher voicefox-watcher
 # The base is a build argument so that it can be a locally built image where no registry is reachable.
 ARG PYTHON_IMAGE=python:3.12-slim
+# The extras installed: [postgres] (psycopg 3 with its own libpq, ~13 MB) by default, so that one image runs either
+# store: SQLite on its volume, or PostgreSQL with replicas (deploy/kubernetes/voicefox-watcher-ha.yaml, the compose
+# ha profile). --build-arg EXTRAS= for SQLite only; EXTRAS=postgres,fast adds the aiohttp transport.
+ARG EXTRAS=postgres
 
 FROM ${PYTHON_IMAGE} AS build
 # Set where pip must trust a local CA (a proxy); unset otherwise.
@@ -11,15 +15,18 @@ ARG PIP_CERT
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY watcher ./watcher
+ARG EXTRAS
 # Every wheel the watcher needs, so the runtime stage installs offline and carries no build tools.
-RUN python3 -m pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN python3 -m pip wheel --no-cache-dir --wheel-dir /wheels ".${EXTRAS:+[$EXTRAS]}"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="voicefox-watcher" \
       org.opencontainers.image.description="Notifications for VoiceFox outbound-calling campaigns"
 COPY --from=build /wheels /tmp/wheels
+ARG EXTRAS
 RUN python3 -m venv /opt/voicefox-watcher \
-    && /opt/voicefox-watcher/bin/pip install --no-cache-dir --no-index --find-links=/tmp/wheels voicefox-watcher \
+    && /opt/voicefox-watcher/bin/pip install --no-cache-dir --no-index --find-links=/tmp/wheels \
+        "voicefox-watcher${EXTRAS:+[$EXTRAS]}" \
     && rm -rf /tmp/wheels \
     && mkdir -p /var/lib/voicefox-watcher /etc/voicefox-watcher \
     && chown 10001:10001 /var/lib/voicefox-watcher
