@@ -6,11 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import socket
 import ssl
-import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from email import message_from_bytes, policy
@@ -22,6 +18,7 @@ import anyio
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from tools.pgserver import server_binaries, temporary_postgres
 from watcher.httpserver import Request, Response, serve
 from watcher.simulator import Simulator
 
@@ -167,65 +164,24 @@ async def mailbox() -> AsyncIterator[Mailbox]:
 # -- a real PostgreSQL server on 127.0.0.1, started by the tests ------------------------------------------------------
 
 
-def _postgres_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if found:
-        return found[-1].parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL server of our own on a free port of 127.0.0.1 for the session (or $WATCHER_TEST_POSTGRES_URL).
 
-    It refuses to run as root, so as root it runs as the `postgres` user. Without the server's binaries the tests
-    that need it skip, saying how to install them; in CI (CI=true) they fail instead: there they must run.
+    Without the server's binaries the tests that need it skip, saying how to install them; in CI (CI=true) they fail
+    instead: there they must run.
     """
     if url := os.environ.get("WATCHER_TEST_POSTGRES_URL"):
         yield url
         return
-    bin_dir = _postgres_bin()
+    bin_dir = server_binaries()
     if bin_dir is None:
         message = "no PostgreSQL server binaries (apt-get install postgresql)"
         if os.environ.get("CI"):
             pytest.fail(message + ": CI must run the PostgreSQL tests")
         pytest.skip(message)
-    # Not under pytest's own temporary directory: that is private to root, and the server runs as `postgres`.
-    data = Path(tempfile.mkdtemp(prefix="voicefox-watcher-postgres-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(data, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cluster = data / "cluster"
-    subprocess.run(
-        [*as_user, str(bin_dir / "initdb"), "-D", str(cluster), "-U", "watcher", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={data} -c fsync=off"
-    subprocess.run(
-        [*as_user, str(bin_dir / "pg_ctl"), "-D", str(cluster), "-o", options, "-l", str(data / "log"), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        subprocess.run(
-            [*as_user, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "watcher", "watcher"],
-            check=True,
-            capture_output=True,
-        )
-        yield f"postgresql://watcher@127.0.0.1:{port}/watcher"
-    finally:
-        subprocess.run(
-            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(cluster), "-m", "immediate", "stop"],
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(data, ignore_errors=True)
+    with temporary_postgres(bin_dir) as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -158,6 +160,17 @@ async def test_promtool_finds_nothing_to_complain_about(ops: Ops, tmp_path: Path
     assert result.stderr.strip() == b""
 
 
+async def listening_port(proc: anyio.abc.Process) -> int:
+    """The port a `watcher run` with `[http] listen = "127.0.0.1:0"` says it listens on (its JSON log line)."""
+    assert proc.stdout is not None
+    buffered = b""
+    with anyio.fail_after(10):
+        while b'"http.listening"' not in buffered:
+            buffered += await proc.stdout.receive()
+    line = next(raw for raw in buffered.splitlines() if b'"http.listening"' in raw)
+    return int(json.loads(line)["port"])
+
+
 async def test_the_daemon_serves_the_endpoint_on_the_configured_address(
     simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
 ) -> None:
@@ -168,13 +181,7 @@ async def test_the_daemon_serves_the_endpoint_on_the_configured_address(
     )
     async with await anyio.open_process([WATCHER, "run", "-c", str(cfg)], env=env(sim.token)) as proc:
         try:
-            assert proc.stdout is not None
-            buffered = b""
-            with anyio.fail_after(10):
-                while b'"http.listening"' not in buffered:
-                    buffered += await proc.stdout.receive()
-            line = next(raw for raw in buffered.splitlines() if b'"http.listening"' in raw)
-            port = httpx.Response(200, content=line).json()["port"]
+            port = await listening_port(proc)
             await receiver.wait_for(1)
             assert (await get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
             assert (await get(f"http://127.0.0.1:{port}/readyz")).status_code == 200

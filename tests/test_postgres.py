@@ -19,6 +19,7 @@ from watcher.simulator import Simulator
 
 from .conftest import Receiver, use_postgres
 from .test_cli import WATCHER, env, run, write_config
+from .test_ops import get, listening_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -144,3 +145,39 @@ async def test_a_database_that_does_not_answer_is_a_clear_error_without_the_pass
     assert f"postgresql://watcher@127.0.0.1:{port}/watcher".encode() in result.stderr  # where, without the password
     assert b"pg-PASSWORD-secret" not in result.stderr + result.stdout
     assert b"Traceback" not in result.stderr
+
+
+async def test_a_replica_shows_its_share_in_readyz_metrics_and_status(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path, pg: str
+) -> None:
+    sim, url = simulator
+    for task_id in (1, 2, 3):
+        sim.add_task(task_id, status="running")
+    cfg = on_postgres(tmp_path / "w.toml", url, sim.token, receiver.url, [1, 2, 3], pg, lease="2s")
+    cfg.write_text(cfg.read_text() + '\n[http]\nlisten = "127.0.0.1:0"\n')
+    async with await anyio.open_process([WATCHER, "run", "-c", str(cfg)], env=env(sim.token)) as proc:
+        try:
+            port = await listening_port(proc)
+            await receiver.wait_for(3)
+            ready = (await get(f"http://127.0.0.1:{port}/readyz")).json()
+            metrics = (await get(f"http://127.0.0.1:{port}/metrics")).text
+            status = json.loads((await run(["status", "--json", "-c", str(cfg)], token=sim.token)).stdout)
+            text = (await run(["status", "-c", str(cfg)], token=sim.token)).stdout.decode()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            with anyio.fail_after(15):
+                assert await proc.wait() == 0
+    me = ready["replica"]["id"]
+    assert ready["status"] == "ok" and ready["replica"]["tasks"] == [1, 2, 3]
+    assert ready["replica"]["receivers"] == ["hook", "log"] and ready["replica"]["lease_seconds"] == 2.0
+    assert f'voicefox_watcher_replica_info{{replica="{me}"}} 1.0' in metrics
+    assert 'voicefox_watcher_leases_held{kind="task"} 3.0' in metrics
+    assert "voicefox_watcher_replicas_alive 1.0" in metrics
+    assert 'voicefox_watcher_lease_renewals_total{result="ok"}' in metrics
+    (replica,) = status["replicas"]
+    assert replica["id"] == me and replica["alive"] and replica["tasks"] == [1, 2, 3]
+    assert replica["receivers"] == ["hook", "log"] and replica["announcesApiOutages"]
+    assert {t["id"]: t["polledBy"] for t in status["tasks"]} == {1: me, 2: me, 3: me}
+    assert "REPLICAS" in text and f"[polled by {me}]" in text
+    after = json.loads((await run(["status", "--json", "-c", str(cfg)], token=sim.token)).stdout)
+    assert after["replicas"] == [] and {t["polledBy"] for t in after["tasks"]} == {None}  # handed back on SIGTERM

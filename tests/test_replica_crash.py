@@ -27,6 +27,8 @@ import anyio.abc
 import psycopg
 import pytest
 
+from watcher import config as config_mod
+from watcher.cli_run import open_components
 from watcher.simulator import Simulator
 
 from .conftest import Receiver
@@ -380,3 +382,50 @@ def write_reliability(figures: dict[str, Any]) -> None:
         ]
     )
     RELIABILITY.write_text(f"{head}{begin}\n{table}\n{end}{tail}", encoding="utf-8")
+
+
+async def test_a_replica_cut_from_the_database_stops_working_before_its_leases_run_out_and_comes_back(
+    simulator: tuple[Simulator, str],
+    receiver: Receiver,
+    tmp_path: Path,
+    pg: str,
+    proxy: tuple[CutProxy, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim, api = simulator
+    for task_id in (1, 2, 3):
+        sim.add_task(task_id, status="running")
+    cut, proxy_port = proxy
+    port = pg.rsplit(":", 1)[1].split("/", 1)[0]
+    cfg = on_postgres(
+        tmp_path / "w.toml", api, sim.token, receiver.url, [1, 2, 3], pg.replace(f":{port}/", f":{proxy_port}/"), "3s"
+    )
+    monkeypatch.setenv("TEST_VOICEFOX_TOKEN", sim.token)
+    async with open_components(config_mod.load(cfg), shared=True) as parts, anyio.create_task_group() as tg:
+        coordinator = parts.coordinator
+        assert coordinator is not None
+        await tg.start(parts.daemon.run)
+        await tg.start(coordinator.run)
+        assert parts.daemon.owned() == {1, 2, 3}
+
+        async def stepped_back() -> bool:
+            return not parts.daemon.owned()
+
+        async def back() -> bool:
+            return parts.daemon.owned() == {1, 2, 3} and coordinator.holds_leases()
+
+        cut.cut()
+        await until(stepped_back, within=10)
+        async with await psycopg.AsyncConnection.connect(pg) as conn:  # directly, not through the proxy
+            row = await (
+                await conn.execute(
+                    "SELECT count(*), bool_and(expires_at > now()) FROM voicefox_watcher.leases WHERE owner = %s",
+                    (coordinator.me,),
+                )
+            ).fetchone()
+        assert row == (6, True)  # 3 tasks, 2 receivers, the API's outages: all still its own when it stopped
+        assert not coordinator.holds_leases()
+        cut.restore()
+        await until(back, within=20)
+        parts.dispatcher.shutdown()
+        tg.cancel_scope.cancel()

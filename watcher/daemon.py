@@ -49,6 +49,7 @@ WATCHER_EVENT_NAMESPACE = uuid.UUID(
 )  # delivered outbox rows are kept this long for `watcher status`, then pruned
 
 
+GAINED_SPREAD = 0.5  # seconds over which the first polls of tasks taken over from another replica are spread
 PUSH_DATA_MAX_AGE = 3600.0  # a task.end push older than this is not attached to a `finished` event
 
 
@@ -192,7 +193,10 @@ class Daemon:
         if gained or lost:
             _log.info("replica.tasks", gained=sorted(gained), lost=sorted(lost), polled=len(self._owned))
         if gained and self._tg is not None:
-            self._timetable.spread(sorted(gained), self._monotonic())
+            # Soon, not over a whole interval: the replica that polled them before may have done so an interval ago
+            # (it died, or handed them over), and a task that changes hands again before its first poll here would
+            # go unheard for longer still. The concurrency limit and api.max_rps keep the burst in bounds.
+            self._timetable.spread(sorted(gained), self._monotonic(), over=GAINED_SPREAD)
             self._wake_scheduler(self._monotonic())
 
     def _forget(self, task_id: int) -> None:

@@ -149,8 +149,8 @@ class Coordinator:
         self._holding = False
 
     def holds_leases(self) -> bool:
-        """Whether this replica's leases are surely still its own (renewed less than a ttl ago)."""
-        return self.renewed_at is not None and self._monotonic() < self.renewed_at + self.ttl
+        """Whether this replica is at work on leases surely still its own (it has not stepped back)."""
+        return self._holding and self.renewed_at is not None and self._monotonic() < self._deadline()
 
     def lease_age(self) -> float | None:
         """Seconds since the last renewal (None before the first)."""

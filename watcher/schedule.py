@@ -288,10 +288,12 @@ class Timetable:
         """Every task on the timetable."""
         return list(self._anchor)
 
-    def spread(self, task_ids: list[int], now: float) -> None:
-        """Add tasks with their first polls spread evenly over one interval from `now`: no thundering herd."""
+    def spread(self, task_ids: list[int], now: float, over: float | None = None) -> None:
+        """Add tasks with their first polls spread evenly over one interval from `now` (or `over` seconds, if
+        shorter): no thundering herd."""
+        span = self.interval if over is None else min(over, self.interval)
         for i, task_id in enumerate(task_ids):
-            at = now + self.interval * i / len(task_ids)
+            at = now + span * i / len(task_ids)
             self._anchor[task_id] = at
             if task_id in self._in_flight:
                 # Removed and added back while its poll was out: `plan` puts it back; a second entry now would
