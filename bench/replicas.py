@@ -12,9 +12,11 @@ a share), warm up, then measure over a window in which nothing changes at the AP
 - polls/s: task GETs the stand-in served ÷ the window (wanted: tasks ÷ interval);
 - watcher CPU / poll: the replicas' user + system CPU together ÷ those GETs;
 - database CPU / poll: the PostgreSQL server's processes (postmaster and backends) likewise;
-- state rows written / poll: rows inserted, updated or deleted in the tables of task state and outbox (tasks,
-  events, outbox, unseen) ÷ polls: a poll that changes nothing must write nothing, so this must be 0;
-- lease rows / s, commits / s, WAL bytes / s: what keeping the replicas together costs the database at rest;
+- state rows written / poll: writes of task state and outbox in the window (counted from the data: task versions,
+  events, outbox rows and attempts) ÷ polls: a poll that changes nothing must write nothing, so this must be 0;
+- lease and replica rows written / s, commits / s (from the server's statistics, which backends report up to 10 s
+  late: the warm-up lasts that long, so that the window counts the steady state), WAL bytes / s: what keeping the
+  replicas together costs the database at rest;
 - SQLite: write syscalls / poll of the watcher (`/proc/PID/io`), and the growth of its WAL file.
 
 Results go to stdout and, with `--out`, to a Markdown file (bench/results-replicas.md is the last full run).
@@ -45,8 +47,8 @@ sys.path.insert(0, str(BENCH.parent))
 from tools.pgserver import server_binaries, temporary_postgres  # noqa: E402 - after the repository is on the path
 
 SCHEMA = "voicefox_watcher"
-STATE_TABLES = ("tasks", "events", "outbox", "unseen")
 LEASE_TABLES = ("leases", "replicas")
+STATS_LAG = 11.0  # seconds until every backend has reported its statistics
 
 
 @dataclasses.dataclass
@@ -65,6 +67,7 @@ class Result:
     wal_bytes: int | None = None
     syscw: int | None = None
     wal_growth: int | None = None
+    by_table: dict[str, int] = dataclasses.field(default_factory=dict)  # rows written in the window, per table
 
     def row(self, wanted: float) -> str:
         per_poll = 1e6 / self.polls if self.polls else 0.0
@@ -86,7 +89,7 @@ class Result:
 
 HEADER = (
     "| store | replicas | polls/s (wanted) | watcher CPU / poll | database CPU / poll | state rows written / poll "
-    "| lease rows / s | commits / s | WAL / s | write syscalls / poll |\n"
+    "| lease + replica rows / s | commits / s | WAL / s | write syscalls / poll |\n"
     "|---|---|---|---|---|---|---|---|---|---|"
 )
 
@@ -148,12 +151,20 @@ class Bench:
             for proc, ops_port in procs:
                 await self.healthy(proc, ops_port)
             await self.settled(engine, workdir, [p.pid for p, _ in procs])
-            await asyncio.sleep(1.2 * self.args.interval + 2.0)
+            # PostgreSQL's backends report their statistics up to 10 s late (PGSTAT_IDLE_INTERVAL): the first sights'
+            # writes must be counted before the window, not in it.
+            await asyncio.sleep(max(1.2 * self.args.interval + 2.0, STATS_LAG if engine == "postgres" else 0.0))
             await self.measure(result, engine, workdir, [psutil.Process(p.pid) for p, _ in procs])
         finally:
             for proc, _ in procs:
                 await self.procs.stop(proc)
             log.close()
+        if engine == "postgres" and self.args.debug_events:
+            async with await psycopg.AsyncConnection.connect(self.url) as conn:
+                rows = await (
+                    await conn.execute("SELECT type, count(*) FROM voicefox_watcher.events GROUP BY type")
+                ).fetchall()
+                print("events:", rows)
         return result
 
     async def healthy(self, proc: asyncio.subprocess.Process, ops_port: int) -> None:
@@ -176,11 +187,14 @@ class Bench:
                 async with await psycopg.AsyncConnection.connect(self.url) as conn:
                     stored = await self.count(conn, "SELECT count(*) FROM voicefox_watcher.tasks")
                     leased = await self.count(
-                        conn, "SELECT count(*) FROM voicefox_watcher.leases WHERE kind = 'task' AND expires_at > now()"
+                        conn,
+                        "SELECT count(*) FROM voicefox_watcher.leases l JOIN voicefox_watcher.replicas r ON r.id = l.owner"
+                        " WHERE l.kind = 'task' AND r.expires_at > now()",
                     )
                     owners = await (
                         await conn.execute(
-                            "SELECT DISTINCT owner FROM voicefox_watcher.leases WHERE kind = 'task' AND expires_at > now()"
+                            "SELECT DISTINCT l.owner FROM voicefox_watcher.leases l JOIN voicefox_watcher.replicas r"
+                            " ON r.id = l.owner WHERE l.kind = 'task' AND r.expires_at > now()"
                         )
                     ).fetchall()
                 if stored == leased == self.args.tasks and {int(o.split("/")[-2]) for (o,) in owners} == set(pids):
@@ -201,9 +215,19 @@ class Bench:
             return -1
         return int(row[0]) if row else 0
 
-    async def db_counters(self) -> tuple[int, int, int, str]:
-        """Rows written to the state tables and to the lease tables, commits, and the WAL position, so far."""
+    async def db_counters(self) -> tuple[dict[str, int], int, str, int]:
+        """Rows written to each table (the server's statistics, which backends report up to a few seconds late),
+        commits (likewise), the WAL position, and the writes of task state and outbox exactly, from the data itself:
+        every write of a task bumps its version, events and outbox rows are only added, every attempt counted."""
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            exact = await (
+                await conn.execute(
+                    "SELECT (SELECT coalesce(sum(version), 0) FROM voicefox_watcher.tasks)"
+                    " + (SELECT count(*) FROM voicefox_watcher.events)"
+                    " + (SELECT count(*) + coalesce(sum(attempts), 0) FROM voicefox_watcher.outbox)"
+                    " + (SELECT count(*) FROM voicefox_watcher.unseen)"
+                )
+            ).fetchone()
             rows = await (
                 await conn.execute(
                     "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE schemaname = %s",
@@ -214,14 +238,8 @@ class Bench:
                 await conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
             ).fetchone()
             lsn = await (await conn.execute("SELECT pg_current_wal_lsn()::text")).fetchone()
-        written = dict(rows)
-        assert commits is not None and lsn is not None
-        return (
-            sum(int(written.get(t, 0)) for t in STATE_TABLES),
-            sum(int(written.get(t, 0)) for t in LEASE_TABLES),
-            int(commits[0]),
-            str(lsn[0]),
-        )
+        assert commits is not None and lsn is not None and exact is not None
+        return {str(name): int(n) for name, n in rows}, int(commits[0]), str(lsn[0]), int(exact[0])
 
     async def wal_bytes_since(self, lsn: str) -> int:
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
@@ -257,13 +275,13 @@ class Bench:
         result.polls = await self.task_requests() - requests0
         result.watcher_cpu = sum(cpu_seconds(p) for p in watchers) - cpu0
         if before is not None:
-            await asyncio.sleep(1.1)  # backends flush their table statistics at most once a second
             after = await self.db_counters()
             result.db_cpu = db_cpu() - dbcpu0
-            result.state_rows = after[0] - before[0]
-            result.lease_rows = after[1] - before[1]
-            result.commits = after[2] - before[2] - 1  # less this bench's own read of the counters
-            result.wal_bytes = await self.wal_bytes_since(before[3])
+            result.by_table = {t: n - before[0].get(t, 0) for t, n in after[0].items() if n != before[0].get(t, 0)}
+            result.state_rows = after[3] - before[3]
+            result.lease_rows = sum(result.by_table.get(t, 0) for t in LEASE_TABLES)
+            result.commits = after[1] - before[1] - 1  # less this bench's own read of the counters
+            result.wal_bytes = await self.wal_bytes_since(before[2])
         else:
             result.syscw = sum(io_syscw(p.pid) for p in watchers) - syscw0
             result.wal_growth = (wal_file.stat().st_size if wal_file.exists() else 0) - wal0
@@ -288,6 +306,14 @@ def report(results: list[Result], args: argparse.Namespace, facts: dict[str, str
         "",
         HEADER,
         *(r.row(wanted) for r in results),
+        "",
+        "Rows written in each window, by table (PostgreSQL): "
+        + "; ".join(
+            f"{r.replicas} replica(s): " + (", ".join(f"{t} {n}" for t, n in sorted(r.by_table.items())) or "none")
+            for r in results
+            if r.engine == "postgres"
+        )
+        + ".",
         "",
     ]
     return "\n".join(lines)
@@ -318,6 +344,7 @@ def main() -> int:
     parser.add_argument("--configs", default="sqlite:1,postgres:1,postgres:2,postgres:3")
     parser.add_argument("--watcher", default=str(Path(sys.executable).parent / "watcher"))
     parser.add_argument("--out", help="write the Markdown report here too")
+    parser.add_argument("--debug-events", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     bin_dir = server_binaries()
     if bin_dir is None:

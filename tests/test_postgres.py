@@ -40,7 +40,8 @@ async def holders(url: str) -> dict[str, set[str]]:
         if (await cursor.fetchone()) == (None,):
             return {}  # no watcher has created its tables yet
         cursor = await conn.execute(
-            "SELECT owner, key FROM voicefox_watcher.leases WHERE kind = 'task' AND expires_at > now()"
+            "SELECT l.owner, l.key FROM voicefox_watcher.leases l JOIN voicefox_watcher.replicas r ON r.id = l.owner"
+            " WHERE l.kind = 'task' AND r.expires_at > now()"
         )
         owners: dict[str, set[str]] = {}
         for owner, key in await cursor.fetchall():

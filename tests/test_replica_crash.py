@@ -139,7 +139,8 @@ async def leases(url: str) -> list[tuple[str, str, str]]:
         if (await cursor.fetchone()) == (None,):
             return []
         cursor = await conn.execute(
-            "SELECT kind, key, owner FROM voicefox_watcher.leases WHERE expires_at > now() ORDER BY kind, key"
+            "SELECT l.kind, l.key, l.owner FROM voicefox_watcher.leases l JOIN voicefox_watcher.replicas r"
+            " ON r.id = l.owner WHERE r.expires_at > now() ORDER BY l.kind, l.key"
         )
         return [(k, key, o) for k, key, o in await cursor.fetchall()]
 
@@ -419,7 +420,8 @@ async def test_a_replica_cut_from_the_database_stops_working_before_its_leases_r
         async with await psycopg.AsyncConnection.connect(pg) as conn:  # directly, not through the proxy
             row = await (
                 await conn.execute(
-                    "SELECT count(*), bool_and(expires_at > now()) FROM voicefox_watcher.leases WHERE owner = %s",
+                    "SELECT count(*), bool_and(r.expires_at > now()) FROM voicefox_watcher.leases l"
+                    " JOIN voicefox_watcher.replicas r ON r.id = l.owner WHERE l.owner = %s",
                     (coordinator.me,),
                 )
             ).fetchone()

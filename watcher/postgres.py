@@ -101,14 +101,15 @@ MIGRATIONS: dict[int, list[str]] = {
             seen_at    TIMESTAMPTZ NOT NULL,
             expires_at TIMESTAMPTZ NOT NULL
         )""",
+        # A lease lasts as long as its owner's replica row: renewing is one row per replica, however many tasks.
         f"""CREATE TABLE {SCHEMA}.leases (
             kind        TEXT NOT NULL,
             key         TEXT NOT NULL,
             owner       TEXT NOT NULL,
             acquired_at TIMESTAMPTZ NOT NULL,
-            expires_at  TIMESTAMPTZ NOT NULL,
             PRIMARY KEY (kind, key)
         )""",
+        f"CREATE INDEX leases_by_owner ON {SCHEMA}.leases (owner)",
     ],
 }
 
@@ -458,8 +459,9 @@ class PostgresStore:
 
     async def renew(self, ttl: float, want: Mapping[str, Collection[str]]) -> Membership:
         """One round of membership, in one short transaction: say this replica is alive for `ttl` more seconds, give
-        up its leases on what it no longer wants, take or extend those it wants (free, expired or its own already),
-        and return who is alive and who holds what. Times are the server's, so the replicas' clocks never matter.
+        up its leases on what it no longer wants, take those it wants that are free or whose owner is no longer
+        alive, and return who is alive and what this replica holds. Times are the server's, so the replicas' clocks
+        never matter. A lease lasts as long as its owner's replica row: at rest a round writes that one row.
 
         Rounds are serialised by a transaction lock: they last milliseconds, and two replicas trading leases can then
         never deadlock on each other's rows."""
@@ -479,18 +481,20 @@ class PostgresStore:
                 (self.replica, kinds, keys),
             )
             await conn.execute(
-                f"INSERT INTO {SCHEMA}.leases (kind, key, owner, acquired_at, expires_at)"
-                " SELECT w.kind, w.key, %s, now(), now() + make_interval(secs => %s)"
-                " FROM unnest(%s::text[], %s::text[]) AS w(kind, key)"
-                " ON CONFLICT (kind, key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at,"
-                f" acquired_at = CASE WHEN {SCHEMA}.leases.owner = excluded.owner THEN {SCHEMA}.leases.acquired_at"
-                " ELSE excluded.acquired_at END"
-                f" WHERE {SCHEMA}.leases.owner = excluded.owner OR {SCHEMA}.leases.expires_at < now()",
-                (self.replica, ttl, kinds, keys),
+                f"INSERT INTO {SCHEMA}.leases (kind, key, owner, acquired_at)"
+                " SELECT w.kind, w.key, %s, now() FROM unnest(%s::text[], %s::text[]) AS w(kind, key)"
+                f" WHERE NOT EXISTS (SELECT 1 FROM {SCHEMA}.leases l"
+                "  WHERE l.kind = w.kind AND l.key = w.key AND l.owner = %s)"
+                " ON CONFLICT (kind, key) DO UPDATE SET owner = excluded.owner, acquired_at = excluded.acquired_at"
+                f" WHERE NOT EXISTS (SELECT 1 FROM {SCHEMA}.replicas r"
+                f"  WHERE r.id = {SCHEMA}.leases.owner AND r.expires_at > now())",
+                (self.replica, kinds, keys, self.replica),
             )
-            # Replicas gone for an hour, and leases nobody renewed for as long, are forgotten.
+            # Replicas gone for an hour are forgotten, and with them the leases they still named.
             await conn.execute(f"DELETE FROM {SCHEMA}.replicas WHERE expires_at < now() - interval '1 hour'")
-            await conn.execute(f"DELETE FROM {SCHEMA}.leases WHERE expires_at < now() - interval '1 hour'")
+            await conn.execute(
+                f"DELETE FROM {SCHEMA}.leases l WHERE NOT EXISTS (SELECT 1 FROM {SCHEMA}.replicas r WHERE r.id = l.owner)"
+            )
             return await self._membership(conn, self.replica)
 
     async def leave(self) -> None:
@@ -503,7 +507,7 @@ class PostgresStore:
             await conn.execute("SELECT pg_notify(%s, 'replicas')", (CHANNEL,))
 
     async def membership(self) -> Membership:
-        """Who is alive and who holds what, as of now (for `watcher status`), without taking part."""
+        """Who is alive and who holds what, every lease, as of now (for `watcher status`), without taking part."""
         async with self._transaction() as conn:
             return await self._membership(conn, "")
 
@@ -516,9 +520,12 @@ class PostgresStore:
             " ORDER BY id"
         )
         replicas = [Replica(*row) for row in await cursor.fetchall()]
+        # A round needs only this replica's own leases (10,000 tasks need not cross the wire every round).
+        mine = " WHERE l.owner = %s" if me else ""
         cursor = await conn.execute(
-            f"SELECT kind, key, owner, acquired_at, expires_at, expires_at > now() FROM {SCHEMA}.leases"
-            " ORDER BY kind, key"
+            "SELECT l.kind, l.key, l.owner, l.acquired_at, r.expires_at, coalesce(r.expires_at > now(), false)"
+            f" FROM {SCHEMA}.leases l LEFT JOIN {SCHEMA}.replicas r ON r.id = l.owner{mine} ORDER BY l.kind, l.key",
+            (me,) if me else (),
         )
         leases = [Lease(*row) for row in await cursor.fetchall()]
         cursor = await conn.execute("SELECT now()")

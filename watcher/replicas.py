@@ -61,19 +61,21 @@ class Replica:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Lease:
-    """Who may poll a task, deliver to a receiver, or announce the API's outages, and until when."""
+    """Who may poll a task, deliver to a receiver, or announce the API's outages: for as long as its owner is alive
+    (`expires_at` is the owner's; None when the owner is forgotten)."""
 
     kind: str
     key: str
     owner: str
     acquired_at: datetime
-    expires_at: datetime
+    expires_at: datetime | None
     valid: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Membership:
-    """One round's answer: the replicas, the leases, the database's clock; `me` is the asking replica ("" for none)."""
+    """One round's answer: the replicas, the leases (a round's: only the asking replica's own), the database's clock;
+    `me` is the asking replica ("" for none: then every lease)."""
 
     me: str
     now: datetime
