@@ -169,6 +169,9 @@ class NotifierBase(Section):
     kind: str
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
     events: Annotated[list[str] | None, pydantic.AfterValidator(check_event_patterns)] = None  # None: kind default
+    # Several events due at once go out as one message listing them (a digest); None: the kind's default (chat and
+    # email: yes; a webhook: one event per request unless it opts in).
+    digest: bool | None = None
     # The language this receiver's people read; None: `[messages] language`.
     language: Language | None = None
     # Your own words (Jinja2, sandboxed; see watcher/notify/templates.py for the variables): the title replaces the

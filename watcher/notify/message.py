@@ -182,8 +182,12 @@ _SEVERITY = {
     EventType.CHANGED: Severity.WARNING,
     EventType.STALLED: Severity.DANGER,
     EventType.MISSING: Severity.DANGER,
+    EventType.UNSTALLED: Severity.GOOD,
+    EventType.REAPPEARED: Severity.GOOD,
     EventType.API_UNREACHABLE: Severity.DANGER,
     EventType.API_RECOVERED: Severity.GOOD,
+    EventType.RECEIVER_FAILING: Severity.DANGER,
+    EventType.RECEIVER_RECOVERED: Severity.GOOD,
     EventType.TEST: Severity.INFO,
 }
 
