@@ -75,9 +75,9 @@ async def test_a_delivery_is_marked_only_by_the_replica_that_claimed_it_last(
     claimed_by_b = await b.head("hook")  # A's lease ran out mid-send: B claims the row again, same event id
     assert claimed_by_a is not None and claimed_by_b is not None
     assert claimed_by_a.seq == claimed_by_b.seq and claimed_by_a.event.id == claimed_by_b.event.id
-    await a.mark_dead(claimed_by_a.seq, "A woke up late", now=2.0)  # not A's to mark any more
+    await a.mark_dead([claimed_by_a.seq], "A woke up late", now=2.0)  # not A's to mark any more
     assert await b.head("hook") is not None
-    await b.mark_delivered(claimed_by_b.seq, now=3.0)
+    await b.mark_delivered([claimed_by_b.seq], now=3.0)
     assert await a.head("hook") is None and await b.head("hook") is None
     counts = {(c.receiver, c.state): c.count for c in await a.outbox_counts()}
     assert counts == {("hook", "delivered"): 1}

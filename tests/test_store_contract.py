@@ -94,13 +94,13 @@ async def test_head_keeps_each_receivers_order_and_marks_move_it_on(store: State
     second = (await observe(store, 2, ["a"]))[0]
     head = await store.head("a")
     assert head is not None and head.event == first
-    await store.mark_retry(head.seq, "503 busy", next_attempt_at=50.0, now=10.0)
+    await store.mark_retry([head.seq], "503 busy", next_attempt_at=50.0, now=10.0)
     again = await store.head("a")
     assert again is not None and again.seq == head.seq and again.attempts == 1 and again.next_attempt_at == 50.0
-    await store.mark_delivered(head.seq, now=60.0)
+    await store.mark_delivered([head.seq], now=60.0)
     nxt = await store.head("a")
     assert nxt is not None and nxt.event == second
-    await store.mark_dead(nxt.seq, "410 gone", now=61.0)
+    await store.mark_dead([nxt.seq], "410 gone", now=61.0)
     assert await store.head("a") is None
     counts = {(c.receiver, c.state): c.count for c in await store.outbox_counts()}
     assert counts == {("a", "delivered"): 1, ("a", "dead"): 1}
@@ -135,7 +135,7 @@ async def test_prune_forgets_delivered_rows_and_their_events_only(store: StateSt
     await observe(store, 2, ["a"])
     head = await store.head("a")
     assert head is not None
-    await store.mark_delivered(head.seq, now=100.0)
+    await store.mark_delivered([head.seq], now=100.0)
     assert await store.prune(delivered_before=200.0) == 1
     assert [(c.state, c.count) for c in await store.outbox_counts()] == [("pending", 1)]
 
