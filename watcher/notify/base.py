@@ -21,6 +21,7 @@ class Notifier(Protocol):
     """What the dispatcher needs of a channel."""
 
     name: str
+    digest: bool  # whether several events may go out as one message (`send_digest`)
 
     def wants(self, event_type: str) -> bool:
         """Whether this notifier should receive events of this type."""
@@ -28,6 +29,10 @@ class Notifier(Protocol):
 
     async def send(self, event: Event) -> None:
         """Deliver one event or raise DeliveryError."""
+        ...
+
+    async def send_digest(self, events: Sequence[Event]) -> None:
+        """Deliver several events as one message or raise DeliveryError."""
         ...
 
 
