@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 import tracemalloc
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import anyio

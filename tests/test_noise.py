@@ -4,7 +4,7 @@ SQLite store."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from structlog.testing import capture_logs
@@ -12,12 +12,12 @@ from structlog.testing import capture_logs
 from watcher.detect import Rules, detect
 from watcher.dispatch import Dispatcher
 from watcher.errors import DeliveryError
+from watcher.matchers import parse_matchers
 from watcher.model import Event, EventType, TaskSnapshot, TaskState
+from watcher.notify import EventFilter
 from watcher.pipeline import Policy
 from watcher.quiet import QuietHours
 from watcher.routing import Route, Router
-from watcher.notify import EventFilter
-from watcher.matchers import parse_matchers
 from watcher.store import Store
 from watcher.stores import ThreadedStore
 

@@ -222,12 +222,12 @@ def test_quiet_between(
         ([{"days": "sat", "from": "8"}], 'quiet[0].from: "8" is not a time of day'),
         ([{"days": "sat", "from": "08:60"}], 'quiet[0].from: "08:60" is not a time of day'),
         ([{"days": "sat", "from": "8:0"}], 'quiet[0].from: "8:0" is not a time of day'),
-        ([{"days": "sat", "from": "08:00:00"}], 'quiet[0].from: "08:00:00" is not a time of day'),
+        ([{"days": "sat", "from": "08:00:60"}], 'quiet[0].from: "08:00:60" is not a time of day'),
         ([{"days": "sat", "from": "８"}], 'quiet[0].from: "８" is not a time of day'),
         ([{"days": "sat", "from": 800}], "quiet[0].from: 800 is not a time of day"),
         ([{"days": "sat", "from": "24:00"}], 'quiet[0].from: "24:00" is the end of a day'),
         ([{"days": "sat", "to": "24:01"}], 'quiet[0].to: "24:01" is not a time of day'),
-        ([{"days": "sat", "to": time(8, 0, 30)}], "quiet[0].to: datetime.time(8, 0, 30) is not a time of day"),
+        ([{"days": "sat", "to": time(8, 0, 30, 5)}], "quiet[0].to: datetime.time(8, 0, 30, 5) is not a time of day"),
         ([{"days": "sat", "from": "08:00", "to": "08:00"}], 'quiet[0]: from and to are both "08:00"'),
         ([{"days": "sat", "to": "00:00"}], 'quiet[0]: from and to are both "00:00"'),
         ([{"days": "sat", "form": "20:00"}], 'quiet[0]: unknown key "form" (known: days, from, to)'),
@@ -380,3 +380,14 @@ def test_full_width_times_read_as_ascii() -> None:
     assert QuietHours.parse([{"from": "２０：００", "to": " 8:00 "}], "UTC") == QuietHours.parse(
         [{"from": "20:00", "to": "08:00"}], "UTC"
     )
+
+
+def test_windows_may_be_written_to_the_second() -> None:
+    """Seconds are allowed ("HH:MM:SS", or a TOML local time): end-to-end tests compress a night into seconds."""
+    quiet = QuietHours.parse([{"from": "20:00:15", "to": time(20, 0, 45)}], "UTC")
+    assert not quiet.quiet_at(utc("2024-05-06 20:00") + timedelta(seconds=14))
+    assert quiet.quiet_at(utc("2024-05-06 20:00") + timedelta(seconds=15))
+    assert quiet.ends_after(utc("2024-05-06 20:00") + timedelta(seconds=30)) == utc("2024-05-06 20:00") + timedelta(
+        seconds=45
+    )
+    assert quiet.describe() == "daily 20:00:15–20:00:45 (UTC)"

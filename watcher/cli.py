@@ -29,8 +29,8 @@ from .cli_run import Components, delivery_client, notify_context, open_component
 from .config import Config
 from .daemon import knobs
 from .errors import ConfigError, DeliveryError, StoreError, StoreNotEmpty, UsageError, WatcherError
-from .i18n import DEFAULT_LANGUAGE, LANGUAGES, translator
 from .fields import NotifierBase
+from .i18n import DEFAULT_LANGUAGE, LANGUAGES, translator
 from .matchers import check_labels, matches
 from .model import RESOLVES, Event, EventType, TaskState
 from .notify.message import build as build_message

@@ -314,10 +314,7 @@ class Config(_Section):
                     f"notifiers[{i}] ({n.name}).quiet: quiet hours need a time zone: set quiet_timezone on the notifier"
                     ' or [watch] timezone (e.g. "Asia/Tokyo"); the host\'s zone is never assumed'
                 )
-            try:
-                QuietHours.parse(n.quiet, zone)
-            except ValueError as exc:
-                raise ValueError(f"notifiers[{i}] ({n.name}).{exc}") from None
+            QuietHours.parse(n.quiet, zone, key=f"notifiers[{i}] ({n.name}).quiet")
         return self
 
     def quiet_hours(self, notifier: NotifierBase) -> QuietHours | None:

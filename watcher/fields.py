@@ -170,9 +170,9 @@ def _check_matchers(texts: list[str]) -> list[str]:
     return texts
 
 
-def _zero_or_at_least_a_minute(seconds: float) -> float:
-    if 0 < seconds < 60:
-        raise ValueError("must be 0 (no reminders) or at least 1 minute")
+def _zero_or_at_least_a_second(seconds: float) -> float:
+    if 0 < seconds < 1:
+        raise ValueError('must be 0 (no reminders) or at least 1 second (people want hours: "1h")')
     return seconds
 
 
@@ -192,7 +192,7 @@ class NotifierBase(Section):
     send_resolved: Annotated[bool, Field(strict=True)] = True
     # Remind of a problem that lasts (failed, timed out, stopped, stalled, missing) this often; 0: never. At most
     # `repeat_max` reminders per problem (0: while it lasts).
-    repeat_every: Annotated[Duration, pydantic.AfterValidator(_zero_or_at_least_a_minute)] = 0.0
+    repeat_every: Annotated[Duration, pydantic.AfterValidator(_zero_or_at_least_a_second)] = 0.0
     repeat_max: Annotated[int, Field(ge=0, le=1000, strict=True)] = 0
     # Quiet hours: events are held (never dropped) while one of these windows is on, and go out when it ends, as one
     # digest if there are several; e.g. [{days = "mon-fri", from = "20:00", to = "08:00"}, {days = "sat-sun"}].

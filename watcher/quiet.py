@@ -25,10 +25,10 @@ __all__ = ["EMPTY", "QuietHours", "Window"]
 
 _DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _DAYS = {name: i for i, name in enumerate(_DAY_NAMES)} | {name[:3]: i for i, name in enumerate(_DAY_NAMES)}
-_DAY = 24 * 60  # minutes
+_DAY = 24 * 3600  # seconds
 _WEEK = 7 * _DAY
 _KEYS = ("days", "from", "to")
-_CLOCK = re.compile(r"([0-9]{1,2}):([0-9]{2})")
+_CLOCK = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?")
 _DAYS_HOW = 'write e.g. "mon-fri", "sat,sun", "fri-mon" or "monday"'
 # A config that passes the whole-week check is quiet for at most a week at a stretch; a stretch can only grow beyond
 # that where a zone skips the wall times a config leaves open (a DST gap, or Samoa skipping 2011-12-30). Past this
@@ -38,11 +38,11 @@ _HORIZON = timedelta(weeks=6)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Window:
-    """One entry of quiet hours: on each of `days` (0 = Monday), from `start` to `end` minutes after that midnight."""
+    """One entry of quiet hours: on each of `days` (0 = Monday), from `start` to `end` seconds after that midnight."""
 
     days: tuple[int, ...]  # sorted, distinct
-    start: int  # 0 <= start < 1440
-    end: int  # start < end <= start + 1440: past 1440 the window ends on the next day
+    start: int  # 0 <= start < 86400
+    end: int  # start < end <= start + 86400: past 86400 the window ends on the next day
 
 
 def _instant(wall: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
@@ -76,8 +76,8 @@ def _starting_on(
     spans = []
     for window in windows:
         if day.weekday() in window.days:
-            start = _instant(midnight + timedelta(minutes=window.start), zone)
-            end = _instant(midnight + timedelta(minutes=window.end), zone)
+            start = _instant(midnight + timedelta(seconds=window.start), zone)
+            end = _instant(midnight + timedelta(seconds=window.end), zone)
             if start < end:  # a window inside a DST gap does not happen that day
                 spans.append((start, end))
     return tuple(spans)
@@ -193,22 +193,22 @@ def _window(entry: Any, key: str) -> Window:
 
 
 def _clock(value: Any, key: str, *, allow_24: bool) -> int:
-    """Minutes after midnight from "H:MM" / "HH:MM" (or a TOML local time on the minute)."""
-    if isinstance(value, time) and value.tzinfo is None and not (value.second or value.microsecond):
-        return value.hour * 60 + value.minute
+    """Seconds after midnight from "H:MM", "HH:MM" or "HH:MM:SS" (or a TOML local time in whole seconds)."""
+    if isinstance(value, time) and value.tzinfo is None and not value.microsecond:
+        return value.hour * 3600 + value.minute * 60 + value.second
     # Full-width digits and colons ("２０：００", as Japanese and Chinese input methods type them) fold to ASCII.
     found = _CLOCK.fullmatch(unicodedata.normalize("NFKC", value).strip()) if isinstance(value, str) else None
     shown = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
     if found is None:
         raise ValueError(f'{key}: {shown} is not a time of day (write "HH:MM")')
-    hours, minutes = int(found[1]), int(found[2])
-    if (hours, minutes) == (24, 0):
+    hours, minutes, seconds = int(found[1]), int(found[2]), int(found[3] or 0)
+    if (hours, minutes, seconds) == (24, 0, 0):
         if allow_24:
             return _DAY
         raise ValueError(f'{key}: {shown} is the end of a day; a window starts at "23:59" at the latest')
-    if hours > 23 or minutes > 59:
+    if hours > 23 or minutes > 59 or seconds > 59:
         raise ValueError(f'{key}: {shown} is not a time of day (write "HH:MM")')
-    return hours * 60 + minutes
+    return hours * 3600 + minutes * 60 + seconds
 
 
 def _days(value: Any, key: str) -> tuple[int, ...]:
@@ -240,8 +240,9 @@ def _covers_the_week(windows: Sequence[Window]) -> bool:
     return all(covered)
 
 
-def _clock_text(minutes: int) -> str:
-    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+def _clock_text(seconds: int) -> str:
+    minutes, second = divmod(seconds, 60)
+    return f"{minutes // 60:02d}:{minutes % 60:02d}" + (f":{second:02d}" if second else "")
 
 
 def _hours_text(window: Window) -> str:
