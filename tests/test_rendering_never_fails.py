@@ -68,6 +68,45 @@ def test_whatever_the_api_sends_every_channel_renders_it(
     render_everywhere(event, language)
 
 
+# Any JSON value where a number, a time or a text is expected: what an older or later version may have stored.
+odd = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | anything
+    | st.sampled_from(["2026-11-23T08:00:00+00:00", "2026-11-23T08:00:00", "9999-12-31T23:59:59+14:00"])
+    | st.lists(st.integers(), max_size=2)
+    | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+)
+event_types = st.sampled_from([t.value for t in EventType]) | anything
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    type_=st.sampled_from(list(EventType)),
+    resolves=odd | st.fixed_dictionaries({"type": event_types, "since": odd, "lastedSeconds": odd}),
+    reminder=odd | st.fixed_dictionaries({"count": odd, "of": odd, "since": odd, "lastedSeconds": odd}),
+    receiver=st.fixed_dictionaries(
+        {},
+        optional={
+            key: odd
+            for key in ("receiver", "kind", "since", "failingForSeconds", "failedForSeconds", "deadLetters", "pending")
+        }
+        | {"error": anything},
+    ),
+    subject=st.sampled_from(["1001", "notifier:ops", "notifier:", "api"]) | anything,
+    language=st.sampled_from(LANGUAGES),
+)
+def test_whatever_a_lasting_problem_or_a_receiver_event_carries_every_channel_renders_it(
+    type_: EventType, resolves: Any, reminder: Any, receiver: dict[str, Any], subject: str, language: str
+) -> None:
+    task = {"id": 1001, "status": "running", "name": "x", "progress": 5}
+    data = {"task": task, "previous": {"status": "stop.abnormal"}, "resolves": resolves, "reminder": reminder}
+    event = Event(id="e1", type=type_.value, time=NOW, subject=subject, data=data | receiver)
+    render_everywhere(event, language)
+
+
 def test_a_lone_surrogate_from_the_api_is_read_as_a_replacement_character() -> None:
     snapshot = parse_task_body('{"id": 7, "status": "running", "name": "A\\ud800B", "summary": "\\udfff"}', 7)
     assert snapshot.name == "A\ufffdB"

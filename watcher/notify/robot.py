@@ -33,8 +33,12 @@ EMOJI = {
     "changed": "❔",
     "stalled": "⚠️",
     "missing": "👻",
+    "unstalled": "📈",
+    "reappeared": "🔎",
     "api_unreachable": "📡",
     "api_recovered": "📡",
+    "receiver_failing": "📭",
+    "receiver_recovered": "📬",
     "test": "🔔",
 }
 
