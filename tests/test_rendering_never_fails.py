@@ -18,7 +18,7 @@ from watcher.detect import make_event
 from watcher.i18n import LANGUAGES, Translator
 from watcher.model import Event, EventType, TaskSnapshot, parse_task_body
 from watcher.notify import Context, apprise, dingtalk, email, feishu, slack, teams, wecom
-from watcher.notify.message import build
+from watcher.notify.message import build, build_digest
 from watcher.notify.slack import SlackNotifierConfig
 from watcher.notify.webhook import cloudevent
 
@@ -40,6 +40,18 @@ def render_everywhere(event: Event, language: str) -> None:
     ).as_bytes()
     apprise.render(msg)[1].encode()
     json.dumps(cloudevent(event, language=language), ensure_ascii=False).encode()
+    # And as an item of a digest, beside an ordinary event.
+    other = make_event(EventType.FINISHED, NOW, TaskSnapshot(id=8, status="done"), TaskSnapshot(id=8, status="running"))
+    digest = build_digest([event, other], language=language, task_url="https://console.example/tasks/{id}")
+    json.dumps(slack.render_digest(digest), ensure_ascii=False).encode()
+    json.dumps(dingtalk.render_digest(digest, at_mobiles=["13800001111"]), ensure_ascii=False).encode()
+    json.dumps(wecom.render_digest(digest, mention_userids=["zhangsan"]), ensure_ascii=False).encode()
+    feishu.digest_body(digest, secret="s" * 20, timestamp=1)
+    teams.digest_body(digest)
+    email.compose_digest(
+        digest, subjects=[event.subject, other.subject], sender="w@example.com", to=["o@example.com"], cc=[], now=NOW
+    ).as_bytes()
+    apprise.render_digest(digest)[1].encode()
 
 
 @settings(max_examples=60, deadline=None)
