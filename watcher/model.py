@@ -264,7 +264,7 @@ def parse_task_body(raw: bytes | str, task_id: int) -> TaskSnapshot:
     if body.id != task_id:
         got = "no id" if body.id is None else f"task {body.id}"
         raise TransientApiError(f"task {task_id}: response has {got}, not the task asked for")
-    status = body.status.strip()
+    status = clean_text(body.status.strip())  # (it goes into event ids and every alert: it must encode)
     schedule = parse_schedule(doc.get("option"))
     if not status:
         raise TransientApiError(f"task {task_id}: response body has an empty status")

@@ -21,7 +21,7 @@ class Notifier(Protocol):
     """What the dispatcher needs of a channel."""
 
     name: str
-    digest: bool  # whether several events may go out as one message (`send_digest`)
+    digest: bool  # several events due at once go out as one message (`send_digest`) rather than one each
 
     def wants(self, event_type: str) -> bool:
         """Whether this notifier should receive events of this type."""
@@ -32,8 +32,13 @@ class Notifier(Protocol):
         ...
 
     async def send_digest(self, events: Sequence[Event]) -> None:
-        """Deliver several events as one message or raise DeliveryError."""
+        """Deliver several events (2 to 50, in order) as one message, or raise DeliveryError as `send` does."""
         ...
+
+
+def digest_of(config: NotifierBase, default: bool = True) -> bool:
+    """Whether a notifier sends digests: its `digest` key, else its kind's default (people's channels: yes)."""
+    return config.digest if config.digest is not None else default
 
 
 class EventFilter:
