@@ -1,4 +1,4 @@
-"""The `watcher` command: run | check | once | status | outbox | store | notify-test | health | simulate | demo."""
+"""The `watcher` command: run | check | route | once | status | outbox | store | notify-test | health | simulate | demo."""
 
 from __future__ import annotations
 
