@@ -99,12 +99,10 @@ def remind(last: Event, state: TaskState, *, receiver: str, count: int, now: flo
     when = datetime.fromtimestamp(now, UTC)
     data = {key: value for key, value in last.data.items() if key != "reminder"}
     data["task"] = state.snapshot.to_dict()
-    data["reminder"] = {
-        "count": count,
-        "of": origin,
-        "since": since.isoformat(),
-        "lastedSeconds": max(0, int((when - since).total_seconds())),
-    }
+    lasted = max(0, int((when - since).total_seconds()))
+    if "stalledForSeconds" in data:
+        data["stalledForSeconds"] = lasted  # the headline's "no progress for ..." as of now
+    data["reminder"] = {"count": count, "of": origin, "since": since.isoformat(), "lastedSeconds": lasted}
     return Event(
         id=str(uuid.uuid5(_NAMESPACE, f"{origin}|{receiver}|{count}")),
         type=last.type,
