@@ -100,7 +100,8 @@ def test_a_reminder_id_is_a_function_of_origin_receiver_and_number() -> None:
 
 
 def test_a_stall_is_reminded_of_from_when_it_began() -> None:
-    stalled = Event("s", EventType.STALLED.value, T0, "7", {"stalledSince": (T0 - timedelta(minutes=15)).isoformat()})
+    since = (T0 - timedelta(minutes=15)).isoformat()
+    stalled = Event("s", EventType.STALLED.value, T0, "7", {"stalledSince": since, "stalledForSeconds": 900})
     reminder = remind(stalled, state("running", stalled=True), receiver="chat", count=1, now=T + HOUR)
     assert reminder.data["reminder"]["lastedSeconds"] == 3600 + 900
     assert reminder.data["stalledForSeconds"] == 3600 + 900  # the headline says how long, as of now

@@ -98,6 +98,7 @@ class Dispatcher:
         self._failing_after = failing_after
         self._remind_at: dict[str, float] = {}
         self._health: dict[str, _Health] = {}
+        self._news = False  # a receiver's failure or recovery was recorded for the others (drain: another pass)
         self._timeout = timeout
         self._max_age = max_age
         self._backoff_max = backoff_max
@@ -234,9 +235,15 @@ class Dispatcher:
 
     async def drain(self) -> None:
         """Send every receiver's due rows once, in order, stopping a receiver at its first failure (`watcher once`)."""
-        async with anyio.create_task_group() as tg:
-            for name in self._notifiers:
-                tg.start_soon(self._drain_one, name)
+        for _ in range(3):
+            # The news of a receiver failing (or recovering) may be recorded for the others while they are drained:
+            # they get another pass (bounded: each such news is recorded once per episode).
+            self._news = False
+            async with anyio.create_task_group() as tg:
+                for name in self._notifiers:
+                    tg.start_soon(self._drain_one, name)
+            if not self._news:
+                return
 
     async def _drain_one(self, name: str) -> None:
         try:
@@ -493,4 +500,5 @@ class Dispatcher:
     async def _record_health_event(self, event: Event, name: str, now: float) -> None:
         others = [r for r in self._router.receivers(event.type) if r != name]
         await self._store.record_event(event, others, now)
+        self._news = self._news or bool(others)
         self.wake()
