@@ -151,6 +151,10 @@ class Dispatcher:
             _log.info("replica.receivers", gained=sorted(gained), lost=sorted(lost))
         for name in lost:
             self._retire(name)
+        for name in gained:
+            # Another replica may have worked it meanwhile: its failure streak and reminders are read afresh.
+            self._health.pop(name, None)
+            self._remind_at.pop(name, None)
         if self._tg is not None:
             for name in sorted(gained):
                 if name in self._notifiers:
