@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from .test_cli import run
+from watcher.simulator import Simulator
+
+from .conftest import Receiver
+from .test_cli import run, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -102,3 +106,37 @@ async def test_route_refuses_an_unknown_event_type_with_the_list_of_known_ones(c
     err = result.stderr.decode()
     assert result.returncode == 2
     assert "'exploded' is not an event type" in err and "finished" in err and "Traceback" not in err
+
+
+async def test_once_sends_a_burst_at_once_and_leaves_rows_quiet_hours_hold_without_failing(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    """A one-shot run cannot wait out group_wait (what it would gather goes out now, together), and rows held by
+    quiet hours are pending by design: exit 0; the next run after the quiet hours delivers them."""
+    sim, url = simulator
+    for task_id in (1, 2, 3):
+        sim.add_task(task_id, status="done")
+    now = datetime.now(UTC)
+    quiet = f'{{ from = "{(now - timedelta(minutes=1)):%H:%M:%S}", to = "{(now + timedelta(minutes=10)):%H:%M:%S}" }}'
+    extra = f"""
+[[notifiers]]
+kind = "webhook"
+name = "grouped"
+url = "{receiver.url}"
+digest = true
+group_wait = "1h"
+
+[[notifiers]]
+kind = "webhook"
+name = "asleep"
+url = "{receiver.url}"
+quiet = [{quiet}]
+quiet_timezone = "UTC"
+"""
+    cfg = write_config(tmp_path / "w.toml", url, sim.token, receiver.url, [1, 2, 3], extra=extra)
+    result = await run(["once", "-c", str(cfg)], token=sim.token)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    batches = [b for b in receiver.bodies() if isinstance(b, list)]
+    assert len(batches) == 1 and [e["subject"] for e in batches[0]] == ["1", "2", "3"]
+    finished = [line for line in result.stdout.decode().splitlines() if '"once.finished"' in line]
+    assert '"held_by_quiet_hours": 3' in finished[0] and '"pending_deliveries": 3' in finished[0]

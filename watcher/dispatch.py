@@ -237,24 +237,29 @@ class Dispatcher:
                     self._start_worker(name)
             self._tg.start_soon(self._warn_orphans)
 
-    async def drain(self) -> None:
-        """Send every receiver's due rows once, in order, stopping a receiver at its first failure (`watcher once`)."""
+    async def drain(self) -> int:
+        """Send every receiver's due rows once, in order, stopping a receiver at its first failure (`watcher once`);
+        return how many rows quiet hours hold back (pending by design, not by failure)."""
+        held: dict[str, int] = {}
         for _ in range(3):
             # The news of a receiver failing (or recovering) may be recorded for the others while they are drained:
             # they get another pass (bounded: each such news is recorded once per episode).
             self._news = False
             async with anyio.create_task_group() as tg:
                 for name in self._notifiers:
-                    tg.start_soon(self._drain_one, name)
+                    tg.start_soon(self._drain_one, name, held)
             if not self._news:
-                return
+                break
+        return sum(held.values())
 
-    async def _drain_one(self, name: str) -> None:
+    async def _drain_one(self, name: str, held: dict[str, int]) -> None:
         try:
             await self._remind(name)
             while True:
-                policy = self._policy(name)
+                # A one-shot run has no later to wait for: what group_wait would gather goes out now, together.
+                policy = dataclasses.replace(self._policy(name), group_wait=0.0)
                 step = plan(await self._store.pending(name, lookahead(policy)), self._clock(), policy)
+                held[name] = step.held
                 if step.expired:
                     await self._expire(name, step.expired)
                 elif not step.send or not await self._attempt(name, step.send):
