@@ -471,9 +471,9 @@ def outbox_rows_in(db: Path, states: list[str], receiver: str = "hook") -> list[
             store.record_event(event, [receiver], now=time.time())
             row = store.admin().outbox_rows(states=["pending"], receiver=receiver, limit=None)[-1]  # the one just added
             if state == "dead":
-                store.mark_dead(row.seq, "receiver answered 410", now=time.time())
+                store.mark_dead([row.seq], "receiver answered 410", now=time.time())
             elif state == "delivered":
-                store.mark_delivered(row.seq, now=time.time())
+                store.mark_delivered([row.seq], now=time.time())
             seqs.append(row.seq)
         return seqs
     finally:

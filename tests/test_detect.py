@@ -294,7 +294,12 @@ def test_progress_change_ends_a_stall_episode_and_a_new_one_can_start() -> None:
     assert types(events) == [E.STALLED.value]
     moved = T0 + STALL + timedelta(minutes=1)
     state, events = detect(state, snap("running", 41), moved, RULES)
-    assert events == []
+    assert types(events) == [E.UNSTALLED.value]
+    assert events[0].data["resolves"] == {
+        "type": E.STALLED.value,
+        "since": T0.isoformat(),
+        "lastedSeconds": int((STALL + timedelta(minutes=1)).total_seconds()),
+    }
     assert not state.stalled
     assert state.progress_since == moved
     state, events = detect(state, snap("running", 41), moved + STALL - timedelta(seconds=1), RULES)
@@ -302,6 +307,40 @@ def test_progress_change_ends_a_stall_episode_and_a_new_one_can_start() -> None:
     state, events = detect(state, snap("running", 41), moved + STALL, RULES)
     assert types(events) == [E.STALLED.value]
     assert state.stalled
+
+
+@pytest.mark.parametrize(
+    ("after", "expected"),
+    [
+        ("done", [E.FINISHED]),
+        ("stop.abnormal", [E.FAILED]),
+        ("stop.operate", [E.STOPPED]),
+        ("pending", [E.CHANGED, E.UNSTALLED]),
+    ],
+)
+def test_a_status_that_ends_the_campaign_ends_a_stall_without_an_unstalled_notice(
+    after: str, expected: list[E]
+) -> None:
+    """`unstalled` says a stalled campaign moves again; a final status says what happened itself."""
+    state, _ = detect(known(snap("running", 40)), snap("running", 40), T0 + STALL, RULES)
+    state, events = detect(state, snap(after, 40), T0 + STALL + timedelta(minutes=1), RULES)
+    assert types(events) == [e.value for e in expected]
+    assert not state.stalled
+
+
+@pytest.mark.parametrize(
+    ("stopped", "problem"),
+    [("stop.operate", E.STOPPED), ("stop.timeout", E.TIMED_OUT), ("stop.abnormal", E.FAILED)],
+)
+def test_resumed_says_which_stop_it_resolves_and_how_long_it_lasted(stopped: str, problem: E) -> None:
+    state, _ = detect(known(snap("running", 40)), snap(stopped, 40), T0 + timedelta(minutes=1), RULES)
+    _, events = detect(state, snap("running", 40), T0 + timedelta(minutes=31), RULES)
+    assert types(events) == [E.RESUMED.value]
+    assert events[0].data["resolves"] == {
+        "type": problem.value,
+        "since": (T0 + timedelta(minutes=1)).isoformat(),
+        "lastedSeconds": 1800,
+    }
 
 
 @pytest.mark.parametrize("status", ["pending", "stop.operate", "stop.timeout", "stop.abnormal", "done", UNKNOWN])
@@ -350,7 +389,8 @@ def test_reappearing_task_clears_missing_and_can_go_missing_again() -> None:
     state, _ = detect_missing(known(snap("running", 40)), T0 + timedelta(minutes=1))
     assert state is not None
     back, events = detect(state, snap("running", 40), T0 + timedelta(minutes=2), RULES)
-    assert events == []
+    assert types(events) == [E.REAPPEARED.value]
+    assert events[0].data["resolves"] == {"type": E.MISSING.value}
     assert not back.missing
     gone, events = detect_missing(back, T0 + timedelta(minutes=3))
     assert types(events) == [E.MISSING.value]
@@ -362,7 +402,7 @@ def test_reappearing_with_a_new_status_reports_the_transition_and_clears_missing
     state, _ = detect_missing(known(snap("running", 40)), T0 + timedelta(minutes=1))
     assert state is not None
     back, events = detect(state, snap("done", 100), T0 + timedelta(minutes=2), RULES)
-    assert types(events) == [E.FINISHED.value]
+    assert types(events) == [E.REAPPEARED.value, E.FINISHED.value]
     assert not back.missing
 
 

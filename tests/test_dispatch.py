@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import tracemalloc
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import anyio
@@ -28,6 +29,8 @@ T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 class FakeNotifier:
     """Records what it is sent; fails according to a script of outcomes."""
 
+    digest = False
+
     def __init__(self, name: str, outcomes: list[DeliveryError | None] | None = None) -> None:
         self.name = name
         self.outcomes = list(outcomes or [])
@@ -48,6 +51,10 @@ class FakeNotifier:
         if outcome is not None:
             raise outcome
         self.sent.append(event.subject)
+
+    async def send_digest(self, events: Sequence[Event]) -> None:
+        for event in events:
+            await self.send(event)
 
 
 class Clock:

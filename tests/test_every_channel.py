@@ -171,8 +171,11 @@ async def test_a_wrong_secret_a_platform_error_and_a_refused_connection_end_as_t
             event = event_of(EventType.FAILED)
             store.record_event(event, dispatcher.receivers_for(event.type), time.time())
             await dispatcher.drain()
-        rows = {r.receiver: r for r in store.admin().outbox_rows(states=["pending", "dead", "delivered"], limit=None)}
+        every = store.admin().outbox_rows(states=["pending", "dead", "delivered"], limit=None)
+        rows = {r.receiver: r for r in every if r.event_id == event.id}
         errors = {name: row.last_error or "" for name, row in rows.items()}
+        news = {(r.event_type, r.receiver) for r in every if r.event_id != event.id}
+        failing = {e.data["receiver"] for e in store.events(0) if e.type == EventType.RECEIVER_FAILING}
     finally:
         store.close()
     assert {name: row.state for name, row in rows.items()} == {
@@ -186,6 +189,9 @@ async def test_a_wrong_secret_a_platform_error_and_a_refused_connection_end_as_t
         "mail-ops": "delivered",
         "pager": "delivered",
     }
+    # The two that gave the event up are news for the others (each told of the other's failure too).
+    assert failing == {"dingtalk-cn", "feishu-cn"}
+    assert (EventType.RECEIVER_FAILING.value, "hook") in news and (EventType.RECEIVER_FAILING.value, "pager") in news
     assert errors["dingtalk-cn"].startswith("dingtalk-cn (dingtalk):")
     assert "310000" in errors["dingtalk-cn"] and "secret" in errors["dingtalk-cn"]
     assert "45009" in errors["wecom-cn"] and errors["wecom-cn"].startswith("wecom-cn (wecom)")

@@ -30,21 +30,32 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # 18:00 in Tokyo
 
 
-def catalogue(language: str) -> dict[str, Any]:
+MessageId = str | tuple[str, str]  # a plural message's id is its singular and its plural
+
+
+def catalogue(language: str) -> dict[MessageId, Any]:
     with catalogue_path(language).open("rb") as f:
-        return {str(m.id): m for m in read_po(f) if m.id}
+        return {message_id(m.id): m for m in read_po(f) if m.id}
 
 
-def template_ids() -> set[str]:
+def template_ids() -> set[MessageId]:
     with (LOCALES / "watcher.pot").open("rb") as f:
-        return {str(m.id) for m in read_po(f) if m.id}
+        return {message_id(m.id) for m in read_po(f) if m.id}
+
+
+def message_id(raw: object) -> MessageId:
+    """A catalogue entry's id as the code marks it: a string, or (singular, plural)."""
+    if isinstance(raw, str):
+        return raw
+    assert isinstance(raw, tuple | list) and len(raw) == 2
+    return str(raw[0]), str(raw[1])
 
 
 def test_the_template_holds_every_message_the_code_marks() -> None:
     """A new message without `python -m watcher.i18n extract` fails here: translators would never see it."""
     package = Path(__file__).parent.parent / "watcher"
     marked = {
-        message
+        message if isinstance(message, str) else (message[0], message[1])
         for _, _, message, _, _ in extract_from_dir(package, method_map=[("**.py", "python")], keywords=KEYWORDS)
     }
     assert marked == template_ids()
@@ -53,16 +64,37 @@ def test_the_template_holds_every_message_the_code_marks() -> None:
 @pytest.mark.parametrize("language", LANGUAGES[1:])
 def test_every_message_is_translated_with_the_same_placeholders(language: str) -> None:
     translated = catalogue(language)
-    for message_id in sorted(template_ids()):
+    for message_id in sorted(template_ids(), key=str):
         assert message_id in translated, f"{language}: no translation of {message_id!r}"
         entry = translated[message_id]
-        assert entry.string, f"{language}: {message_id!r} is untranslated"
+        # A plural message has one translation per plural form of the language, each with the plural's placeholders.
+        source = message_id if isinstance(message_id, str) else message_id[1]
+        strings = [entry.string] if isinstance(entry.string, str) else list(entry.string)
+        assert strings and all(strings), f"{language}: {message_id!r} is untranslated"
         assert not entry.fuzzy, f"{language}: {message_id!r} is marked fuzzy"
-        assert fields(entry.string) == fields(message_id), (
-            f"{language}: {message_id!r} -> {entry.string!r} changes the placeholders"
-        )
-        # And it formats as the code will format it (a stray brace or a positional field would raise there).
-        entry.string.format(**dict.fromkeys(fields(message_id), "x"))
+        for translation in strings:
+            assert fields(translation) == fields(source), (
+                f"{language}: {message_id!r} -> {translation!r} changes the placeholders"
+            )
+            # And it formats as the code will format it (a stray brace or a positional field would raise there).
+            translation.format(**dict.fromkeys(fields(source), "x"))
+
+
+@pytest.mark.parametrize("language", LANGUAGES[1:])
+def test_plural_messages_have_every_plural_form_of_the_language(language: str) -> None:
+    with catalogue_path(language).open("rb") as f:
+        catalog = read_po(f)
+    plurals = [m for m in catalog if m.id and isinstance(m.id, tuple)]
+    assert plurals
+    for message in plurals:
+        assert isinstance(message.string, tuple), f"{language}: {message.id!r}"
+        assert len(message.string) == catalog.num_plurals, f"{language}: {message.id!r}"
+
+
+def test_a_count_chooses_the_english_singular_or_plural_and_is_written_as_the_language_writes_numbers() -> None:
+    assert translator("en").say_n("{count} test", "{count} tests", 1) == "1 test"
+    assert translator("en").say_n("{count} test", "{count} tests", 12345) == "12,345 tests"
+    assert translator("ja").say_n("{count} test", "{count} tests", 2) == "テスト 2 件"
 
 
 def fields(text: str) -> list[str]:
@@ -105,6 +137,16 @@ def task(status: str, **fields: Any) -> TaskSnapshot:
     return TaskSnapshot(id=1001, status=status, **values)
 
 
+def resolved(kind: str, seconds: int) -> dict[str, Any]:
+    """`data.resolves` of an event that ends a `kind` problem which lasted `seconds`."""
+    return {"type": f"voicefox.task.{kind}", "since": "2026-11-23T07:00:00+00:00", "lastedSeconds": seconds}
+
+
+def reminder(count: int, seconds: int) -> dict[str, Any]:
+    """`data.reminder` of the `count`th reminder of a problem that began `seconds` ago."""
+    return {"count": count, "of": "0b5e-origin", "since": "2026-11-23T07:00:00+00:00", "lastedSeconds": seconds}
+
+
 def zoned(event: Event) -> Event:
     return Event(event.id, event.type, event.time, event.subject, {**event.data, "timeZone": "+09:00"})
 
@@ -130,6 +172,21 @@ def events() -> list[tuple[str, Event]]:
         ),
         ("missing", make_event(EventType.MISSING, NOW, running, running)),
         ("unnamed task finished", make_event(EventType.FINISHED, NOW, task("done", name=""), running)),
+        (
+            "resumed after a failure",
+            make_event(EventType.RESUMED, NOW, running, task("stop.abnormal"), resolves=resolved("failed", 5400)),
+        ),
+        ("unstalled", make_event(EventType.UNSTALLED, NOW, running, running, resolves=resolved("stalled", 2400))),
+        ("unstalled, of an older version", make_event(EventType.UNSTALLED, NOW, task("running", name=""), running)),
+        ("reappeared", make_event(EventType.REAPPEARED, NOW, running, running, resolves=resolved("missing", 1800))),
+        (
+            "failed, reminder 2",
+            make_event(EventType.FAILED, NOW, task("stop.abnormal"), running, reminder=reminder(2, 7200)),
+        ),
+        (
+            "stalled, reminder 1",
+            make_event(EventType.STALLED, NOW, running, running, stalledForSeconds=3600, reminder=reminder(1, 3600)),
+        ),
     ]
     api = "https://openapi.voicefox.ai"
     for name, type_, data in [
@@ -143,6 +200,17 @@ def events() -> list[tuple[str, Event]]:
         ("token accepted again", EventType.API_RECOVERED, {"downForSeconds": 900, "cause": "authentication"}),
     ]:
         cases.append((name, Event(f"api-{name}", type_.value, NOW, "api", {"apiBaseUrl": api, **data})))
+    since = "2026-11-23T08:00:00+00:00"
+    receiver: dict[str, Any] = {"receiver": "oncall-dingtalk", "kind": "dingtalk", "since": since}
+    failing = receiver | {"failingForSeconds": 1800, "deadLetters": 2, "pending": 14}
+    failing["error"] = "oncall-dingtalk (dingtalk): DingTalk is busy (-1 '系统繁忙')"
+    notifier_cases: list[tuple[str, EventType, dict[str, Any]]] = [
+        ("notifier failing", EventType.RECEIVER_FAILING, failing),
+        ("notifier failing, reminder 3", EventType.RECEIVER_FAILING, failing | {"reminder": reminder(3, 10800)}),
+        ("notifier recovered", EventType.RECEIVER_RECOVERED, receiver | {"failedForSeconds": 2700}),
+    ]
+    for name, type_, data in notifier_cases:
+        cases.append((name, Event(f"notifier-{name}", type_.value, NOW, "notifier:oncall-dingtalk", data)))
     cases.append(("test", Event("test-1", EventType.TEST.value, NOW, "test", {"message": "hello"})))
     return [(name, zoned(event)) for name, event in cases]
 
@@ -223,6 +291,7 @@ def test_no_english_is_left_in_what_people_read(language: str) -> None:
     """Headlines, labels and the status words are in the language; only names, ids, keys and API text stay."""
     allowed = re.compile(
         r"voicefox-watcher|VoiceFox|API|api\.token|watch\.timezone|UTC|paused\.by\.vendor|ID|numbers|answered"
+        r"|oncall-dingtalk|dingtalk"  # a notifier's name and kind are names
     )
     for name, event in events():
         message = build(event, language=language)

@@ -235,6 +235,13 @@ def test_unknown_status_is_kept_raw(status: str) -> None:
     assert parse(body(status=status)).status == status
 
 
+def test_a_lone_surrogate_in_the_status_is_read_as_a_replacement_character() -> None:
+    """The status goes into the event id (uuid5 encodes it) and every alert: a lone surrogate must not break either."""
+    snapshot = parse_task_body('{"id": 1001, "status": "run\\ud800"}', 1001)
+    assert snapshot.status == "run\ufffd"
+    detect(None, snapshot, datetime(2026, 11, 23, 9, 0, tzinfo=UTC), Rules())
+
+
 def test_status_is_stripped_of_surrounding_whitespace() -> None:
     assert parse(body(status=" running\n")).status == "running"
 

@@ -54,10 +54,36 @@ TRANSITIONS: dict[EventType, tuple[str | None, str]] = {
     EventType.CHANGED: ("running", "paused.by.vendor"),
     EventType.STALLED: ("running", "running"),
     EventType.MISSING: ("running", "running"),
+    EventType.UNSTALLED: ("running", "running"),
+    EventType.REAPPEARED: ("running", "running"),
 }
 EXTRAS: dict[EventType, dict[str, Any]] = {
     EventType.PROGRESSED: {"milestone": 50},
     EventType.STALLED: {"stalledSince": "2026-11-23T09:10:00+00:00", "stalledForSeconds": 1200},
+    EventType.UNSTALLED: {
+        "resolves": {"type": "voicefox.task.stalled", "since": "2026-11-23T08:50:00+00:00", "lastedSeconds": 2400}
+    },
+    EventType.REAPPEARED: {
+        "resolves": {"type": "voicefox.task.missing", "since": "2026-11-23T09:00:00+00:00", "lastedSeconds": 1800}
+    },
+}
+# The watcher's own events about a notifier, as the dispatcher records them.
+RECEIVER_DATA: dict[EventType, dict[str, Any]] = {
+    EventType.RECEIVER_FAILING: {
+        "receiver": "ops-slack",
+        "kind": "slack",
+        "since": "2026-11-23T09:00:00+00:00",
+        "failingForSeconds": 1800,
+        "deadLetters": 2,
+        "pending": 14,
+        "error": "ops-slack (slack): receiver answered 500 'internal_error'",
+    },
+    EventType.RECEIVER_RECOVERED: {
+        "receiver": "ops-slack",
+        "kind": "slack",
+        "since": "2026-11-23T09:00:00+00:00",
+        "failedForSeconds": 2700,
+    },
 }
 TERMINAL = {EventType.FINISHED, EventType.STOPPED, EventType.TIMED_OUT, EventType.FAILED}
 SUMMARY = "1,200 numbers dialled; 812 answered."
@@ -83,6 +109,10 @@ def event_of(type_: EventType, *, name: str = "Spring renewal reminders") -> Eve
     if type_ in (EventType.API_UNREACHABLE, EventType.API_RECOVERED):
         data = {"apiBaseUrl": "https://openapi.voicefox.ai", "unreachableForSeconds": 600, "downForSeconds": 900}
         return Event(id="api-1", type=type_.value, time=NOW, subject="api", data=data)
+    if type_ in RECEIVER_DATA:
+        return Event(
+            id=f"{type_.name}-1", type=type_.value, time=NOW, subject="notifier:ops-slack", data=RECEIVER_DATA[type_]
+        )
     before, after = TRANSITIONS[type_]
     previous = snapshot(before, name=name, progress=40) if before is not None else None
     return make_event(type_, NOW, snapshot(after, name=name), previous, **EXTRAS.get(type_, {}))

@@ -18,7 +18,7 @@ from watcher.detect import make_event
 from watcher.i18n import LANGUAGES, Translator
 from watcher.model import Event, EventType, TaskSnapshot, parse_task_body
 from watcher.notify import Context, apprise, dingtalk, email, feishu, slack, teams, wecom
-from watcher.notify.message import build
+from watcher.notify.message import build, build_digest
 from watcher.notify.slack import SlackNotifierConfig
 from watcher.notify.webhook import cloudevent
 
@@ -40,6 +40,18 @@ def render_everywhere(event: Event, language: str) -> None:
     ).as_bytes()
     apprise.render(msg)[1].encode()
     json.dumps(cloudevent(event, language=language), ensure_ascii=False).encode()
+    # And as an item of a digest, beside an ordinary event.
+    other = make_event(EventType.FINISHED, NOW, TaskSnapshot(id=8, status="done"), TaskSnapshot(id=8, status="running"))
+    digest = build_digest([event, other], language=language, task_url="https://console.example/tasks/{id}")
+    json.dumps(slack.render_digest(digest), ensure_ascii=False).encode()
+    json.dumps(dingtalk.render_digest(digest, at_mobiles=["13800001111"]), ensure_ascii=False).encode()
+    json.dumps(wecom.render_digest(digest, mention_userids=["zhangsan"]), ensure_ascii=False).encode()
+    feishu.digest_body(digest, secret="s" * 20, timestamp=1)
+    teams.digest_body(digest)
+    email.compose_digest(
+        digest, subjects=[event.subject, other.subject], sender="w@example.com", to=["o@example.com"], cc=[], now=NOW
+    ).as_bytes()
+    apprise.render_digest(digest)[1].encode()
 
 
 @settings(max_examples=60, deadline=None)
@@ -65,6 +77,45 @@ def test_whatever_the_api_sends_every_channel_renders_it(
     body |= {"progress": progress, "total": total, "collectionRate": progress}
     snapshot = parse_task_body(json.dumps(body), 7)  # as the watcher reads it
     event = make_event(type_, NOW, snapshot, snapshot, milestone=50, stalledForSeconds=900)
+    render_everywhere(event, language)
+
+
+# Any JSON value where a number, a time or a text is expected: what an older or later version may have stored.
+odd = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | anything
+    | st.sampled_from(["2026-11-23T08:00:00+00:00", "2026-11-23T08:00:00", "9999-12-31T23:59:59+14:00"])
+    | st.lists(st.integers(), max_size=2)
+    | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+)
+event_types = st.sampled_from([t.value for t in EventType]) | anything
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    type_=st.sampled_from(list(EventType)),
+    resolves=odd | st.fixed_dictionaries({"type": event_types, "since": odd, "lastedSeconds": odd}),
+    reminder=odd | st.fixed_dictionaries({"count": odd, "of": odd, "since": odd, "lastedSeconds": odd}),
+    receiver=st.fixed_dictionaries(
+        {},
+        optional={
+            key: odd
+            for key in ("receiver", "kind", "since", "failingForSeconds", "failedForSeconds", "deadLetters", "pending")
+        }
+        | {"error": anything},
+    ),
+    subject=st.sampled_from(["1001", "notifier:ops", "notifier:", "api"]) | anything,
+    language=st.sampled_from(LANGUAGES),
+)
+def test_whatever_a_lasting_problem_or_a_receiver_event_carries_every_channel_renders_it(
+    type_: EventType, resolves: Any, reminder: Any, receiver: dict[str, Any], subject: str, language: str
+) -> None:
+    task = {"id": 1001, "status": "running", "name": "x", "progress": 5}
+    data = {"task": task, "previous": {"status": "stop.abnormal"}, "resolves": resolves, "reminder": reminder}
+    event = Event(id="e1", type=type_.value, time=NOW, subject=subject, data=data | receiver)
     render_everywhere(event, language)
 
 

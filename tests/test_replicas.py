@@ -75,12 +75,31 @@ async def test_a_delivery_is_marked_only_by_the_replica_that_claimed_it_last(
     claimed_by_b = await b.head("hook")  # A's lease ran out mid-send: B claims the row again, same event id
     assert claimed_by_a is not None and claimed_by_b is not None
     assert claimed_by_a.seq == claimed_by_b.seq and claimed_by_a.event.id == claimed_by_b.event.id
-    await a.mark_dead(claimed_by_a.seq, "A woke up late", now=2.0)  # not A's to mark any more
+    await a.mark_dead([claimed_by_a.seq], "A woke up late", now=2.0)  # not A's to mark any more
     assert await b.head("hook") is not None
-    await b.mark_delivered(claimed_by_b.seq, now=3.0)
+    await b.mark_delivered([claimed_by_b.seq], now=3.0)
     assert await a.head("hook") is None and await b.head("hook") is None
     counts = {(c.receiver, c.state): c.count for c in await a.outbox_counts()}
     assert counts == {("hook", "delivered"): 1}
+
+
+async def test_a_digest_claimed_by_one_replica_is_settled_only_by_the_one_that_claimed_it_last(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = two
+    await a.load_states()
+    for task_id in (1, 2, 3):
+        state, events = detect(None, TaskSnapshot(id=task_id, status="running", progress=0), T0, Rules())
+        await a.record(state, [(e, ["hook"]) for e in events], now=1.0)
+    by_a = await a.pending("hook", 50)
+    by_b = await b.pending("hook", 50)  # A's lease ran out mid-digest: B claims the same rows
+    assert [r.seq for r in by_a] == [r.seq for r in by_b] and len(by_a) == 3
+    await a.mark_delivered([r.seq for r in by_a], now=2.0)  # not A's to settle any more: nothing changes
+    assert len(await b.pending("hook", 50)) == 3
+    await b.mark_delivered([r.seq for r in by_b], now=3.0)
+    assert await a.pending("hook", 50) == []
+    counts = {(c.receiver, c.state): c.count for c in await a.outbox_counts()}
+    assert counts == {("hook", "delivered"): 3}
 
 
 async def test_leases_are_held_by_one_replica_until_released_or_expired(

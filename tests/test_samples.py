@@ -29,7 +29,8 @@ def test_the_sample_pages_draw_every_card_from_its_real_payload() -> None:
     for page in pages.values():
         for name in ("春の更新リマインド", "双十一会员回访", "voicefox.task.failed", "voicefox.task.stalled"):
             assert name in page
-        assert page.count('lang="ja"') == page.count('lang="zh-Hans"') == 3
+        assert page.count('lang="ja"') == page.count('lang="zh-Hans"') == 4  # three events and a digest
+        assert "ja · digest" in page and "voicefox-watcher からのアラート 4 件" in page
     assert "#f54a45" in pages["feishu.html"] and "#34c724" in pages["feishu.html"]  # red failed, green finished
     assert "タスクを開く" in pages["teams.html"] and "打开任务" in pages["teams.html"]
 

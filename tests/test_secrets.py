@@ -67,6 +67,8 @@ kind = "slack"
 name = "slack"
 url = "{slack.url}"
 events = ["*"]
+# One request per event, so that the requests can be counted (digests carry the same messages, so no more data).
+digest = false
 [[notifiers]]
 kind = "log"
 name = "log"

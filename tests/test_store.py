@@ -51,7 +51,7 @@ def test_only_commits_that_record_events_wait_for_the_disk(tmp_path: Path) -> No
     store.record(TaskState(TaskSnapshot(id=1, status="running", progress=5), T0), [], now=2.0)
     quiet = statements[:]
     statements.clear()
-    store.mark_delivered(store.head("a").seq, now=3.0)  # type: ignore[union-attr]
+    store.mark_delivered([store.head("a").seq], now=3.0)  # type: ignore[union-attr]
     mark = statements[:]
     store._db.set_trace_callback(None)
     assert (
@@ -77,7 +77,7 @@ def test_head_is_the_oldest_pending_row_and_moves_on_when_delivered() -> None:
     second = _observe(store, 2, ["a"])[0]
     head = store.head("a")
     assert head is not None and head.event.id == first.id
-    store.mark_delivered(head.seq, now=2.0)
+    store.mark_delivered([head.seq], now=2.0)
     head = store.head("a")
     assert head is not None and head.event.id == second.id
 
@@ -88,7 +88,7 @@ def test_retry_keeps_the_row_at_the_head_with_its_next_attempt_time() -> None:
     _observe(store, 2, ["a"])
     head = store.head("a")
     assert head is not None
-    store.mark_retry(head.seq, "503", next_attempt_at=99.0, now=1.0)
+    store.mark_retry([head.seq], "503", next_attempt_at=99.0, now=1.0)
     again = store.head("a")
     assert again is not None
     assert (again.seq, again.attempts, again.next_attempt_at) == (head.seq, 1, 99.0)
@@ -99,7 +99,7 @@ def test_dead_letters_leave_the_queue_but_stay_counted() -> None:
     _observe(store, 1, ["a"])
     head = store.head("a")
     assert head is not None
-    store.mark_dead(head.seq, "410 gone", now=3.0)
+    store.mark_dead([head.seq], "410 gone", now=3.0)
     assert store.head("a") is None
     assert [(c.state, c.count) for c in store.outbox_counts()] == [("dead", 1)]
 
@@ -118,7 +118,7 @@ def test_prune_forgets_old_delivered_rows_only() -> None:
     _observe(store, 2, ["a"])
     head = store.head("a")
     assert head is not None
-    store.mark_delivered(head.seq, now=10.0)
+    store.mark_delivered([head.seq], now=10.0)
     assert store.prune(delivered_before=20.0) == 1
     assert [(c.state, c.count) for c in store.outbox_counts()] == [("pending", 1)]
 
@@ -207,7 +207,7 @@ def test_a_store_from_schema_1_is_migrated_and_keeps_its_state_and_outbox(tmp_pa
     assert store.load_states()[7].snapshot.progress == 40
     head = store.head("hook")
     assert head is not None and head.event.id == "e1"
-    store.mark_retry(head.seq, "503", next_attempt_at=5.0, now=2.0)
+    store.mark_retry([head.seq], "503", next_attempt_at=5.0, now=2.0)
     [row] = store.admin().outbox_rows(states=["pending"])
     assert row.last_attempt_at == 2.0
     store.close()
@@ -221,7 +221,7 @@ def test_dead_letters_can_be_requeued_or_dropped() -> None:
         _observe(store, task_id, ["a", "b"])
     for receiver in ("a", "b"):
         while (head := store.head(receiver)) is not None:
-            store.mark_dead(head.seq, "410", now=5.0)
+            store.mark_dead([head.seq], "410", now=5.0)
     dead_a = [r.seq for r in store.admin().outbox_rows(states=["dead"], receiver="a")]
     assert store.admin().requeue(seqs=dead_a[:1], now=100.0) == 1
     requeued = store.head("a")

@@ -94,13 +94,13 @@ async def test_head_keeps_each_receivers_order_and_marks_move_it_on(store: State
     second = (await observe(store, 2, ["a"]))[0]
     head = await store.head("a")
     assert head is not None and head.event == first
-    await store.mark_retry(head.seq, "503 busy", next_attempt_at=50.0, now=10.0)
+    await store.mark_retry([head.seq], "503 busy", next_attempt_at=50.0, now=10.0)
     again = await store.head("a")
     assert again is not None and again.seq == head.seq and again.attempts == 1 and again.next_attempt_at == 50.0
-    await store.mark_delivered(head.seq, now=60.0)
+    await store.mark_delivered([head.seq], now=60.0)
     nxt = await store.head("a")
     assert nxt is not None and nxt.event == second
-    await store.mark_dead(nxt.seq, "410 gone", now=61.0)
+    await store.mark_dead([nxt.seq], "410 gone", now=61.0)
     assert await store.head("a") is None
     counts = {(c.receiver, c.state): c.count for c in await store.outbox_counts()}
     assert counts == {("a", "delivered"): 1, ("a", "dead"): 1}
@@ -135,7 +135,7 @@ async def test_prune_forgets_delivered_rows_and_their_events_only(store: StateSt
     await observe(store, 2, ["a"])
     head = await store.head("a")
     assert head is not None
-    await store.mark_delivered(head.seq, now=100.0)
+    await store.mark_delivered([head.seq], now=100.0)
     assert await store.prune(delivered_before=200.0) == 1
     assert [(c.state, c.count) for c in await store.outbox_counts()] == [("pending", 1)]
 
@@ -151,3 +151,41 @@ async def test_a_failed_transaction_writes_nothing(store: StateStore) -> None:
 
 async def test_a_writable_store_says_so(store: StateStore) -> None:
     await store.check_writable()
+
+
+async def test_pending_lists_a_receivers_rows_in_order_up_to_a_limit(store: StateStore) -> None:
+    for task_id in (1, 2, 3):
+        await observe(store, task_id, ["a", "b"])
+    rows = await store.pending("a", 2)
+    assert [r.event.subject for r in rows] == ["1", "2"]
+    assert [r.event.subject for r in await store.pending("b", 10)] == ["1", "2", "3"]
+    assert await store.pending("nobody", 10) == []
+
+
+async def test_marks_settle_several_rows_at_once_and_leave_settled_rows_alone(store: StateStore) -> None:
+    """A digest is one message: its rows are delivered (or retried, or dead) together."""
+    for task_id in (1, 2, 3):
+        await observe(store, task_id, ["a"])
+    rows = await store.pending("a", 10)
+    await store.mark_retry([r.seq for r in rows[:2]], "503 busy", next_attempt_at=50.0, now=10.0)
+    again = await store.pending("a", 10)
+    assert [(r.attempts, r.next_attempt_at) for r in again] == [(1, 50.0), (1, 50.0), (0, 1000.0)]
+    await store.mark_delivered([r.seq for r in again[:2]], now=60.0)
+    await store.mark_dead([rows[0].seq, rows[2].seq], "410 gone", now=61.0)  # the first was delivered: kept so
+    counts = {c.state: c.count for c in await store.outbox_counts()}
+    assert counts == {"delivered": 2, "dead": 1}
+
+
+async def test_latest_gives_each_tasks_newest_row_of_each_type_for_a_receiver(store: StateStore) -> None:
+    running = TaskSnapshot(id=5, status="running", progress=10)
+    state, _ = detect(None, running, T0, Rules())
+    failed = TaskSnapshot(id=5, status="stop.abnormal", progress=10)
+    state, events = detect(state, failed, T0 + timedelta(minutes=1), Rules())
+    await store.record(state, [(e, ["a", "b"]) for e in events], now=1000.0)
+    reminder = Event("r1", EventType.FAILED.value, T0 + timedelta(hours=1), "5", {"reminder": {"count": 1}})
+    await store.record_event(reminder, ["a"], now=4600.0)
+    latest = await store.latest("a", [EventType.FAILED.value, EventType.STALLED.value])
+    assert [(s.event.id, s.state, s.created_at, s.done_at) for s in latest] == [("r1", "pending", 4600.0, None)]
+    (for_b,) = await store.latest("b", [EventType.FAILED.value])
+    assert for_b.event == events[0]
+    assert await store.latest("a", []) == []

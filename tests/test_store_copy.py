@@ -71,11 +71,11 @@ def fill(path: Path) -> Store:
     store.set_meta("zone.learned", json.dumps({"offset": 540, "api": "http://api"}))
     store.set_meta("zone", json.dumps({"name": "+09:00"}))
     # seqs: 1 a/e1, 2 b/e1, 3 a/e2, 4 b/e2, 5 a/e3, 6 b/e4, 7 a/e5
-    store.mark_delivered(1, now=1100.0)
-    store.mark_retry(2, "503 unavailable", next_attempt_at=2000.0, now=1200.0)
-    store.mark_retry(2, "503 unavailable", next_attempt_at=2100.0, now=1300.0)
-    store.mark_dead(4, "410 gone", now=1400.0)
-    store.mark_delivered(7, now=1500.0)
+    store.mark_delivered([1], now=1100.0)
+    store.mark_retry([2], "503 unavailable", next_attempt_at=2000.0, now=1200.0)
+    store.mark_retry([2], "503 unavailable", next_attempt_at=2100.0, now=1300.0)
+    store.mark_dead([4], "410 gone", now=1400.0)
+    store.mark_delivered([7], now=1500.0)
     return store
 
 
@@ -173,7 +173,7 @@ def test_the_copied_queue_goes_out_in_order_with_the_same_ids_and_new_rows_queue
             await store.record_event(event(6), [receiver], now=3000.0)
             while (head := await store.head(receiver)) is not None:
                 sent.append((head.event.id, head.attempts))
-                await store.mark_delivered(head.seq, now=3001.0)
+                await store.mark_delivered([head.seq], now=3001.0)
         return sent
 
     assert anyio.run(drain, "b") == [("event-1", 2), ("event-4", 0), ("event-6", 0)]  # event-2 to b is dead

@@ -57,6 +57,36 @@ def test_every_sample_event_renders_with_the_documented_variables() -> None:
             assert templates.render(build_message(event, language=language), event).headline
 
 
+LASTING = (
+    "{% if reminder %}reminder {{ reminder.count }} of {{ reminder.of }}, {{ reminder.lasted }} since {{ reminder.since }}"
+    "{% endif %}{% if resolves %}{{ resolves.kind }} for {{ resolves.lasted }} since {{ resolves.since }}{% endif %}"
+    "{% if receiver %}{{ receiver.name }} ({{ receiver.kind }}): {{ receiver.pending }} pending, "
+    "{{ receiver.dead_letters }} dead, {{ receiver.lasted }}, {{ receiver.error }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize(
+    ("event", "headline"),
+    [
+        (event_of(EventType.UNSTALLED), "stalled for 40 min since Nov 23, 2026, 8:50:00 AM (UTC+00:00)"),
+        (
+            event_of(EventType.RECEIVER_FAILING),
+            "ops-slack (slack): 14 pending, 2 dead, 30 min, ops-slack (slack): receiver answered 500 'internal_error'",
+        ),
+        (
+            samples()[-1],
+            f"reminder 2 of {next(e.id for e in samples() if e.type == EventType.FAILED.value)}, 60 min since "
+            "Nov 23, 2026, 8:00:00 AM (UTC+00:00)",
+        ),
+    ],
+    ids=["resolves", "receiver", "reminder"],
+)
+def test_what_a_lasting_problem_carries_is_there_for_templates(event: Any, headline: str) -> None:
+    templates = Templates.compile("team", LASTING, None)
+    assert templates is not None
+    assert templates.render(build_message(event), event).headline == headline
+
+
 @pytest.mark.parametrize(
     ("keys", "problem"),
     [

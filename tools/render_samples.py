@@ -27,7 +27,7 @@ from typing import Any
 from watcher.detect import make_event
 from watcher.model import Event, EventType, TaskSnapshot
 from watcher.notify import feishu, teams
-from watcher.notify.message import build
+from watcher.notify.message import build, build_digest
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "samples"
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -76,6 +76,14 @@ def samples() -> list[tuple[str, Event]]:
     return [(language, sample_event(kind, language)) for kind in KINDS for language in CAMPAIGNS]
 
 
+def digest_events(language: str) -> list[Event]:
+    """The events a digest of the language's campaigns lists: the three kinds, and a finish of a second campaign."""
+    events = [sample_event(kind, language) for kind in ("finished", *KINDS[:2])]
+    other = events[0]
+    data = {**other.data, "task": {**other.data["task"], "id": 1002, "name": other.data["task"]["name"] + " 2"}}
+    return [Event(other.id[:-1] + "2", other.type, other.time, "1002", data), *events]
+
+
 # -- Feishu ------------------------------------------------------------------------------------------------------
 
 # Header colours of Feishu's card templates.
@@ -106,6 +114,12 @@ def feishu_card(payload: dict[str, Any]) -> str:
         if tag == "div" and "fields" in element:
             cells = "".join(f'<div class="fs-field">{_feishu_text(f["text"])}</div>' for f in element["fields"])
             parts.append(f'<div class="fs-fields">{cells}</div>')
+        elif tag == "div" and "extra" in element:  # a line with a button on its right (a digest's items)
+            extra = element["extra"]
+            if extra["tag"] != "button":
+                raise ValueError(f"unknown Feishu card element {extra['tag']!r} in a div's extra")
+            button = f'<span class="fs-button fs-{extra["type"]}">{_feishu_text(extra["text"])}</span>'
+            parts.append(f'<div class="fs-div fs-line"><span>{_feishu_text(element["text"])}</span>{button}</div>')
         elif tag == "div":
             parts.append(f'<div class="fs-div">{_feishu_text(element["text"])}</div>')
         elif tag == "action":
@@ -141,6 +155,8 @@ h1 { font-size: 16px; color: #1f2329; margin: 0 0 16px; }
 .fs-action { margin: 12px 0 4px; }
 .fs-button { display: inline-block; padding: 4px 14px; border-radius: 6px; font-size: 14px; }
 .fs-primary { background: #3370ff; color: #fff; }
+.fs-default { border: 1px solid #d0d3d6; color: #1f2329; font-size: 12px; padding: 0 10px; white-space: nowrap; flex: none; }
+.fs-line { display: flex; justify-content: space-between; align-items: center; gap: 8px; }
 .fs-hr { border: 0; border-top: 1px solid #dee0e3; margin: 12px 0 8px; }
 .fs-note { color: #8f959e; font-size: 12px; }
 .caption { font-size: 12px; color: #8f959e; margin: 0 0 6px 46px; }
@@ -175,19 +191,23 @@ def _teams_style(item: dict[str, Any]) -> str:
     return ";".join(s for s in style if s)
 
 
-def teams_card(card: dict[str, Any]) -> str:
-    """An Adaptive Card as Teams draws it, roughly, from the card the notifier posts."""
-    assert card["type"] == "AdaptiveCard"
+def _teams_run(run: dict[str, Any]) -> str:
+    text = html.escape(run["text"]).replace(chr(10), "<br>")
+    if "selectAction" in run:  # a link (a digest's items): Teams underlines it in the accent colour
+        return f'<span class="ac-link">{text}</span>'
+    return f'<span style="{_teams_style(run)}">{text}</span>'
+
+
+def _teams_blocks(blocks: list[dict[str, Any]]) -> list[str]:
     parts = []
-    for block in card["body"]:
+    for block in blocks:
         separator = ' class="ac-sep"' if block.get("separator") else ""
         kind = block["type"]
         if kind == "RichTextBlock":
-            runs = "".join(
-                f'<span style="{_teams_style(run)}">{html.escape(run["text"]).replace(chr(10), "<br>")}</span>'
-                for run in block["inlines"]
-            )
+            runs = "".join(_teams_run(run) for run in block["inlines"])
             parts.append(f'<div{separator}><p class="ac-text">{runs}</p></div>')
+        elif kind == "Container":
+            parts.append(f"<div{separator}>{''.join(_teams_blocks(block['items']))}</div>")
         elif kind == "TextBlock":
             parts.append(
                 f'<div{separator}><p class="ac-text" style="{_teams_style(block)}">{_teams_markdown(block["text"])}</p></div>'
@@ -200,6 +220,13 @@ def teams_card(card: dict[str, Any]) -> str:
             parts.append(f'<table class="ac-facts">{rows}</table>')
         else:
             raise ValueError(f"unknown Adaptive Card element {kind!r}")
+    return parts
+
+
+def teams_card(card: dict[str, Any]) -> str:
+    """An Adaptive Card as Teams draws it, roughly, from the card the notifier posts."""
+    assert card["type"] == "AdaptiveCard"
+    parts = _teams_blocks(card["body"])
     actions = "".join(
         f'<span class="ac-button">{html.escape(a["title"])}</span>'
         for a in card.get("actions", [])
@@ -228,6 +255,7 @@ h1 { font-size: 16px; margin: 0 0 16px; }
 .ac-actions { margin-top: 10px; }
 .ac-button { display: inline-block; border: 1px solid #d1d1d1; border-radius: 4px; padding: 5px 12px;
   font-weight: 600; }
+.ac-link { color: #5b5fc7; text-decoration: underline; }
 .caption { font-size: 12px; color: #616161; margin: 0 0 6px; }
 """
 
@@ -249,14 +277,24 @@ def _page(title: str, css: str, cells: list[str]) -> str:
 def pages() -> dict[str, str]:
     """The sample pages by file name."""
     feishu_cells, teams_cells = [], []
-    for language, event in samples():
-        caption, clock = f'<p class="caption">{language} · {event.type}</p>', CAMPAIGNS[language]["clock"]
-        card = feishu.render(build(event, language=language, task_url=TASK_URL))
+    shown: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
+        (
+            language,
+            event.type,
+            feishu.render(build(event, language=language, task_url=TASK_URL)),
+            teams.card(build(event, language=language, task_url=TASK_URL)),
+        )
+        for language, event in samples()
+    ]
+    for language in CAMPAIGNS:  # and a digest: several events due at once, as one message
+        digest = build_digest(digest_events(language), language=language, task_url=TASK_URL)
+        shown.append((language, "digest", feishu.render_digest(digest), teams.digest_card(digest)))
+    for language, what, card, adaptive in shown:
+        caption, clock = f'<p class="caption">{language} · {what}</p>', CAMPAIGNS[language]["clock"]
         feishu_cells.append(
             f'<div lang="{language}">{caption}<div class="msg"><div class="avatar">V</div><div>'
             f'<div class="who"><b>VoiceFox Watcher</b>{clock}</div>{feishu_card(card)}</div></div></div>'
         )
-        adaptive = teams.card(build(event, language=language, task_url=TASK_URL))
         teams_cells.append(
             f'<div lang="{language}">{caption}<div class="post"><div class="who"><b>Workflows</b>{clock}</div>'
             f"{teams_card(adaptive)}</div></div>"

@@ -1,4 +1,4 @@
-"""The `watcher` command: run | check | once | status | outbox | store | notify-test | health | simulate | demo."""
+"""The `watcher` command: run | check | route | once | status | outbox | store | notify-test | health | simulate | demo."""
 
 from __future__ import annotations
 
@@ -29,11 +29,14 @@ from .cli_run import Components, delivery_client, notify_context, open_component
 from .config import Config
 from .daemon import knobs
 from .errors import ConfigError, DeliveryError, StoreError, StoreNotEmpty, UsageError, WatcherError
+from .fields import NotifierBase
 from .i18n import DEFAULT_LANGUAGE, LANGUAGES, translator
-from .model import Event, EventType, TaskState
+from .matchers import check_labels, matches
+from .model import RESOLVES, Event, EventType, TaskState
 from .notify.message import build as build_message
 from .ops import OpsServer
 from .replicas import API_EVENTS, RECEIVER, TASK, WATCHER, Membership
+from .routing import Route, Router
 from .schedule import DOUBT_FOR, next_poll
 from .store import OutboxCount, OutboxRow, Store
 from .zone import Source, Zone, ZoneResolver, fixed, offset_label, parse_offset
@@ -147,10 +150,11 @@ async def _once(config: Config) -> int:
     async with open_components(config) as parts:
         await parts.dispatcher.drain()  # what an earlier run left undelivered goes first
         polled = await parts.daemon.poll_all()
-        await parts.dispatcher.drain()
+        held = await parts.dispatcher.drain()
         pending = sum(c.count for c in await parts.store.outbox_counts() if c.state == "pending")
-    _log.info("once.finished", polls_ok=polled, pending_deliveries=pending)
-    return EXIT_OK if polled and not pending else EXIT_FAILURE
+    _log.info("once.finished", polls_ok=polled, pending_deliveries=pending, held_by_quiet_hours=held)
+    # Rows quiet hours hold are pending by design: a later run delivers them when the quiet hours end.
+    return EXIT_OK if polled and pending <= held else EXIT_FAILURE
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -180,16 +184,96 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  store: {config.store.shown()} (PostgreSQL; replicas share the work, lease {lease:g}s)", file=out)
     else:
         print(f"  store: {config.store.path}", file=out)
-    for n in config.notifiers:
+    router = Router.of(config.notifiers)
+    for n, route in zip(config.notifiers, router.routes, strict=True):
         events = n.events if n.events is not None else notify.DEFAULT_EVENTS[n.kind]
         language = n.language or config.messages.language
         print(f"  notifier {n.name}: {n.kind} in {language}, events {', '.join(events)}", file=out)
+        for line in _route_lines(config, n, route):
+            print(f"    {line}", file=out)
     if not config.notifiers:
         print("  warning: no [[notifiers]]: events would be stored but sent nowhere", file=out)
 
     path = config_mod.default_path(args.config)
     if exposed := config_mod.literal_secrets_exposed(path):
         print(f"  warning: others can read the secrets in {', '.join(exposed)}: chmod 600 {path}", file=out)
+    return EXIT_OK
+
+
+def _route_lines(config: Config, n: NotifierBase, route: Route) -> list[str]:
+    """What reaches a notifier and how: its tasks, its event types, and its noise settings, for `watcher check`."""
+    labels = config.watch.labels
+    reached = [t for t in config.watch.ids if matches(route.matchers, labels.get(t, {}))]
+    types = [t.value for t in EventType if t is not EventType.TEST and route.wants_type(t.value)]
+    short = [t.rsplit(".", 1)[-1] for t in types]
+    lines = []
+    if route.matchers:
+        lines.append(f"matchers {', '.join(map(str, route.matchers))}")
+    tasks = "every task" if len(reached) == len(config.watch.ids) else _ids(reached) or "no configured task"
+    lines.append(f"gets {', '.join(short) or 'no event'} of {tasks}")
+    if not n.send_resolved:
+        lines.append("send_resolved = false: not told when a problem is over")
+    if quiet := config.quiet_hours(n):
+        urgent = f"; urgent: {', '.join(n.urgent)}" if n.urgent else ""
+        lines.append(f"quiet hours {quiet.describe()}: events held until they end{urgent}")
+    if n.group_wait:
+        lines.append(f"group_wait {n.group_wait:g}s: a burst goes out as one message")
+    if n.repeat_every:
+        most = f", at most {n.repeat_max} time(s)" if n.repeat_max else ""
+        lines.append(f"reminds every {n.repeat_every:g}s while a problem lasts{most}")
+    return lines
+
+
+def _ids(ids: Sequence[int]) -> str:
+    shown = ", ".join(str(t) for t in ids[:20])
+    return f"task(s) {shown}" + (f" and {len(ids) - 20} more" if len(ids) > 20 else "") if ids else ""
+
+
+def _event_type(text: str) -> str:
+    """--event: a full event type, or its last part ("failed")."""
+    known = {t.value: t.value for t in EventType} | {t.value.rsplit(".", 1)[-1]: t.value for t in EventType}
+    if text not in known:
+        short = ", ".join(t.value.rsplit(".", 1)[-1] for t in EventType)
+        raise argparse.ArgumentTypeError(f"{text!r} is not an event type (one of: {short}; or the full name)")
+    return known[text]
+
+
+def _label(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a label: write name=value, e.g. team=sales")
+    try:
+        return next(iter(check_labels({name.strip(): value.strip()}).items()))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    """Say which notifiers an event of a task would reach, and why the others would not."""
+    config = config_mod.load(config_mod.default_path(args.config))
+    out = args.stdout
+    labels = dict(config.watch.labels.get(args.task, {}))
+    labels.update(dict(args.label or []))
+    watched = args.task in config.watch.ids
+    shown = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) or "no labels"
+    print(f"{args.event} of task {args.task} ({shown}{'' if watched else '; not a configured task'}):", file=out)
+    router = Router.of(config.notifiers)
+    told = router.receivers(args.event, labels)
+    for route in router.routes:
+        if route.name in told:
+            print(f"  {route.name}: told", file=out)
+        elif not route.wants_type(args.event):
+            why = (
+                "send_resolved = false"
+                if args.event in RESOLVES and not route.send_resolved
+                else "its events do not include this type"
+            )
+            print(f"  {route.name}: not told ({why})", file=out)
+        else:
+            failed = [str(m) for m in route.matchers if not m(labels)]
+            print(f"  {route.name}: not told (labels do not match {', '.join(failed)})", file=out)
+    if not told:
+        print("  nobody would be told", file=out)
     return EXIT_OK
 
 
@@ -731,6 +815,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="list: machine-readable output")
     _add_store(sub)
+    p = add("route", cmd_route, "say which notifiers an event of a task would reach (and why not)", log=False)
+    p.add_argument("--task", type=int, required=True, metavar="ID", help="the task (its labels from the config)")
+    p.add_argument("--event", type=_event_type, required=True, metavar="TYPE", help='e.g. "failed", "stalled"')
+    p.add_argument("--label", type=_label, action="append", metavar="NAME=VALUE", help="a label to add or override")
     p = add("notify-test", cmd_notify_test, "send a test notification to each notifier")
     p.add_argument("--notifier", metavar="NAME", help="only this notifier")
     p = add(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 
@@ -19,8 +19,11 @@ from .daemon import Daemon, utcnow
 from .dispatch import Dispatcher
 from .errors import StoreError
 from .metrics import Metrics
+from .notify import EventFilter
+from .pipeline import Policy, never_urgent
 from .replicas import Coordinator, ReplicaStore
 from .retry import API_RETRY, ApiRetry
+from .routing import Router
 from .store import Store, StoreLock
 from .stores import StateStore, ThreadedStore
 
@@ -50,14 +53,34 @@ class Components:
         changed = old.notifiers != applied.notifiers or old.messages != applied.messages
         notifiers = notify.build(applied.notifiers, notify_context(applied, self.http)) if changed else None
         self.daemon.reload(applied)
-        if notifiers is not None:
-            self.dispatcher.reload(notifiers)
+        if notifiers is not None or old.watch.timezone != applied.watch.timezone:
+            notifiers = notifiers if notifiers is not None else self.dispatcher.notifiers
+            router, policies = delivery_plan(applied, notifiers)
+            self.dispatcher.reload(notifiers, router=router, policies=policies)
         if self.coordinator is not None:
             self.coordinator.poke()  # tasks or notifiers added or removed: trade leases now
         return needs_restart
 
 
 RESTART_SECTIONS = ("api", "store", "delivery", "http", "push")
+
+
+def delivery_plan(config: Config, notifiers: Mapping[str, notify.Notifier]) -> tuple[Router, dict[str, Policy]]:
+    """Who gets which events, and how each receiver is delivered to (quiet hours, grouping, reminders, digests)."""
+    policies = {}
+    for n in config.notifiers:
+        urgent = EventFilter(n.urgent) if n.urgent else None
+        policies[n.name] = Policy(
+            max_age=config.delivery.max_age,
+            group_wait=n.group_wait,
+            digest=notifiers[n.name].digest if n.name in notifiers else False,
+            quiet=config.quiet_hours(n),
+            urgent=urgent if urgent is not None else never_urgent,
+            repeat_every=n.repeat_every,
+            repeat_max=n.repeat_max,
+            kind=n.kind,
+        )
+    return Router.of(config.notifiers), policies
 
 
 def notify_context(config: Config, http: httpx.AsyncClient) -> notify.Context:
@@ -113,9 +136,15 @@ async def open_components(
         ) as client,
     ):
         d = config.delivery
+        notifiers = notify.build(config.notifiers, notify_context(config, http))
+        router, policies = delivery_plan(config, notifiers)
         dispatcher = Dispatcher(
             store,
-            notify.build(config.notifiers, notify_context(config, http)),
+            notifiers,
+            router=router,
+            policies=policies,
+            watched=lambda: daemon.config.watch.ids,
+            failing_after=d.failing_after,
             timeout=d.timeout,
             max_age=d.max_age,
             backoff_max=d.backoff_max,

@@ -27,10 +27,12 @@ from .fields import (
 from .fields import Section as _Section
 from .fields import parse_duration as parse_duration
 from .i18n import DEFAULT_LANGUAGE
+from .matchers import check_labels
 from .notify.log import LogNotifierConfig as LogNotifierConfig  # the built-in kinds' settings, by their old
 from .notify.registry import KINDS  # names here (each lives with its channel)
 from .notify.slack import SlackNotifierConfig as SlackNotifierConfig
 from .notify.webhook import WebhookNotifierConfig as WebhookNotifierConfig
+from .quiet import QuietHours
 
 DEFAULT_BASE_URL = "https://openapi.voicefox.ai"
 DEFAULT_CONFIG_NAME = "watcher.toml"
@@ -70,6 +72,8 @@ class TaskConfig(_Section):
     # The zone this task's calling windows are written in, when it differs from the others' (a watcher running
     # Japanese and Chinese campaigns); "" = the campaigns' zone (watch.timezone, or found from the API).
     timezone: Annotated[str, pydantic.AfterValidator(check_timezone)] = ""
+    # Labels notifiers route by (`matchers`), e.g. {team = "sales", customer = "acme"}; events carry them.
+    labels: Annotated[dict[str, str], pydantic.BeforeValidator(check_labels)] = Field(default_factory=dict)
 
 
 class WatchConfig(_Section):
@@ -84,6 +88,11 @@ class WatchConfig(_Section):
     def ids(self) -> list[int]:
         """Every watched task: `tasks` then the `[[watch.task]]` entries."""
         return [*self.tasks, *(t.id for t in self.task)]
+
+    @property
+    def labels(self) -> dict[int, dict[str, str]]:
+        """The tasks with labels."""
+        return {t.id: t.labels for t in self.task if t.labels}
 
     @property
     def task_zones(self) -> dict[int, zoneinfo.ZoneInfo]:
@@ -206,6 +215,8 @@ class DeliveryConfig(_Section):
     backoff_max: Annotated[Duration, Field(gt=0)] = 300.0
     shutdown_grace: Duration = 10.0
     verify_tls: Annotated[bool, Field(strict=True)] = True
+    # A notifier that fails this long (or gives an event up) is announced to the others (receiver_failing).
+    failing_after: Annotated[Duration, Field(gt=0)] = 900.0
 
 
 def parse_listen(value: str) -> tuple[str, int] | None:
@@ -291,6 +302,26 @@ class Config(_Section):
         if self.push.path and not self.http.listen:
             raise ValueError("push.path: the push endpoint is served on [http] listen, which is not set")
         return self
+
+    @pydantic.model_validator(mode="after")
+    def _quiet_hours_have_a_zone(self) -> Config:
+        for i, n in enumerate(self.notifiers):
+            if not n.quiet:
+                continue
+            zone = n.quiet_timezone or self.watch.timezone
+            if not zone:
+                raise ValueError(
+                    f"notifiers[{i}] ({n.name}).quiet: quiet hours need a time zone: set quiet_timezone on the notifier"
+                    ' or [watch] timezone (e.g. "Asia/Tokyo"); the host\'s zone is never assumed'
+                )
+            QuietHours.parse(n.quiet, zone, key=f"notifiers[{i}] ({n.name}).quiet")
+        return self
+
+    def quiet_hours(self, notifier: NotifierBase) -> QuietHours | None:
+        """A notifier's quiet hours, or None if it has none."""
+        if not notifier.quiet:
+            return None
+        return QuietHours.parse(notifier.quiet, notifier.quiet_timezone or self.watch.timezone)
 
     @pydantic.field_validator("notifiers")
     @classmethod

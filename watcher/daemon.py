@@ -530,8 +530,12 @@ class Daemon:
 
     async def _record(self, task_id: int, state: TaskState, events: list[Event]) -> None:
         events = self._with_push_data(task_id, events)
+        labels = self.config.watch.labels.get(task_id, {})
+        if labels:
+            # The task's labels travel with its events (receivers and templates may use them); not part of the ids.
+            events = [dataclasses.replace(e, data={**e.data, "labels": labels}) for e in events]
         try:
-            routed = [(event, self._dispatcher.receivers_for(event.type)) for event in events]
+            routed = [(event, self._dispatcher.receivers_for(event.type, labels)) for event in events]
             await self._store.record(state, routed, self._wall())
         except StaleState:
             # Another replica polled this task meanwhile and wrote first (a lease that moved mid-poll, a paused

@@ -90,8 +90,19 @@ def detect(
     status_changed = current.status != before.status
     progress_changed = current.progress != before.progress
 
+    if previous.missing:
+        # The API serves it again after saying twice that it does not know it: that problem is over.
+        events.append(
+            make_event(EventType.REAPPEARED, now, current, before, resolves={"type": EventType.MISSING.value})
+        )
+
     if status_changed:
-        events.append(make_event(transition_type(before.status, current.status), now, current, before))
+        change = transition_type(before.status, current.status)
+        if change is EventType.RESUMED:
+            # The stop is over; how long it lasted is counted from when the status (or progress) last moved.
+            events.append(make_event(change, now, current, before, resolves=_resolved(before.status, previous, now)))
+        else:
+            events.append(make_event(change, now, current, before))
 
     if (
         rules.progress_step > 0
@@ -114,6 +125,17 @@ def detect(
     elif doubted_at is not None and now - doubted_at >= DOUBT_FOR:
         doubted_at = None  # the model has been right for a full cycle: its windows count again
     moved = status_changed or progress_changed
+    if previous.stalled and moved and current.status not in _TERMINAL_EVENTS:
+        # The stall is over (a status that ends the campaign says so itself: `finished`, `failed`...).
+        events.append(
+            make_event(
+                EventType.UNSTALLED,
+                now,
+                current,
+                before,
+                resolves=_lasted(EventType.STALLED, previous.progress_since, now),
+            )
+        )
     state = TaskState(
         current,
         progress_since=now if moved else previous.progress_since,
@@ -144,6 +166,15 @@ def detect(
             events.append(make_event(EventType.STALLED, now, current, before, **extra))
             state = dataclasses.replace(state, stalled=True)
     return state, _zoned(events, zone)
+
+
+def _lasted(problem: EventType, since: datetime, now: datetime) -> dict[str, Any]:
+    return {"type": problem.value, "since": since.isoformat(), "lastedSeconds": int((now - since).total_seconds())}
+
+
+def _resolved(stopped: str, previous: TaskState, now: datetime) -> dict[str, Any]:
+    # `resumed` follows only a stop status (transition_type), each of which names its problem.
+    return _lasted(_TERMINAL_EVENTS[Status(stopped)], previous.progress_since, now)
 
 
 def _zoned(events: list[Event], zone: Zone) -> list[Event]:

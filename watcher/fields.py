@@ -163,12 +163,46 @@ _ALIASES = {
 Language = Annotated[str, pydantic.AfterValidator(_check_language)]
 
 
+def _check_matchers(texts: list[str]) -> list[str]:
+    from .matchers import parse_matchers  # (a pure module; imported here to keep this one import-light)
+
+    parse_matchers(texts)
+    return texts
+
+
+def _zero_or_at_least_a_second(seconds: float) -> float:
+    if 0 < seconds < 1:
+        raise ValueError('must be 0 (no reminders) or at least 1 second (people want hours: "1h")')
+    return seconds
+
+
 class NotifierBase(Section):
     """What every `[[notifiers]]` entry has; a kind adds its own keys (and its `kind` literal) in its module."""
 
     kind: str
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
     events: Annotated[list[str] | None, pydantic.AfterValidator(check_event_patterns)] = None  # None: kind default
+    # Several events due at once go out as one message listing them (a digest); None: the kind's default (chat and
+    # email: yes; a webhook: one event per request unless it opts in).
+    digest: Annotated[bool | None, Field(strict=True)] = None
+    # Routing and noise (README "Routing and noise"): which tasks' events by their labels, Alertmanager's matchers
+    # ('team="sales"', 'customer=~"acme|globex"', 'team!="qa"'); all must match; none: every task.
+    matchers: Annotated[list[str], pydantic.AfterValidator(_check_matchers)] = Field(default_factory=list)
+    # Whether this receiver hears that a problem it was told of is over (resumed, unstalled, reappeared, recovered).
+    send_resolved: Annotated[bool, Field(strict=True)] = True
+    # Remind of a problem that lasts (failed, timed out, stopped, stalled, missing) this often; 0: never. At most
+    # `repeat_max` reminders per problem (0: while it lasts).
+    repeat_every: Annotated[Duration, pydantic.AfterValidator(_zero_or_at_least_a_second)] = 0.0
+    repeat_max: Annotated[int, Field(ge=0, le=1000, strict=True)] = 0
+    # Quiet hours: events are held (never dropped) while one of these windows is on, and go out when it ends, as one
+    # digest if there are several; e.g. [{days = "mon-fri", from = "20:00", to = "08:00"}, {days = "sat-sun"}].
+    quiet: list[dict[str, Any]] = Field(default_factory=list)
+    # The zone quiet hours are written in; "": `[watch] timezone` (one of the two is needed for quiet hours).
+    quiet_timezone: Annotated[str, pydantic.AfterValidator(check_timezone)] = ""
+    # Event types quiet hours do not hold (glob patterns, as `events`).
+    urgent: Annotated[list[str], pydantic.AfterValidator(check_event_patterns)] = Field(default_factory=list)
+    # How long the first event of a burst waits for others to join it in one message; 0: no wait.
+    group_wait: Annotated[Duration, Field(le=3600)] = 0.0
     # The language this receiver's people read; None: `[messages] language`.
     language: Language | None = None
     # Your own words (Jinja2, sandboxed; see watcher/notify/templates.py for the variables): the title replaces the

@@ -27,7 +27,8 @@ LANGUAGES = ("en", "ja", "zh-Hans", "zh-Hant")  # as people write them (BCP 47);
 DEFAULT_LANGUAGE = "en"
 LOCALES = Path(__file__).parent / "locales"
 DOMAIN = "watcher"
-KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None, "say": None}  # what marks a message id
+# What marks a message id; (1, 2): a singular and a plural message, one of which is chosen by a count.
+KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None, "NP_": (1, 2), "say": None, "say_n": (1, 2)}
 
 __doc__ = (__doc__ or "") + " " + ", ".join(LANGUAGES) + "."
 
@@ -35,6 +36,11 @@ __doc__ = (__doc__ or "") + " " + ", ".join(LANGUAGES) + "."
 def N_(message: str) -> str:
     """Mark a message id for the catalogues without translating it here."""
     return message
+
+
+def NP_(singular: str, plural: str) -> tuple[str, str]:
+    """Mark a singular and a plural message id for the catalogues without translating them here."""
+    return singular, plural
 
 
 def _babel_name(language: str) -> str:
@@ -79,6 +85,15 @@ class Translator:
     def ngettext(self, singular: str, plural: str, n: int) -> str:
         """The singular or plural message for `n` in this language."""
         return self._translations.ungettext(singular, plural, n)
+
+    def say_n(self, singular: str, plural: str, n: int, **fields: object) -> str:
+        """The singular or plural message for `n` with its placeholders filled (`count` is `n` as the language writes
+        numbers); the English text, as `say`, where a translation's placeholders do not fit."""
+        fields = {"count": self.number(n)} | fields
+        try:
+            return self.ngettext(singular, plural, n).format(**fields)
+        except (KeyError, IndexError, ValueError, AttributeError):
+            return (singular if n == 1 else plural).format(**fields)
 
     def number(self, value: int | float) -> str:
         """12,345 / 12,345 / 12 345, as the language writes numbers."""

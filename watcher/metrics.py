@@ -51,6 +51,12 @@ class Metrics:
         self.deliveries = Counter(
             f"{PREFIX}_deliveries", "Delivery attempts, by notifier and outcome.", ["notifier", "outcome"], registry=r
         )
+        self.held = Gauge(
+            f"{PREFIX}_outbox_held",
+            "Pending deliveries quiet hours hold back now, by notifier.",
+            ["notifier"],
+            registry=r,
+        )
         self.lease_renewals = Counter(
             f"{PREFIX}_lease_renewals",
             "Rounds of lease renewal of this replica (PostgreSQL replicas), by result (ok, failed).",

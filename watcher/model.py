@@ -41,9 +41,36 @@ class EventType(StrEnum):
     CHANGED = "voicefox.task.changed"
     STALLED = "voicefox.task.stalled"
     MISSING = "voicefox.task.missing"
+    UNSTALLED = "voicefox.task.unstalled"
+    REAPPEARED = "voicefox.task.reappeared"
     API_UNREACHABLE = "voicefox.watcher.api_unreachable"
     API_RECOVERED = "voicefox.watcher.api_recovered"
+    RECEIVER_FAILING = "voicefox.watcher.receiver_failing"
+    RECEIVER_RECOVERED = "voicefox.watcher.receiver_recovered"
     TEST = "voicefox.watcher.test"
+
+
+# A problem is a state that lasts and that someone should act on: it may be reminded of while it lasts, and its end is
+# announced by one of the events that resolve it (`RESOLVES`), to the notifiers that want the problem and
+# `send_resolved`.
+PROBLEMS = frozenset(
+    {
+        EventType.STOPPED,
+        EventType.TIMED_OUT,
+        EventType.FAILED,
+        EventType.STALLED,
+        EventType.MISSING,
+        EventType.API_UNREACHABLE,
+        EventType.RECEIVER_FAILING,
+    }
+)
+RESOLVES: dict[str, frozenset[EventType]] = {
+    EventType.RESUMED: frozenset({EventType.STOPPED, EventType.TIMED_OUT, EventType.FAILED}),
+    EventType.UNSTALLED: frozenset({EventType.STALLED}),
+    EventType.REAPPEARED: frozenset({EventType.MISSING}),
+    EventType.API_RECOVERED: frozenset({EventType.API_UNREACHABLE}),
+    EventType.RECEIVER_RECOVERED: frozenset({EventType.RECEIVER_FAILING}),
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -237,7 +264,7 @@ def parse_task_body(raw: bytes | str, task_id: int) -> TaskSnapshot:
     if body.id != task_id:
         got = "no id" if body.id is None else f"task {body.id}"
         raise TransientApiError(f"task {task_id}: response has {got}, not the task asked for")
-    status = body.status.strip()
+    status = clean_text(body.status.strip())  # (it goes into event ids and every alert: it must encode)
     schedule = parse_schedule(doc.get("option"))
     if not status:
         raise TransientApiError(f"task {task_id}: response body has an empty status")

@@ -31,6 +31,7 @@ from .store import (
     OutboxCount,
     OutboxRow,
     QueuedRow,
+    Sent,
     StoreDump,
     TaskRow,
     held_query,
@@ -389,36 +390,73 @@ class PostgresStore:
         seq, rcv, body, created, attempts, next_at = rows[0]
         return Delivery(seq, rcv, Event.from_dict(body), created, attempts, next_at)
 
-    async def mark_delivered(self, seq: int, now: float) -> None:
-        """The receiver accepted it (a row another replica has claimed since is left to that one)."""
+    async def pending(self, receiver: str, limit: int) -> list[Delivery]:
+        """A receiver's oldest pending deliveries, in order, claimed by this replica (only the claimant may mark them).
+
+        SKIP LOCKED so that a replica never waits on a row another is marking; and the first row claimed must be the
+        head itself, so that a locked head is never overtaken by the rows behind it: then nothing is claimed."""
+        rows = await self._read(
+            f"WITH candidates AS (SELECT seq FROM {SCHEMA}.outbox WHERE receiver = %s AND state = 'pending'"
+            "   ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED),"
+            f" claimed AS (UPDATE {SCHEMA}.outbox o SET claimed_by = %s FROM candidates c WHERE o.seq = c.seq"
+            "   AND (SELECT min(seq) FROM candidates)"
+            f"     = (SELECT min(seq) FROM {SCHEMA}.outbox WHERE receiver = %s AND state = 'pending')"
+            "   RETURNING o.seq, o.receiver, o.event_id, o.created_at, o.attempts, o.next_attempt_at)"
+            f" SELECT c.seq, c.receiver, e.body, c.created_at, c.attempts, c.next_attempt_at FROM claimed c"
+            f" JOIN {SCHEMA}.events e ON e.id = c.event_id ORDER BY c.seq",
+            (receiver, limit, self.replica, receiver),
+        )
+        return [
+            Delivery(seq, rcv, Event.from_dict(body), created, attempts, next_at)
+            for seq, rcv, body, created, attempts, next_at in rows
+        ]
+
+    async def mark_delivered(self, seqs: Sequence[int], now: float) -> None:
+        """The receiver accepted them (rows another replica has claimed since are left to that one)."""
         await self._mark(
             "state = 'delivered', done_at = %s, last_attempt_at = %s, attempts = attempts + 1, last_error = NULL",
             (now, now),
-            seq,
+            seqs,
         )
 
-    async def mark_retry(self, seq: int, error: str, next_attempt_at: float, now: float) -> None:
+    async def mark_retry(self, seqs: Sequence[int], error: str, next_attempt_at: float, now: float) -> None:
         """The attempt failed; try again later."""
         await self._mark(
             "attempts = attempts + 1, last_error = %s, next_attempt_at = %s, last_attempt_at = %s",
             (error[:500], next_attempt_at, now),
-            seq,
+            seqs,
         )
 
-    async def mark_dead(self, seq: int, error: str, now: float) -> None:
-        """Give up on it: a dead letter."""
+    async def mark_dead(self, seqs: Sequence[int], error: str, now: float) -> None:
+        """Give up on them: dead letters."""
         await self._mark(
             "state = 'dead', attempts = attempts + 1, last_error = %s, done_at = %s, last_attempt_at = %s",
             (error[:500], now, now),
-            seq,
+            seqs,
         )
 
-    async def _mark(self, assignments: str, params: tuple[Any, ...], seq: int) -> None:
+    async def _mark(self, assignments: str, params: tuple[Any, ...], seqs: Sequence[int]) -> None:
         async with self._transaction() as conn:
             await conn.execute(
-                f"UPDATE {SCHEMA}.outbox SET {assignments} WHERE seq = %s AND state = 'pending' AND claimed_by = %s",
-                (*params, seq, self.replica),
+                f"UPDATE {SCHEMA}.outbox SET {assignments}"
+                " WHERE seq = ANY(%s) AND state = 'pending' AND claimed_by = %s",
+                (*params, list(seqs), self.replica),
             )
+
+    async def latest(self, receiver: str, types: Sequence[str]) -> list[Sent]:
+        """Per task and event type among `types`, the receiver's newest outbox row (reminders continue from it)."""
+        if not types:
+            return []
+        rows = await self._read(
+            f"SELECT DISTINCT ON (e.task_id, e.type) o.seq, o.state, o.created_at, o.done_at, e.body"
+            f" FROM {SCHEMA}.outbox o JOIN {SCHEMA}.events e ON e.id = o.event_id"
+            " WHERE o.receiver = %s AND e.type = ANY(%s) AND e.task_id != 0 ORDER BY e.task_id, e.type, o.seq DESC",
+            (receiver, list(types)),
+        )
+        return sorted(
+            (Sent(seq, state, created, done, Event.from_dict(body)) for seq, state, created, done, body in rows),
+            key=lambda sent: sent.seq,
+        )
 
     async def pending_receivers(self) -> list[str]:
         """Receivers with pending deliveries."""

@@ -90,6 +90,17 @@ class Delivery:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Sent:
+    """An outbox row as reminders see it: its event, its state, and when it was settled."""
+
+    seq: int
+    state: str  # pending, delivered, dead
+    created_at: float
+    done_at: float | None  # when it was delivered or dead-lettered
+    event: Event
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class OutboxCount:
     """Outbox rows of one receiver in one state."""
 
@@ -344,31 +355,60 @@ class Store(_Database):
         seq, rcv, body, created, attempts, next_at = rows[0]
         return Delivery(seq, rcv, Event.from_dict(json.loads(body)), created, attempts, next_at)
 
-    def mark_delivered(self, seq: int, now: float) -> None:
-        """The receiver accepted the delivery."""
+    def pending(self, receiver: str, limit: int) -> list[Delivery]:
+        """A receiver's oldest pending deliveries, in order (the dispatcher decides which are due, held, grouped)."""
+        return [
+            Delivery(seq, rcv, Event.from_dict(json.loads(body)), created, attempts, next_at)
+            for seq, rcv, body, created, attempts, next_at in self._read(
+                "SELECT o.seq, o.receiver, e.body, o.created_at, o.attempts, o.next_attempt_at FROM outbox o"
+                " JOIN events e ON e.id = o.event_id WHERE o.receiver = ? AND o.state = 'pending'"
+                " ORDER BY o.seq LIMIT ?",
+                (receiver, limit),
+            )
+        ]
+
+    def mark_delivered(self, seqs: Sequence[int], now: float) -> None:
+        """The receiver accepted these deliveries (one message, or one digest of several): all of them, or none."""
         with self._transaction() as db:
-            db.execute(
+            db.executemany(
                 "UPDATE outbox SET state='delivered', done_at=?, last_attempt_at=?, attempts=attempts+1, last_error=NULL"
-                " WHERE seq=?",
-                (now, now, seq),
+                " WHERE seq=? AND state='pending'",
+                [(now, now, seq) for seq in seqs],
             )
 
-    def mark_retry(self, seq: int, error: str, next_attempt_at: float, now: float) -> None:
+    def mark_retry(self, seqs: Sequence[int], error: str, next_attempt_at: float, now: float) -> None:
         """The attempt failed but may succeed later."""
         with self._transaction() as db:
-            db.execute(
-                "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt_at=?, last_attempt_at=? WHERE seq=?",
-                (error[:500], next_attempt_at, now, seq),
+            db.executemany(
+                "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt_at=?, last_attempt_at=?"
+                " WHERE seq=? AND state='pending'",
+                [(error[:500], next_attempt_at, now, seq) for seq in seqs],
             )
 
-    def mark_dead(self, seq: int, error: str, now: float) -> None:
-        """Give up on the delivery; it stays in the outbox as a dead letter."""
+    def mark_dead(self, seqs: Sequence[int], error: str, now: float) -> None:
+        """Give up on these deliveries; they stay in the outbox as dead letters."""
         with self._transaction() as db:
-            db.execute(
+            db.executemany(
                 "UPDATE outbox SET state='dead', attempts=attempts+1, last_error=?, done_at=?, last_attempt_at=?"
-                " WHERE seq=?",
-                (error[:500], now, now, seq),
+                " WHERE seq=? AND state='pending'",
+                [(error[:500], now, now, seq) for seq in seqs],
             )
+
+    def latest(self, receiver: str, types: Sequence[str]) -> list[Sent]:
+        """Per task and event type among `types`, the receiver's newest outbox row (reminders continue from it)."""
+        if not types:
+            return []
+        marks = ", ".join("?" * len(types))
+        return [
+            Sent(seq, state, created, done, Event.from_dict(json.loads(body)))
+            for seq, state, created, done, body in self._read(
+                "SELECT o.seq, o.state, o.created_at, o.done_at, e.body FROM outbox o JOIN events e ON e.id = o.event_id"
+                " WHERE o.seq IN (SELECT MAX(o2.seq) FROM outbox o2 JOIN events e2 ON e2.id = o2.event_id"
+                f" WHERE o2.receiver = ? AND e2.type IN ({marks}) AND e2.task_id != 0 GROUP BY e2.task_id, e2.type)"
+                " ORDER BY o.seq",
+                (receiver, *types),
+            )
+        ]
 
     def pending_receivers(self) -> list[str]:
         """Receivers that have pending deliveries."""

@@ -17,7 +17,7 @@ import anyio
 import anyio.to_thread
 
 from .model import Event, TaskState
-from .store import Delivery, OutboxCount, Store
+from .store import Delivery, OutboxCount, Sent, Store
 
 T = TypeVar("T")
 
@@ -55,16 +55,24 @@ class StateStore(Protocol):
         """The oldest pending delivery of a receiver."""
         ...
 
-    async def mark_delivered(self, seq: int, now: float) -> None:
-        """The receiver accepted it."""
+    async def pending(self, receiver: str, limit: int) -> list[Delivery]:
+        """A receiver's oldest pending deliveries, in order (on a shared store: claimed by this replica)."""
         ...
 
-    async def mark_retry(self, seq: int, error: str, next_attempt_at: float, now: float) -> None:
+    async def mark_delivered(self, seqs: Sequence[int], now: float) -> None:
+        """The receiver accepted them (one message or one digest): all in one transaction."""
+        ...
+
+    async def mark_retry(self, seqs: Sequence[int], error: str, next_attempt_at: float, now: float) -> None:
         """The attempt failed; try again later."""
         ...
 
-    async def mark_dead(self, seq: int, error: str, now: float) -> None:
-        """Give up on it: a dead letter."""
+    async def mark_dead(self, seqs: Sequence[int], error: str, now: float) -> None:
+        """Give up on them: dead letters."""
+        ...
+
+    async def latest(self, receiver: str, types: Sequence[str]) -> list[Sent]:
+        """Per task and event type among `types`, the receiver's newest outbox row."""
         ...
 
     async def pending_receivers(self) -> list[str]:
@@ -125,17 +133,25 @@ class ThreadedStore:
         """The oldest pending delivery of a receiver."""
         return await self._call(self.sync.head, receiver)
 
-    async def mark_delivered(self, seq: int, now: float) -> None:
-        """The receiver accepted it."""
-        await self._call(self.sync.mark_delivered, seq, now)
+    async def pending(self, receiver: str, limit: int) -> list[Delivery]:
+        """A receiver's oldest pending deliveries, in order."""
+        return await self._call(self.sync.pending, receiver, limit)
 
-    async def mark_retry(self, seq: int, error: str, next_attempt_at: float, now: float) -> None:
+    async def mark_delivered(self, seqs: Sequence[int], now: float) -> None:
+        """The receiver accepted them (one message or one digest): all in one transaction."""
+        await self._call(self.sync.mark_delivered, list(seqs), now)
+
+    async def mark_retry(self, seqs: Sequence[int], error: str, next_attempt_at: float, now: float) -> None:
         """The attempt failed; try again later."""
-        await self._call(self.sync.mark_retry, seq, error, next_attempt_at, now)
+        await self._call(self.sync.mark_retry, list(seqs), error, next_attempt_at, now)
 
-    async def mark_dead(self, seq: int, error: str, now: float) -> None:
-        """Give up on it: a dead letter."""
-        await self._call(self.sync.mark_dead, seq, error, now)
+    async def mark_dead(self, seqs: Sequence[int], error: str, now: float) -> None:
+        """Give up on them: dead letters."""
+        await self._call(self.sync.mark_dead, list(seqs), error, now)
+
+    async def latest(self, receiver: str, types: Sequence[str]) -> list[Sent]:
+        """Per task and event type among `types`, the receiver's newest outbox row."""
+        return await self._call(self.sync.latest, receiver, list(types))
 
     async def pending_receivers(self) -> list[str]:
         """Receivers with pending deliveries."""

@@ -1,7 +1,8 @@
 """Notifiers: one module per channel, declared in `registry.KINDS`.
 
 A notifier has a `name`, says which event types it `wants`, and `send`s one event, raising DeliveryError when the
-receiver did not accept it. What an event means is decided once (`message.build`); a channel only renders it.
+receiver did not accept it; with `digest` true it also `send_digest`s several events due at once as one message
+(`message.build_digest`). What an event means is decided once (`message.build`); a channel only renders it.
 Adding a channel = a module with its settings model, its class and a `KIND`, plus one line in `registry.KINDS`.
 """
 

@@ -8,7 +8,7 @@ Retry-After. So every failure is temporary, retried with backoff until `[deliver
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -20,8 +20,8 @@ from ..errors import DeliveryError
 from ..fields import NotifierBase
 from ..i18n import DEFAULT_LANGUAGE
 from ..model import Event
-from .base import FOR_PEOPLE, Context, EventFilter, Kind
-from .message import Message, Severity, build
+from .base import FOR_PEOPLE, Context, EventFilter, Kind, digest_of
+from .message import Digest, Message, Severity, build, build_digest
 
 if TYPE_CHECKING:
     import apprise
@@ -87,6 +87,17 @@ def render(msg: Message) -> tuple[str, str]:
     return _defuse(msg.headline), _defuse("\n\n".join(paragraphs))
 
 
+def render_digest(digest: Digest) -> tuple[str, str]:
+    """(title, body) of a digest in plain text: the headline as the title, a line per event and its link below it.
+    Every event is listed: Apprise fits the body to each service itself (it cuts or splits what is too long)."""
+    lines = []
+    for item in digest.items:
+        lines.append(f"- {item.headline}")
+        if item.link:
+            lines.append(f"  {item.link}")
+    return _defuse(digest.headline), _defuse("\n".join(lines) + f"\n\n{digest.footer}")
+
+
 # Apprise's four notification types: services show them as a colour, an icon or a priority.
 NOTIFY_TYPES: dict[Severity, Literal["info", "success", "warning", "failure"]] = {
     Severity.INFO: "info",
@@ -119,8 +130,11 @@ class AppriseNotifier:
         task_url: str = "",
         messages: Callable[[Event], Message] | None = None,
         timeout: float = 10.0,
+        digest: bool = True,
     ) -> None:
         self.name = name
+        self.digest = digest
+        self._language = language
         self._services = load(url, name)
         self._message = messages or (lambda event: build(event, language=language, task_url=task_url))
         self._timeout = timeout
@@ -136,19 +150,28 @@ class AppriseNotifier:
             config.name,
             config.url.get_secret_value(),
             events=config.events,
+            language=context.language_of(config),
             messages=context.messages_for(config),
             timeout=context.timeout,
+            digest=digest_of(config),
         )
 
     async def send(self, event: Event) -> None:
         """Notify the service or raise DeliveryError (always temporary: Apprise cannot say more)."""
         msg = self._message(event)
-        title, body = render(msg)
+        await self._notify(*render(msg), msg.severity)
+
+    async def send_digest(self, events: Sequence[Event]) -> None:
+        """One notification listing the events, or DeliveryError as `send` raises it."""
+        digest = build_digest(events, language=self._language, messages=self._message)
+        await self._notify(*render_digest(digest), digest.severity)
+
+    async def _notify(self, title: str, body: str, severity: Severity) -> None:
         notify = functools.partial(
             self._services.notify,
             body=body,
             title=title,
-            notify_type=NOTIFY_TYPES[msg.severity],
+            notify_type=NOTIFY_TYPES[severity],
             body_format="text",
             timeout=self._timeout,  # Apprise stops waiting then, and reports TIMEOUT
         )

@@ -21,6 +21,7 @@ class Notifier(Protocol):
     """What the dispatcher needs of a channel."""
 
     name: str
+    digest: bool  # several events due at once go out as one message (`send_digest`) rather than one each
 
     def wants(self, event_type: str) -> bool:
         """Whether this notifier should receive events of this type."""
@@ -29,6 +30,15 @@ class Notifier(Protocol):
     async def send(self, event: Event) -> None:
         """Deliver one event or raise DeliveryError."""
         ...
+
+    async def send_digest(self, events: Sequence[Event]) -> None:
+        """Deliver several events (2 to 50, in order) as one message, or raise DeliveryError as `send` does."""
+        ...
+
+
+def digest_of(config: NotifierBase, default: bool = True) -> bool:
+    """Whether a notifier sends digests: its `digest` key, else its kind's default (people's channels: yes)."""
+    return config.digest if config.digest is not None else default
 
 
 class EventFilter:

@@ -27,10 +27,23 @@ from ..errors import DeliveryError
 from ..fields import NotifierBase, SecretHttpUrl
 from ..i18n import DEFAULT_LANGUAGE
 from ..model import Event
-from .base import FOR_PEOPLE, Context, EventFilter, Kind
+from .base import FOR_PEOPLE, Context, EventFilter, Kind, digest_of
 from .http import request
-from .message import Message, Severity, build
-from .robot import assemble, errcode, escape, fit, link_target, message_symbol, shown_errmsg, unsafe
+from .message import Digest, Message, Severity, build, build_digest
+from .robot import (
+    assemble,
+    digest_lines,
+    digest_symbol,
+    errcode,
+    escape,
+    fit,
+    link_target,
+    message_symbol,
+    shown_errmsg,
+    size,
+    unsafe,
+)
+from .size import most_that_fit
 
 MAX_BYTES = 4096  # DingTalk documents no limit for markdown; WeCom's, so that a runaway summary is cut, not refused
 _MAX_HEADLINE = 1024  # bytes of markdown for the headline, and for each fact's value
@@ -101,14 +114,29 @@ def signed_url(url: str, secret: str, timestamp_ms: int) -> str:
     return f"{url}{'&' if urlsplit(url).query else '?'}{query}"
 
 
+def _head(symbol: str, prefix: str, headline: str, mobiles: list[str]) -> list[str]:
+    head = [f"### {symbol} {prefix}{fit(headline, _MAX_HEADLINE, join=' ')}"]
+    if mobiles:
+        head.append(" ".join(f"@{mobile}" for mobile in mobiles))  # DingTalk mentions only numbers in the text too
+    return head
+
+
+def _payload(title: str, text: str, mobiles: list[str], at_all: bool) -> dict[str, Any]:
+    # The title is what the conversation list and the notification show: plain text, not markdown.
+    title = title if len(title) <= _MAX_TITLE else title[: _MAX_TITLE - 1] + "…"
+    return {
+        "msgtype": "markdown",
+        "markdown": {"title": title, "text": text},
+        "at": {"atMobiles": mobiles, "isAtAll": at_all},
+    }
+
+
 def render(msg: Message, *, keyword: str = "", at_mobiles: Sequence[str] = (), at_all: bool = False) -> dict[str, Any]:
     """The DingTalk markdown message of a message; mentions only for events of severity danger."""
     mention = msg.severity is Severity.DANGER
     mobiles = list(at_mobiles) if mention else []
     prefix = f"【{keyword}】" if keyword else ""
-    head = [f"### {message_symbol(msg)} {prefix}{fit(msg.headline, _MAX_HEADLINE, join=' ')}"]
-    if mobiles:
-        head.append(" ".join(f"@{mobile}" for mobile in mobiles))  # DingTalk mentions only numbers in the text too
+    head = _head(message_symbol(msg), prefix, msg.headline, mobiles)
     if msg.facts:
         head.append("\n".join(f"- **{escape(f.label)}**: {fit(f.value, _MAX_FACT, join=' ')}" for f in msg.facts))
     tail = [f"[{escape(msg.link_text)}]({link_target(msg.link)})"] if msg.link else []
@@ -121,14 +149,26 @@ def render(msg: Message, *, keyword: str = "", at_mobiles: Sequence[str] = (), a
         detail=lambda label, value: f"**{label}**\n\n{value}" if label else value,  # (a template body: none)
         value_join="\n\n",  # DingTalk joins single lines into one paragraph
     )
-    # The title is what the conversation list and the notification show: plain text, not markdown.
-    title = f"{prefix}{msg.headline}"
-    title = title if len(title) <= _MAX_TITLE else title[: _MAX_TITLE - 1] + "…"
-    return {
-        "msgtype": "markdown",
-        "markdown": {"title": title, "text": text},
-        "at": {"atMobiles": mobiles, "isAtAll": at_all and mention},
-    }
+    return _payload(f"{prefix}{msg.headline}", text, mobiles, at_all and mention)
+
+
+def render_digest(
+    digest: Digest, *, keyword: str = "", at_mobiles: Sequence[str] = (), at_all: bool = False
+) -> dict[str, Any]:
+    """One DingTalk markdown message listing a digest's events, a list item each, within MAX_BYTES (the items that
+    do not fit become "… and N more"); mentions when any item is of severity danger, as for one such event."""
+    mention = digest.severity is Severity.DANGER
+    mobiles = list(at_mobiles) if mention else []
+    prefix = f"【{keyword}】" if keyword else ""
+    head = _head(digest_symbol(digest), prefix, digest.headline, mobiles)
+    # The footer names voicefox-watcher: a robot whose keyword is "voicefox" takes the digest too.
+    footer = f"###### {fit(digest.footer, _MAX_FACT, join=' ')}"
+
+    def text(kept: int) -> str:
+        return "\n\n".join([*head, "\n".join(digest_lines(digest, kept, bullet="- ")), footer])
+
+    kept = most_that_fit(len(digest.items), lambda k: size(text(k)) <= MAX_BYTES)
+    return _payload(f"{prefix}{digest.headline}", text(kept), mobiles, at_all and mention)
 
 
 def message(event: Event, *, language: str = DEFAULT_LANGUAGE, task_url: str = "", **options: Any) -> dict[str, Any]:
@@ -154,8 +194,11 @@ class DingTalkNotifier:
         task_url: str = "",
         messages: Callable[[Event], Message] | None = None,
         clock: Callable[[], float] = time.time,
+        digest: bool = True,
     ) -> None:
         self.name = name
+        self.digest = digest
+        self._language = language
         self._url = url
         self._http = http
         self._secret = secret
@@ -182,12 +225,22 @@ class DingTalkNotifier:
             at_mobiles=config.at_mobiles,
             at_all=config.at_all,
             events=config.events,
+            language=context.language_of(config),
             messages=context.messages_for(config),
+            digest=digest_of(config),
         )
 
     async def send(self, event: Event) -> None:
         """Post the message or raise DeliveryError: sending too fast is temporary, a refused one permanent."""
-        payload = render(self._message(event), keyword=self._keyword, at_mobiles=self._at_mobiles, at_all=self._at_all)
+        msg = self._message(event)
+        await self._post(render(msg, keyword=self._keyword, at_mobiles=self._at_mobiles, at_all=self._at_all))
+
+    async def send_digest(self, events: Sequence[Event]) -> None:
+        """Post one message listing the events, or raise DeliveryError as `send` does."""
+        digest = build_digest(events, language=self._language, messages=self._message)
+        await self._post(render_digest(digest, keyword=self._keyword, at_mobiles=self._at_mobiles, at_all=self._at_all))
+
+    async def _post(self, payload: dict[str, Any]) -> None:
         body = json.dumps(payload, ensure_ascii=False).encode()
         url = signed_url(self._url, self._secret, int(self._clock() * 1000)) if self._secret else self._url
         headers = {"Content-Type": "application/json; charset=utf-8"}

@@ -26,8 +26,8 @@ from ..errors import DeliveryError
 from ..fields import Duration, NotifierBase
 from ..i18n import DEFAULT_LANGUAGE, N_, translator
 from ..model import Event
-from .base import FOR_PEOPLE, Context, EventFilter, Kind
-from .message import Message, Severity, build
+from .base import FOR_PEOPLE, Context, EventFilter, Kind, digest_of
+from .message import Digest, Fact, Message, Severity, build, build_digest
 
 _log = structlog.get_logger("watcher.notify.email")
 
@@ -155,29 +155,44 @@ def _h(text: str) -> str:
     return html.escape(text, quote=True).replace("\n", "<br>")
 
 
-def html_body(msg: Message) -> str:
-    """The text/html alternative: inline styles only (mail clients drop style sheets); every text escaped."""
-    colour = _COLOURS[msg.severity]
+def _facts_table(facts: Sequence[Fact]) -> list[str]:
     rows = "".join(
         '<tr><th style="text-align:left;font-weight:normal;color:#57606a;padding:4px 16px 4px 0;'
         f'white-space:nowrap;vertical-align:top">{_h(fact.label)}</th>'
         f'<td style="padding:4px 0">{_h(fact.value)}</td></tr>\n'
-        for fact in msg.facts
+        for fact in facts
     )
+    return [f'<table role="presentation" cellpadding="0" cellspacing="0">\n{rows}</table>'] if rows else []
+
+
+def _document(title: str, language: str, colour: str, content: list[str]) -> str:
+    """A whole HTML mail around `content`: inline styles only (mail clients drop style sheets)."""
     parts = [
         "<!DOCTYPE html>",
-        f'<html lang="{_h(msg.language)}">',
+        f'<html lang="{_h(language)}">',
         '<head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
-        f"<title>{_h(subject(msg))}</title></head>",
+        f"<title>{_h(title)}</title></head>",
         '<body style="margin:0;padding:16px;background:#f6f8fa;color:#1f2328;font-family:-apple-system,'
         "'Segoe UI','Hiragino Sans','Meiryo','Microsoft YaHei','PingFang SC',sans-serif;font-size:14px\">",
         '<table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="max-width:640px;'
         f'border-collapse:collapse;background:#ffffff;border-top:4px solid {colour}">',
         '<tr><td style="padding:16px 20px">',
-        f'<h1 style="font-size:18px;margin:0 0 12px">{_h(msg.headline)}</h1>',
+        *content,
+        "</td></tr></table>",
+        "</body>",
+        "</html>",
     ]
-    if rows:
-        parts.append(f'<table role="presentation" cellpadding="0" cellspacing="0">\n{rows}</table>')
+    return "\n".join(parts) + "\n"
+
+
+def _footer(text: str) -> str:
+    return f'<p style="margin:20px 0 0;font-size:12px;color:#57606a">{_h(text)}</p>'
+
+
+def html_body(msg: Message) -> str:
+    """The text/html alternative: inline styles only (mail clients drop style sheets); every text escaped."""
+    colour = _COLOURS[msg.severity]
+    parts = [f'<h1 style="font-size:18px;margin:0 0 12px">{_h(msg.headline)}</h1>', *_facts_table(msg.facts)]
     for detail in msg.details:
         if detail.label:  # (a template's body comes without one)
             parts.append(f'<h2 style="font-size:14px;margin:16px 0 4px">{_h(detail.label)}</h2>')
@@ -188,13 +203,53 @@ def html_body(msg: Message) -> str:
             f'padding:8px 16px;background:{colour};color:#ffffff;text-decoration:none;border-radius:4px">'
             f"{_h(msg.link_text)}</a></p>"
         )
-    parts += [
-        f'<p style="margin:20px 0 0;font-size:12px;color:#57606a">{_h(msg.footer)}</p>',
-        "</td></tr></table>",
-        "</body>",
-        "</html>",
-    ]
-    return "\n".join(parts) + "\n"
+    parts.append(_footer(msg.footer))
+    return _document(subject(msg), msg.language, colour, parts)
+
+
+def digest_subject(digest: Digest) -> str:
+    """The severity marker of the digest's most severe event and its headline, on one line."""
+    return _one_line(translator(digest.language).say(_SUBJECTS[digest.severity], headline=digest.headline))
+
+
+def digest_text(digest: Digest) -> str:
+    """The text/plain part of a digest: its headline, then each event numbered, with its facts, details and link."""
+    paragraphs = [digest.headline]
+    for number, item in enumerate(digest.items, 1):
+        lines = [f"{number}. {item.headline}"]
+        lines += [f"   {fact.label}: {fact.value}" for fact in item.facts]
+        lines += [
+            f"   {d.label}: {_one_line(_cut(d.value))}" if d.label else f"   {_cut(d.value)}" for d in item.details
+        ]
+        if item.link:
+            lines.append(f"   {item.link_text}: {item.link}")
+        lines.append(f"   {item.footer}")
+        paragraphs.append("\n".join(lines))
+    paragraphs.append(f"-- \n{digest.footer}")
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def digest_html(digest: Digest) -> str:
+    """The text/html alternative of a digest: its headline, then a block per event (its headline in its severity's
+    colour, its facts, details and link)."""
+    parts = [f'<h1 style="font-size:18px;margin:0 0 12px">{_h(digest.headline)}</h1>']
+    for item in digest.items:
+        colour = _COLOURS[item.severity]
+        parts.append(f'<div style="margin:16px 0 0;padding:0 0 0 12px;border-left:3px solid {colour}">')
+        parts.append(f'<h2 style="font-size:15px;margin:0 0 6px;color:{colour}">{_h(item.headline)}</h2>')
+        parts += _facts_table(item.facts)
+        parts += [
+            f'<p style="margin:6px 0 0">{f"<b>{_h(d.label)}</b>: " if d.label else ""}{_h(_cut(d.value))}</p>'
+            for d in item.details
+        ]
+        if item.link:
+            parts.append(
+                f'<p style="margin:6px 0 0"><a href="{html.escape(item.link, quote=True)}">{_h(item.link_text)}</a></p>'
+            )
+        parts.append(f'<p style="margin:6px 0 0;font-size:12px;color:#57606a">{_h(item.footer)}</p>')
+        parts.append("</div>")
+    parts.append(_footer(digest.footer))
+    return _document(digest_subject(digest), digest.language, _COLOURS[digest.severity], parts)
 
 
 _NOT_ATOM = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
@@ -219,25 +274,47 @@ def compose(
     msg: Message, *, subject_of: str, sender: str, to: Sequence[str], cc: Sequence[str], now: datetime
 ) -> EmailMessage:
     """The whole mail of a message; `subject_of` is the event's subject (the task id), which names its thread."""
-    mail = EmailMessage(policy=policy.default)
-    mail.set_content(text_body(msg), charset="utf-8")
-    mail.add_alternative(html_body(msg), subtype="html", charset="utf-8")
-    # Headers after the parts: turning the mail into multipart/alternative moves Content-* headers into its first part.
+    mail = _mail(text_body(msg), html_body(msg), subject(msg), sender=sender, to=to, cc=cc, now=now)
     domain = mail_domain(sender)
-    mail["Subject"] = subject(msg)  # non-ASCII is written as RFC 2047 encoded words by the email library
+    mail["Message-ID"] = message_id(msg.event_id, domain)
+    mail["In-Reply-To"] = mail["References"] = thread_id(subject_of, domain)
+    mail["Content-Language"] = msg.language
+    mail["X-VoiceFox-Event-Type"] = msg.event_type
+    mail["X-VoiceFox-Severity"] = msg.severity.value
+    return mail
+
+
+def compose_digest(
+    digest: Digest, *, subjects: Sequence[str], sender: str, to: Sequence[str], cc: Sequence[str], now: datetime
+) -> EmailMessage:
+    """The one mail of a digest; `subjects` are its events' subjects: when all are one task, it joins that thread."""
+    mail = _mail(digest_text(digest), digest_html(digest), digest_subject(digest), sender=sender, to=to, cc=cc, now=now)
+    domain = mail_domain(sender)
+    mail["Message-ID"] = message_id(digest.id, domain)
+    if len(set(subjects)) == 1:
+        mail["In-Reply-To"] = mail["References"] = thread_id(subjects[0], domain)
+    mail["Content-Language"] = digest.language
+    mail["X-VoiceFox-Digest"] = digest.id
+    mail["X-VoiceFox-Severity"] = digest.severity.value
+    return mail
+
+
+def _mail(
+    text: str, html_text: str, subject_: str, *, sender: str, to: Sequence[str], cc: Sequence[str], now: datetime
+) -> EmailMessage:
+    mail = EmailMessage(policy=policy.default)
+    mail.set_content(text, charset="utf-8")
+    mail.add_alternative(html_text, subtype="html", charset="utf-8")
+    # Headers after the parts: turning the mail into multipart/alternative moves Content-* headers into its first part.
+    mail["Subject"] = subject_  # non-ASCII is written as RFC 2047 encoded words by the email library
     mail["From"] = sender
     mail["To"] = ", ".join(to)
     if cc:
         mail["Cc"] = ", ".join(cc)
     mail["Date"] = format_datetime(now)
-    mail["Message-ID"] = message_id(msg.event_id, domain)
-    mail["In-Reply-To"] = mail["References"] = thread_id(subject_of, domain)
-    mail["Content-Language"] = msg.language
     # An alert is machine-sent: no out-of-office or vacation replies to it (RFC 3834; Exchange's own header).
     mail["Auto-Submitted"] = "auto-generated"
     mail["X-Auto-Response-Suppress"] = "All"
-    mail["X-VoiceFox-Event-Type"] = msg.event_type
-    mail["X-VoiceFox-Severity"] = msg.severity.value
     return mail
 
 
@@ -289,8 +366,11 @@ class EmailNotifier:
         timeout: float = 10.0,
         tls: ssl.SSLContext | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        digest: bool = True,
     ) -> None:
         self.name = config.name
+        self.digest = digest
+        self._language = language
         self._config = config
         self._message = messages or (lambda event: build(event, language=language, task_url=task_url))
         self._timeout = config.timeout if config.timeout is not None else timeout
@@ -314,9 +394,11 @@ class EmailNotifier:
         """Build from a `[[notifiers]]` entry."""
         return cls(
             config,
+            language=context.language_of(config),
             messages=context.messages_for(config),
             timeout=context.timeout,
             tls=tls_context(context.verify_tls),
+            digest=digest_of(config),
         )
 
     def compose(self, event: Event) -> EmailMessage:
@@ -325,10 +407,22 @@ class EmailNotifier:
         c = self._config
         return compose(msg, subject_of=event.subject, sender=c.sender, to=c.to, cc=c.cc, now=self._clock())
 
+    def compose_digest(self, events: Sequence[Event]) -> EmailMessage:
+        """The one mail of several events."""
+        digest = build_digest(events, language=self._language, messages=self._message)
+        c, subjects = self._config, [event.subject for event in events]
+        return compose_digest(digest, subjects=subjects, sender=c.sender, to=c.to, cc=c.cc, now=self._clock())
+
     async def send(self, event: Event) -> None:
         """Hand the mail to the server or raise DeliveryError: 5xx replies are permanent, the rest temporary."""
+        await self._deliver(self.compose(event))
+
+    async def send_digest(self, events: Sequence[Event]) -> None:
+        """Hand one mail listing the events to the server, or raise DeliveryError as `send` does."""
+        await self._deliver(self.compose_digest(events))
+
+    async def _deliver(self, mail: EmailMessage) -> None:
         c = self._config
-        mail = self.compose(event)
         try:
             refused, _ = await aiosmtplib.send(
                 mail,

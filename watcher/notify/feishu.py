@@ -15,7 +15,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -26,10 +26,11 @@ from ..errors import DeliveryError
 from ..fields import NotifierBase, SecretHttpUrl
 from ..i18n import DEFAULT_LANGUAGE
 from ..model import Event
-from .base import FOR_PEOPLE, Context, EventFilter, Kind
+from . import robot
+from .base import FOR_PEOPLE, Context, EventFilter, Kind, digest_of
 from .http import request
-from .message import Fact, Message, Severity, build
-from .size import fit
+from .message import Digest, Fact, Message, Severity, build, build_digest
+from .size import fit, most_that_fit
 
 
 def _check_secret(value: SecretStr | None) -> SecretStr | None:
@@ -115,6 +116,24 @@ def render(msg: Message) -> dict[str, Any]:
     return {"msg_type": "interactive", "card": card}
 
 
+def render_digest(digest: Digest, kept: int | None = None) -> dict[str, Any]:
+    """The Feishu payload of a digest: one card headed by its headline, a line per event (emoji and headline, the
+    task's link as the line's button) for the first `kept` events (all by default), "… and N more" for the rest."""
+    items = digest.items if kept is None else digest.items[:kept]
+    elements: list[dict[str, Any]] = []
+    for item in items:
+        line: dict[str, Any] = {"tag": "div", "text": _text(f"{robot.message_symbol(item)} {item.headline}")}
+        if item.link:  # a div's `extra`: the element on the line's right
+            line["extra"] = {"tag": "button", "text": _text(item.link_text), "type": "default", "url": item.link}
+        elements.append(line)
+    if len(items) < len(digest.items):
+        elements.append({"tag": "div", "text": _text(digest.more(len(digest.items) - len(items)))})
+    elements.append({"tag": "hr"})
+    elements.append({"tag": "note", "elements": [_text(digest.footer)]})
+    card = {"header": {"template": TEMPLATE[digest.severity], "title": _text(digest.headline)}, "elements": elements}
+    return {"msg_type": "interactive", "card": card}
+
+
 def sign(secret: str, timestamp: int) -> str:
     """Feishu's `sign`: base64 of HMAC-SHA256 keyed with "timestamp\\nsecret" over an empty message."""
     key = f"{timestamp}\n{secret}".encode()
@@ -123,7 +142,18 @@ def sign(secret: str, timestamp: int) -> str:
 
 def body(msg: Message, *, secret: str | None = None, timestamp: int = 0) -> bytes:
     """The request body for a message: the card, with `timestamp` and `sign` when the bot has a secret."""
-    payload = render(msg)
+    return _signed(render(msg), secret, timestamp)
+
+
+def digest_body(digest: Digest, *, secret: str | None = None, timestamp: int = 0) -> bytes:
+    """The request body for a digest: one card with as many of its events as fit in MAX_BODY, signed as `body`."""
+    kept = most_that_fit(
+        len(digest.items), lambda k: len(_signed(render_digest(digest, k), secret, timestamp)) <= MAX_BODY
+    )
+    return _signed(render_digest(digest, kept), secret, timestamp)
+
+
+def _signed(payload: dict[str, Any], secret: str | None, timestamp: int) -> bytes:
     if secret:
         payload = {"timestamp": str(timestamp), "sign": sign(secret, timestamp), **payload}
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
@@ -169,8 +199,11 @@ class FeishuNotifier:
         language: str = DEFAULT_LANGUAGE,
         task_url: str = "",
         messages: Callable[[Event], Message] | None = None,
+        digest: bool = True,
     ) -> None:
         self.name = name
+        self.digest = digest
+        self._language = language
         self._url = url
         self._http = http
         self._secret = secret
@@ -188,14 +221,23 @@ class FeishuNotifier:
             context.http,
             secret=config.secret.get_secret_value() if config.secret else None,
             events=config.events,
+            language=context.language_of(config),
             messages=context.messages_for(config),
+            digest=digest_of(config),
         )
 
     async def send(self, event: Event) -> None:
         """Post the card or raise DeliveryError: 11232 (too fast) is temporary, other refusals permanent."""
         msg = self._message(event)
         timestamp = int(self._clock())
-        content = fit(msg, lambda m: body(m, secret=self._secret, timestamp=timestamp), MAX_BODY)
+        await self._post(fit(msg, lambda m: body(m, secret=self._secret, timestamp=timestamp), MAX_BODY))
+
+    async def send_digest(self, events: Sequence[Event]) -> None:
+        """Post one card listing the events, or raise DeliveryError as `send` does."""
+        digest = build_digest(events, language=self._language, messages=self._message)
+        await self._post(digest_body(digest, secret=self._secret, timestamp=int(self._clock())))
+
+    async def _post(self, content: bytes) -> None:
         headers = {"Content-Type": "application/json; charset=utf-8"}
         response = await request(self._http, self._url, content, headers, shown_url=self._shown)
         check_answer(response, self._shown)

@@ -9,12 +9,14 @@ Kit, markdown, an Adaptive Card, an email); it never looks into `event.data` its
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, tzinfo
 from enum import StrEnum
 from typing import Any
 
-from ..i18n import DEFAULT_LANGUAGE, N_, Translator, translator
+from ..i18n import DEFAULT_LANGUAGE, N_, NP_, Translator, translator
 from ..model import EventType, Status, clean_text
 from ..zone import Zone
 
@@ -37,6 +39,22 @@ def _int(value: Any) -> int | None:
 
 def _str(value: Any) -> str:
     return clean_text(value) if isinstance(value, str) else ""  # (events stored by an older version, too)
+
+
+def _seconds(value: Any) -> int:
+    return max(0, _int(value) or 0)  # a duration: never negative, 0 when absent or odd
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return when if when is not None and when.tzinfo is not None else None  # a time without its zone is no instant
+
+
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,6 +105,70 @@ class OutageView:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ResolvesView:
+    """The problem an event ends (`data.resolves`): its type, when it began and how long it lasted."""
+
+    type: str  # "voicefox.task.stalled"...; "" when an older or odd event does not say
+    since: datetime | None
+    seconds: int
+
+    @classmethod
+    def of(cls, d: Mapping[str, Any]) -> ResolvesView:
+        """From an event's `data.resolves`."""
+        return cls(type=_str(d.get("type")), since=_time(d.get("since")), seconds=_seconds(d.get("lastedSeconds")))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReminderView:
+    """A problem told again while it lasts (`data.reminder`): which reminder, of which event, since when."""
+
+    count: int  # 1 for the first reminder
+    origin: str  # `of`: the id of the event that first told the problem
+    since: datetime | None
+    seconds: int
+
+    @classmethod
+    def of(cls, d: Mapping[str, Any]) -> ReminderView:
+        """From an event's `data.reminder`."""
+        return cls(
+            count=max(1, _int(d.get("count")) or 1),
+            origin=_str(d.get("of")),
+            since=_time(d.get("since")),
+            seconds=_seconds(d.get("lastedSeconds")),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReceiverView:
+    """A notifier whose alerts do not get through (or get through again)."""
+
+    name: str
+    kind: str
+    since: datetime | None
+    seconds: int  # failing for (receiver_failing), or failed for (receiver_recovered)
+    dead_letters: int | None
+    pending: int | None
+    error: str  # the last error, as the dispatcher recorded it (credentials already hidden)
+
+    @classmethod
+    def of(cls, d: Mapping[str, Any], subject: str) -> ReceiverView:
+        """From the `data` of a receiver event."""
+        seconds = d.get("failingForSeconds", d.get("failedForSeconds"))
+        return cls(
+            name=_str(d.get("receiver")) or subject.removeprefix("notifier:"),
+            kind=_str(d.get("kind")),
+            since=_time(d.get("since")),
+            seconds=_seconds(seconds),
+            dead_letters=_int(d.get("deadLetters")),
+            pending=_int(d.get("pending")),
+            error=_str(d.get("error")),
+        )
+
+
+_RECEIVER_EVENTS = (EventType.RECEIVER_FAILING, EventType.RECEIVER_RECOVERED)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class EventView:
     """Everything people are told of one event, typed."""
 
@@ -102,6 +184,9 @@ class EventView:
     first_sight: bool
     zone: str  # the campaigns' zone the event's task is read in ("+09:00", "Asia/Tokyo"), or ""
     text: str  # the test notification's own text
+    resolves: ResolvesView | None = None  # the problem this event ends, if it says
+    reminder: ReminderView | None = None  # set when this event tells a lasting problem again
+    receiver: ReceiverView | None = None  # for receiver_failing and receiver_recovered
 
     @classmethod
     def of(cls, event: Any) -> EventView:
@@ -123,6 +208,8 @@ class EventView:
         if event.type in (EventType.API_UNREACHABLE, EventType.API_RECOVERED):
             seconds = data.get("unreachableForSeconds" if event.type == EventType.API_UNREACHABLE else "downForSeconds")
             outage = OutageView(seconds=_int(seconds) or 0, cause=_str(data.get("cause")))
+        resolves, reminder = _mapping(data.get("resolves")), _mapping(data.get("reminder"))
+        subject = event.subject if isinstance(event.subject, str) else ""
         return cls(
             id=event.id,
             type=event.type,
@@ -136,6 +223,9 @@ class EventView:
             first_sight=data.get("firstSight") is True,
             zone=_str(data.get("timeZone")),
             text=_str(data.get("message")),
+            resolves=ResolvesView.of(resolves) if resolves is not None else None,
+            reminder=ReminderView.of(reminder) if reminder is not None else None,
+            receiver=ReceiverView.of(data, subject) if event.type in _RECEIVER_EVENTS else None,
         )
 
 
@@ -182,8 +272,12 @@ _SEVERITY = {
     EventType.CHANGED: Severity.WARNING,
     EventType.STALLED: Severity.DANGER,
     EventType.MISSING: Severity.DANGER,
+    EventType.UNSTALLED: Severity.GOOD,
+    EventType.REAPPEARED: Severity.GOOD,
     EventType.API_UNREACHABLE: Severity.DANGER,
     EventType.API_RECOVERED: Severity.GOOD,
+    EventType.RECEIVER_FAILING: Severity.DANGER,
+    EventType.RECEIVER_RECOVERED: Severity.GOOD,
     EventType.TEST: Severity.INFO,
 }
 
@@ -219,6 +313,30 @@ _HEADLINES: dict[str, tuple[str, str]] = {
         N_("Campaign “{name}” (task {id}) is missing: the API no longer knows it"),
         N_("Task {id} is missing: the API no longer knows it"),
     ),
+    EventType.UNSTALLED: (
+        N_("Campaign “{name}” (task {id}) progresses again after {duration} stalled"),
+        N_("Task {id} progresses again after {duration} stalled"),
+    ),
+    EventType.REAPPEARED: (
+        N_("Campaign “{name}” (task {id}) is known to the API again"),
+        N_("Task {id} is known to the API again"),
+    ),
+}
+# An `unstalled` event that does not say how long the stall lasted (`data.resolves`) is told without a duration.
+_UNSTALLED_UNTIMED = (
+    N_("Campaign “{name}” (task {id}) progresses again"),
+    N_("Task {id} progresses again"),
+)
+
+# The fact that says how long the problem an event resolves lasted, by the problem's type.
+_LASTED = {
+    EventType.STOPPED: N_("Stopped for"),
+    EventType.TIMED_OUT: N_("Stopped for"),
+    EventType.FAILED: N_("Stopped for"),
+    EventType.STALLED: N_("Stalled for"),
+    EventType.MISSING: N_("Missing for"),
+    EventType.API_UNREACHABLE: N_("Unreachable for"),
+    EventType.RECEIVER_FAILING: N_("Failing for"),
 }
 
 # VoiceFox's statuses in each language's own words (the raw status is kept beside an unknown one).
@@ -291,6 +409,24 @@ def build(
                 t.gettext("The task was seen calling outside them, so they were not relied on."),
             )
         )
+    if view.resolves is not None:
+        label = _LASTED.get(view.resolves.type, N_("Lasted"))  # type: ignore[call-overload]
+        facts.append(Fact(t.gettext(label), t.duration(view.resolves.seconds)))
+    receiver = view.receiver
+    if receiver is not None:
+        facts.append(Fact(t.gettext("Notifier kind"), receiver.kind or "–"))
+        if view.type == EventType.RECEIVER_FAILING:
+            facts += [
+                Fact(t.gettext("Pending"), t.number(receiver.pending) if receiver.pending is not None else "–"),
+                Fact(
+                    t.gettext("Dead letters"),
+                    t.number(receiver.dead_letters) if receiver.dead_letters is not None else "–",
+                ),
+            ]
+            if receiver.error:
+                details.append(Fact(t.gettext("Last error"), receiver.error))
+    if view.reminder is not None:
+        facts.append(Fact(t.gettext("Ongoing for"), t.duration(view.reminder.seconds)))
     if view.type == EventType.TEST and view.text:
         details.append(Fact(t.gettext("Message"), t.gettext("If you can read this, voicefox-watcher can reach you.")))
     time_text = t.time(view.time, zone)
@@ -315,6 +451,20 @@ def build(
 
 
 def _headline(view: EventView, t: Translator) -> str:
+    headline = _what_happened(view, t)
+    if view.reminder is None:
+        return headline
+    # One sentence per language around the event's own headline: where the count and the duration go is the
+    # language's choice.
+    return t.say(
+        "Reminder {count}: {headline} — ongoing for {duration}",
+        count=t.number(view.reminder.count),
+        headline=headline,
+        duration=t.duration(view.reminder.seconds),
+    )
+
+
+def _what_happened(view: EventView, t: Translator) -> str:
     if view.type == EventType.TEST:
         return t.gettext("Test notification from voicefox-watcher")
     if view.outage is not None:
@@ -333,8 +483,21 @@ def _headline(view: EventView, t: Translator) -> str:
                 else N_("VoiceFox API reachable again after {duration}")
             )
         return t.say(message, duration=duration)
+    if view.receiver is not None:
+        duration = t.duration(view.receiver.seconds)
+        if view.type == EventType.RECEIVER_FAILING:
+            return t.say(
+                "Notifier “{receiver}” is failing: its alerts are not getting through (for {duration})",
+                receiver=view.receiver.name,
+                duration=duration,
+            )
+        return t.say(
+            "Notifier “{receiver}” delivers again after {duration}", receiver=view.receiver.name, duration=duration
+        )
     task = view.task
     named, unnamed = _HEADLINES.get(view.type, ("", ""))
+    if view.type == EventType.UNSTALLED and view.resolves is None:
+        named, unnamed = _UNSTALLED_UNTIMED
     if not named:
         return t.say("{type} for task {id}", type=view.type, id=view.subject)
     milestone = view.milestone if view.milestone is not None else (task.progress if task else None)
@@ -344,7 +507,11 @@ def _headline(view: EventView, t: Translator) -> str:
         "milestone": t.percent(milestone),
         "previous": status_text(view.previous_status, t) if view.previous_status else "–",
         "status": status_text(task.status, t) if task else "–",
-        "duration": t.duration(view.stall.seconds) if view.stall else "",
+        "duration": t.duration(view.stall.seconds)
+        if view.stall
+        else t.duration(view.resolves.seconds)
+        if view.resolves
+        else "",
     }
     headline = t.say(named if task and task.name else unnamed, **fields)
     if view.first_sight:
@@ -374,4 +541,94 @@ def fallback(event: Any) -> Message:
         link=None,
         link_text="",
         language=DEFAULT_LANGUAGE,
+    )
+
+
+# -- several events in one message -------------------------------------------------------------------------------
+
+# The namespace of digest ids: a digest of the same events has the same id on every attempt (a receiver's dedup key).
+_DIGEST_NAMESPACE = uuid.UUID("6f0d4c1e-2a57-5b8e-9c3d-7e1f0a9b8c42")
+
+# Per event type, how a digest's headline counts its events ("3 finished"), singular and plural.
+_COUNTED: dict[str, tuple[str, str]] = {
+    EventType.OBSERVED: NP_("{count} watched", "{count} watched"),
+    EventType.STARTED: NP_("{count} started", "{count} started"),
+    EventType.PROGRESSED: NP_("{count} progressed", "{count} progressed"),
+    EventType.FINISHED: NP_("{count} finished", "{count} finished"),
+    EventType.STOPPED: NP_("{count} stopped", "{count} stopped"),
+    EventType.TIMED_OUT: NP_("{count} timed out", "{count} timed out"),
+    EventType.FAILED: NP_("{count} failed", "{count} failed"),
+    EventType.RESUMED: NP_("{count} resumed", "{count} resumed"),
+    EventType.CHANGED: NP_("{count} changed", "{count} changed"),
+    EventType.STALLED: NP_("{count} stalled", "{count} stalled"),
+    EventType.MISSING: NP_("{count} missing", "{count} missing"),
+    EventType.UNSTALLED: NP_("{count} progressing again", "{count} progressing again"),
+    EventType.REAPPEARED: NP_("{count} found again", "{count} found again"),
+    EventType.API_UNREACHABLE: NP_("{count} API outage", "{count} API outages"),
+    EventType.API_RECOVERED: NP_("{count} API recovery", "{count} API recoveries"),
+    EventType.RECEIVER_FAILING: NP_("{count} notifier failing", "{count} notifiers failing"),
+    EventType.RECEIVER_RECOVERED: NP_("{count} notifier recovered", "{count} notifiers recovered"),
+    EventType.TEST: NP_("{count} test", "{count} tests"),
+}
+_REMINDERS = NP_("{count} reminder", "{count} reminders")  # a problem told again is counted apart: it is not news
+_OTHERS = NP_("{count} other", "{count} others")  # a type this version does not know
+_RANK = {Severity.INFO: 0, Severity.GOOD: 1, Severity.WARNING: 2, Severity.DANGER: 3}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Digest:
+    """Several events for people in one message, in one language: a headline counting them, and each one's message."""
+
+    id: str  # the same for the same events on every attempt: a receiver's idempotency key
+    headline: str  # "5 alerts from voicefox-watcher: 3 finished, 1 failed, 1 stalled"
+    severity: Severity  # the highest of its items'
+    items: tuple[Message, ...]  # in the order the events came
+    time_text: str  # the newest item's time, as the language writes it
+    language: str
+    footer: str  # "voicefox-watcher · <time>": names the product, as DingTalk's keyword check may want
+
+    def more(self, count: int) -> str:
+        """The line that stands for `count` items left out to fit a platform's limit."""
+        return translator(self.language).say_n("… and {count} more", "… and {count} more", count)
+
+
+def digest_id(event_ids: Iterable[str]) -> str:
+    """The id of a digest of these events, whatever their order: a uuid5 of the sorted ids, one a line."""
+    return str(uuid.uuid5(_DIGEST_NAMESPACE, "\n".join(sorted(event_ids))))
+
+
+def build_digest(
+    events: Sequence[Any],
+    *,
+    language: str = DEFAULT_LANGUAGE,
+    task_url: str = "",
+    messages: Callable[[Any], Message] | None = None,
+) -> Digest:
+    """The digest of `events` (in their order); each item is `messages(event)`, the notifier's own message function
+    (its templates included), else the built-in message."""
+    t = translator(language)
+    message = messages or (lambda event: build(event, language=language, task_url=task_url))
+    items = tuple(message(event) for event in events)
+    kinds: Counter[tuple[str, str]] = Counter()
+    for event in events:
+        reminder = isinstance(event.data, Mapping) and isinstance(event.data.get("reminder"), Mapping)
+        kinds[_REMINDERS if reminder else _COUNTED.get(event.type, _OTHERS)] += 1
+    # Most first; a tie in the order the events came (Counter keeps the order of first insertion).
+    counted = [t.say_n(singular, plural, n) for (singular, plural), n in sorted(kinds.items(), key=lambda k: -k[1])]
+    headline = t.say_n(
+        "{count} alert from voicefox-watcher: {kinds}",
+        "{count} alerts from voicefox-watcher: {kinds}",
+        len(items),
+        kinds=t.gettext(", ").join(counted),
+    )
+    newest = max(items, key=lambda item: item.time, default=None)
+    time_text = newest.time_text if newest is not None else ""
+    return Digest(
+        id=digest_id(str(event.id) for event in events),
+        headline=headline,
+        severity=max((item.severity for item in items), key=_RANK.__getitem__, default=Severity.INFO),
+        items=items,
+        time_text=time_text,
+        language=language,
+        footer=f"voicefox-watcher · {time_text}" if time_text else "voicefox-watcher",
     )

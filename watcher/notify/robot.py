@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from ..errors import DeliveryError
-from .message import Fact, Message
+from .message import Digest, Fact, Message
 
 # Each event type's symbol (the icon names of `Message`), as Unicode emoji: neither platform has Slack's shortcodes.
 EMOJI = {
@@ -33,8 +33,12 @@ EMOJI = {
     "changed": "❔",
     "stalled": "⚠️",
     "missing": "👻",
+    "unstalled": "📈",
+    "reappeared": "🔎",
     "api_unreachable": "📡",
     "api_recovered": "📡",
+    "receiver_failing": "📭",
+    "receiver_recovered": "📬",
     "test": "🔔",
 }
 
@@ -45,6 +49,7 @@ _REFERENCES = {ord(c): f"&#{ord(c)};" for c in "\\`*_~[]<>#&|"}
 _LINE_START = re.compile(r"^(?:[-+=]|\d+[.)])")
 _BLOCKS = "\n\n"  # a blank line ends a paragraph, a list or a quote on both platforms
 CUT = "…"
+_MAX_LINE = 400  # bytes of markdown for one digest item's headline: a name of 500 characters must not fill a message
 
 
 def unsafe(text: str) -> str:
@@ -163,3 +168,22 @@ def shown_errmsg(message: str, hidden: list[str]) -> str:
 def message_symbol(msg: Message) -> str:
     """The emoji of a message's event type."""
     return EMOJI.get(msg.icon, "ℹ️")
+
+
+def digest_symbol(digest: Digest) -> str:
+    """The emoji of a digest: its first most severe item's, so that a failure shows whatever else came with it."""
+    return next((message_symbol(item) for item in digest.items if item.severity is digest.severity), "ℹ️")
+
+
+def digest_lines(digest: Digest, kept: int, *, bullet: str) -> list[str]:
+    """A line of markdown for each of the first `kept` items (emoji, headline, link), and the "… and N more" line
+    for the rest; `bullet` starts each ("- " makes a list)."""
+    lines = []
+    for item in digest.items[:kept]:
+        line = f"{bullet}{message_symbol(item)} {fit(item.headline, _MAX_LINE, join=' ')}"
+        if item.link:
+            line += f" [{escape(item.link_text)}]({link_target(item.link)})"
+        lines.append(line)
+    if kept < len(digest.items):
+        lines.append(f"{bullet}{escape(digest.more(len(digest.items) - kept))}")
+    return lines

@@ -20,6 +20,21 @@ def cut_bytes(text: str, limit: int) -> str:
     return raw[:room].decode(errors="ignore") + ELLIPSIS
 
 
+def most_that_fit(count: int, fits: Callable[[int], bool]) -> int:
+    """The largest `kept` in 0..count for which `fits(kept)` holds, 0 when none does: how many items of a digest a
+    platform takes (`fits` renders the first `kept` items and the "… and N more" line; fewer never makes more)."""
+    if fits(count):
+        return count
+    low, high = 0, count - 1
+    while low < high:  # a binary search: a 50-item digest is rendered about six times, not fifty
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def fit(message: Message, render: Callable[[Message], bytes], limit: int) -> bytes:
     """The body `render` makes of `message`, with its longest texts cut until the body is at most `limit` bytes.
 

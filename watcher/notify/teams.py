@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import httpx
@@ -24,10 +24,11 @@ import httpx
 from ..fields import NotifierBase, SecretHttpUrl
 from ..i18n import DEFAULT_LANGUAGE
 from ..model import Event
-from .base import FOR_PEOPLE, Context, EventFilter, Kind
+from . import robot
+from .base import FOR_PEOPLE, Context, EventFilter, Kind, digest_of
 from .http import post
-from .message import Message, Severity, build
-from .size import fit
+from .message import Digest, Message, Severity, build, build_digest
+from .size import fit, most_that_fit
 
 
 class TeamsNotifierConfig(NotifierBase):
@@ -66,6 +67,15 @@ def _run(text: str, **style: Any) -> dict[str, Any]:
     return {"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": text, **style}]}
 
 
+def _adaptive(body: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": CARD_VERSION,
+        "body": body,
+    }
+
+
 def card(msg: Message) -> dict[str, Any]:
     """The Adaptive Card of a message."""
     body: list[dict[str, Any]] = [_run(msg.headline, weight="Bolder", size="Medium", color=COLOR[msg.severity])]
@@ -77,15 +87,40 @@ def card(msg: Message) -> dict[str, Any]:
             body.append({"type": "TextBlock", "text": escape(detail.label), "weight": "Bolder", "wrap": True})
         body.append(_run(detail.value) | {"spacing": "Small"})
     body.append(_run(msg.footer, isSubtle=True, size="Small") | {"separator": True, "spacing": "Medium"})
-    result: dict[str, Any] = {
-        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-        "type": "AdaptiveCard",
-        "version": CARD_VERSION,
-        "body": body,
-    }
+    result = _adaptive(body)
     if msg.link:
         result["actions"] = [{"type": "Action.OpenUrl", "title": msg.link_text, "url": msg.link}]
     return result
+
+
+def digest_card(digest: Digest, kept: int | None = None) -> dict[str, Any]:
+    """The Adaptive Card of a digest: its headline, then a container per event (emoji and headline in the event's
+    colour, and the task's link), for the first `kept` events (all by default) and "… and N more" for the rest."""
+    items = digest.items if kept is None else digest.items[:kept]
+    body: list[dict[str, Any]] = [_run(digest.headline, weight="Bolder", size="Medium", color=COLOR[digest.severity])]
+    for item in items:
+        runs: list[dict[str, Any]] = [
+            {"type": "TextRun", "text": f"{robot.message_symbol(item)} {item.headline}", "color": COLOR[item.severity]}
+        ]
+        if item.link:
+            link = {"type": "Action.OpenUrl", "title": item.link_text, "url": item.link}
+            runs += [
+                {"type": "TextRun", "text": " · "},
+                {"type": "TextRun", "text": item.link_text, "selectAction": link},
+            ]
+        body.append({"type": "Container", "spacing": "Small", "items": [{"type": "RichTextBlock", "inlines": runs}]})
+    if len(items) < len(digest.items):
+        body.append(_run(digest.more(len(digest.items) - len(items)), isSubtle=True) | {"spacing": "Small"})
+    body.append(_run(digest.footer, isSubtle=True, size="Small") | {"separator": True, "spacing": "Medium"})
+    return _adaptive(body)
+
+
+def _message(content: dict[str, Any]) -> bytes:
+    document = {
+        "type": "message",
+        "attachments": [{"contentType": CONTENT_TYPE, "contentUrl": None, "content": content}],
+    }
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def render(msg: Message) -> dict[str, Any]:
@@ -95,7 +130,13 @@ def render(msg: Message) -> dict[str, Any]:
 
 def body(msg: Message) -> bytes:
     """The request body for a message."""
-    return json.dumps(render(msg), ensure_ascii=False, separators=(",", ":")).encode()
+    return _message(card(msg))
+
+
+def digest_body(digest: Digest) -> bytes:
+    """The request body for a digest: one card with as many of its events as fit in MAX_BODY."""
+    kept = most_that_fit(len(digest.items), lambda k: len(_message(digest_card(digest, k))) <= MAX_BODY)
+    return _message(digest_card(digest, kept))
 
 
 class TeamsNotifier:
@@ -111,8 +152,11 @@ class TeamsNotifier:
         language: str = DEFAULT_LANGUAGE,
         task_url: str = "",
         messages: Callable[[Event], Message] | None = None,
+        digest: bool = True,
     ) -> None:
         self.name = name
+        self.digest = digest
+        self._language = language
         self._url = url
         self._http = http
         self._message = messages or (lambda event: build(event, language=language, task_url=task_url))
@@ -127,13 +171,20 @@ class TeamsNotifier:
             config.url.get_secret_value(),
             context.http,
             events=config.events,
+            language=context.language_of(config),
             messages=context.messages_for(config),
+            digest=digest_of(config),
         )
 
     async def send(self, event: Event) -> None:
         """Post the card or raise DeliveryError: 429 and 5xx are temporary, other 4xx permanent."""
-        msg = self._message(event)
-        content = fit(msg, body, MAX_BODY)
+        await self._post(fit(self._message(event), body, MAX_BODY))
+
+    async def send_digest(self, events: Sequence[Event]) -> None:
+        """Post one card listing the events, or raise DeliveryError as `send` does."""
+        await self._post(digest_body(build_digest(events, language=self._language, messages=self._message)))
+
+    async def _post(self, content: bytes) -> None:
         await post(self._http, self._url, content, {"Content-Type": "application/json"}, shown_url=self._shown)
 
 

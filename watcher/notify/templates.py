@@ -10,6 +10,12 @@ result in its own format, as plain text. It sees these variables (all plain valu
   previous   the previous status in the language's words ("" when none)
   milestone  the progress milestone of a `progressed` event (else None)
   stalled_for / down_for   how long, in the language's words ("15 min", "15 分") (else "")
+  resolves   for an event that ends a problem (resumed, unstalled, reappeared): type (the problem's event type),
+             kind ("stalled"), since (when it began, in the campaigns' zone), lasted ("40 min"); else None
+  reminder   for a problem told again while it lasts: count (1 for the first reminder), of (the id of the event
+             that first told it), since, lasted (how long it has lasted now); else None
+  receiver   for receiver_failing / receiver_recovered: name, kind ("slack"), since, lasted (failing for, or failed
+             for), pending, dead_letters (None when unknown) and error (the last one; "" when none); else None
   message    the built-in message: headline, facts (list of {label, value}), details, footer, link
   link       the task's link (`[messages] task_url`), or ""
   language   "en", "ja", "zh-Hans" or "zh-Hant"
@@ -22,12 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import structlog
 
 from ..i18n import Translator, translator
 from ..model import EventType
+from ..zone import Zone
 from .message import EventView, Fact, Message, status_text
 
 _log = structlog.get_logger("watcher.notify.templates")
@@ -120,6 +128,12 @@ class Templates:
 
 def _variables(message: Message, view: EventView, t: Translator) -> dict[str, Any]:
     task = view.task
+    zone = Zone.from_dict({"name": view.zone, "source": "api"}).tz if view.zone else None
+
+    def when(moment: datetime | None) -> str:
+        return t.time(moment, zone) if moment is not None else ""
+
+    resolves, reminder, receiver = view.resolves, view.reminder, view.receiver
     return {
         "event": {
             "id": view.id,
@@ -146,6 +160,33 @@ def _variables(message: Message, view: EventView, t: Translator) -> dict[str, An
         "milestone": view.milestone,
         "stalled_for": t.duration(view.stall.seconds) if view.stall else "",
         "down_for": t.duration(view.outage.seconds) if view.outage else "",
+        "resolves": None
+        if resolves is None
+        else {
+            "type": resolves.type,
+            "kind": resolves.type.rsplit(".", 1)[-1],
+            "since": when(resolves.since),
+            "lasted": t.duration(resolves.seconds),
+        },
+        "reminder": None
+        if reminder is None
+        else {
+            "count": reminder.count,
+            "of": reminder.origin,
+            "since": when(reminder.since),
+            "lasted": t.duration(reminder.seconds),
+        },
+        "receiver": None
+        if receiver is None
+        else {
+            "name": receiver.name,
+            "kind": receiver.kind,
+            "since": when(receiver.since),
+            "lasted": t.duration(receiver.seconds),
+            "pending": receiver.pending,
+            "dead_letters": receiver.dead_letters,
+            "error": receiver.error,
+        },
         "message": {
             "headline": message.headline,
             "facts": [{"label": f.label, "value": f.value} for f in message.facts],
@@ -161,8 +202,9 @@ def _variables(message: Message, view: EventView, t: Translator) -> dict[str, An
 
 
 def samples() -> list[Any]:
-    """A sample event of every type, for `watcher check` to render every template against."""
-    from datetime import UTC, datetime
+    """A sample event of every type (and a reminder, which carries more), for `watcher check` to render every
+    template against."""
+    from datetime import UTC
 
     from ..detect import make_event
     from ..model import Event, TaskSnapshot
@@ -170,18 +212,39 @@ def samples() -> list[Any]:
     now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
     task = TaskSnapshot(id=1001, status="running", name="Sample campaign", progress=50, total=1200, collection_rate=33)
     done = dataclasses.replace(task, status="done", progress=100, summary="A summary.", suggestion="A suggestion.")
+    since = "2026-11-23T08:00:00+00:00"
+
+    def resolves(problem: EventType) -> dict[str, Any]:
+        return {"resolves": {"type": problem.value, "since": since, "lastedSeconds": 3600}}
+
     extras: Mapping[EventType, dict[str, Any]] = {
         EventType.PROGRESSED: {"milestone": 50},
         EventType.STALLED: {"stalledForSeconds": 1200},
+        EventType.RESUMED: resolves(EventType.FAILED),
+        EventType.UNSTALLED: resolves(EventType.STALLED),
+        EventType.REAPPEARED: resolves(EventType.MISSING),
+    }
+    receiver = {"receiver": "sample-notifier", "kind": "slack", "since": since}
+    receivers: Mapping[EventType, dict[str, Any]] = {
+        EventType.RECEIVER_FAILING: receiver
+        | {"failingForSeconds": 3600, "deadLetters": 1, "pending": 3, "error": "sample-notifier (slack): 500"},
+        EventType.RECEIVER_RECOVERED: receiver | {"failedForSeconds": 3600},
     }
     out: list[Any] = []
     for type_ in EventType:
         if type_ in (EventType.API_UNREACHABLE, EventType.API_RECOVERED):
             data = {"unreachableForSeconds": 600, "downForSeconds": 600, "cause": "unreachable or failing"}
             out.append(Event(f"sample-{type_.value}", type_.value, now, "api", data))
+        elif type_ in receivers:
+            subject = f"notifier:{receiver['receiver']}"
+            out.append(Event(f"sample-{type_.value}", type_.value, now, subject, receivers[type_]))
         elif type_ is EventType.TEST:
             out.append(Event("sample-test", type_.value, now, "test", {"message": "test"}))
         else:
             current = done if type_ is EventType.FINISHED else task
             out.append(make_event(type_, now, current, task, **extras.get(type_, {})))
+    origin = next(event.id for event in out if event.type == EventType.FAILED.value)
+    reminder = {"count": 2, "of": origin, "since": since, "lastedSeconds": 3600}
+    failed = dataclasses.replace(task, status="stop.abnormal")
+    out.append(make_event(EventType.FAILED, now, failed, task, reminder=reminder))
     return out

@@ -22,10 +22,22 @@ from ..errors import DeliveryError
 from ..fields import NotifierBase, SecretHttpUrl
 from ..i18n import DEFAULT_LANGUAGE
 from ..model import Event
-from .base import FOR_PEOPLE, Context, EventFilter, Kind
+from .base import FOR_PEOPLE, Context, EventFilter, Kind, digest_of
 from .http import request
-from .message import Message, Severity, build
-from .robot import assemble, errcode, escape, fit, link_target, message_symbol, shown_errmsg
+from .message import Digest, Message, Severity, build, build_digest
+from .robot import (
+    assemble,
+    digest_lines,
+    digest_symbol,
+    errcode,
+    escape,
+    fit,
+    link_target,
+    message_symbol,
+    shown_errmsg,
+    size,
+)
+from .size import most_that_fit
 
 MAX_BYTES = 4096  # markdown.content, in UTF-8 bytes (WeCom answers 40058 beyond)
 _MAX_HEADLINE = 1024  # bytes of markdown for the headline, and for each fact's value
@@ -69,12 +81,17 @@ class WeComNotifierConfig(NotifierBase):
     mention_userids: Annotated[tuple[str, ...], pydantic.AfterValidator(_check_userids)] = ()
 
 
+def _head(severity: Severity, symbol: str, headline: str, mention_userids: Sequence[str]) -> list[str]:
+    colour = COLOURS[severity]
+    head = [f'### <font color="{colour}">{symbol} {fit(headline, _MAX_HEADLINE, join=" ")}</font>']
+    if severity is Severity.DANGER and mention_userids:
+        head.append(" ".join(f"<@{userid}>" for userid in mention_userids))
+    return head
+
+
 def render(msg: Message, *, mention_userids: Sequence[str] = ()) -> dict[str, Any]:
     """The WeCom markdown message of a message; mentions only for events of severity danger."""
-    colour = COLOURS[msg.severity]
-    head = [f'### <font color="{colour}">{message_symbol(msg)} {fit(msg.headline, _MAX_HEADLINE, join=" ")}</font>']
-    if msg.severity is Severity.DANGER and mention_userids:
-        head.append(" ".join(f"<@{userid}>" for userid in mention_userids))
+    head = _head(msg.severity, message_symbol(msg), msg.headline, mention_userids)
     if msg.facts:
         head.append("\n".join(f"> **{escape(f.label)}**: {fit(f.value, _MAX_FACT, join=' ')}" for f in msg.facts))
     tail = [f"[{escape(msg.link_text)}]({link_target(msg.link)})"] if msg.link else []
@@ -88,6 +105,19 @@ def render(msg: Message, *, mention_userids: Sequence[str] = ()) -> dict[str, An
         value_join="\n",
     )
     return {"msgtype": "markdown", "markdown": {"content": content}}
+
+
+def render_digest(digest: Digest, *, mention_userids: Sequence[str] = ()) -> dict[str, Any]:
+    """One WeCom markdown message listing a digest's events, a line each, within WeCom's 4,096 bytes (the items that
+    do not fit become "… and N more"); mentions when any item is of severity danger, as for one such event."""
+    head = _head(digest.severity, digest_symbol(digest), digest.headline, mention_userids)
+    footer = f'<font color="comment">{fit(digest.footer, _MAX_FACT, join=" ")}</font>'
+
+    def content(kept: int) -> str:
+        return "\n\n".join([*head, "\n".join(digest_lines(digest, kept, bullet="")), footer])
+
+    kept = most_that_fit(len(digest.items), lambda k: size(content(k)) <= MAX_BYTES)
+    return {"msgtype": "markdown", "markdown": {"content": content(kept)}}
 
 
 def message(
@@ -111,8 +141,11 @@ class WeComNotifier:
         language: str = DEFAULT_LANGUAGE,
         task_url: str = "",
         messages: Callable[[Event], Message] | None = None,
+        digest: bool = True,
     ) -> None:
         self.name = name
+        self.digest = digest
+        self._language = language
         self._url = url
         self._http = http
         self._mention_userids = tuple(mention_userids)
@@ -131,12 +164,21 @@ class WeComNotifier:
             context.http,
             mention_userids=config.mention_userids,
             events=config.events,
+            language=context.language_of(config),
             messages=context.messages_for(config),
+            digest=digest_of(config),
         )
 
     async def send(self, event: Event) -> None:
         """Post the message or raise DeliveryError: sending too fast is temporary, a refused one permanent."""
-        payload = render(self._message(event), mention_userids=self._mention_userids)
+        await self._post(render(self._message(event), mention_userids=self._mention_userids))
+
+    async def send_digest(self, events: Sequence[Event]) -> None:
+        """Post one message listing the events, or raise DeliveryError as `send` does."""
+        digest = build_digest(events, language=self._language, messages=self._message)
+        await self._post(render_digest(digest, mention_userids=self._mention_userids))
+
+    async def _post(self, payload: dict[str, Any]) -> None:
         body = json.dumps(payload, ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json; charset=utf-8"}
         response = await request(self._http, self._url, body, headers, shown_url=self._shown)
