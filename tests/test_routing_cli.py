@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -136,7 +137,7 @@ quiet_timezone = "UTC"
     cfg = write_config(tmp_path / "w.toml", url, sim.token, receiver.url, [1, 2, 3], extra=extra)
     result = await run(["once", "-c", str(cfg)], token=sim.token)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
-    batches = [b for b in receiver.bodies() if isinstance(b, list)]
+    batches = [json.loads(r.body) for r in receiver.requests if r.body.startswith(b"[")]
     assert len(batches) == 1 and [e["subject"] for e in batches[0]] == ["1", "2", "3"]
     finished = [line for line in result.stdout.decode().splitlines() if '"once.finished"' in line]
     assert '"held_by_quiet_hours": 3' in finished[0] and '"pending_deliveries": 3' in finished[0]
