@@ -3,6 +3,7 @@ started by the tests) answer the same calls the same way."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -189,3 +190,23 @@ async def test_latest_gives_each_tasks_newest_row_of_each_type_for_a_receiver(st
     (for_b,) = await store.latest("b", [EventType.FAILED.value])
     assert for_b.event == events[0]
     assert await store.latest("a", []) == []
+
+
+async def test_tasks_added_at_run_time_are_kept_with_their_labels_and_removed(store: StateStore) -> None:
+    assert await store.added_tasks() == {}
+    assert await store.add_task(7, {"team": "sales"}, now=1000.0) is True
+    assert await store.add_task(7, {"team": "support"}, now=2000.0) is False  # again: the labels are replaced
+    assert await store.add_task(8, {}, now=3000.0) is True
+    added = await store.added_tasks()
+    assert sorted(added) == [7, 8]
+    assert added[7].labels == {"team": "support"} and added[7].added_at == datetime.fromtimestamp(1000.0, UTC)
+    assert await store.remove_task(7) is True
+    assert await store.remove_task(7) is False
+    assert sorted(await store.added_tasks()) == [8]
+
+
+async def test_the_rules_holding_for_a_task_round_trip(store: StateStore) -> None:
+    state, _ = detect(None, TaskSnapshot(id=3, status="running", progress=40), T0, Rules())
+    holding = (("low collection", T0 + timedelta(minutes=1)), ("slow", T0 + timedelta(minutes=2)))
+    await store.record(dataclasses.replace(state, rules=holding), [], now=1000.0)
+    assert (await store.load_states())[3].rules == holding

@@ -60,6 +60,7 @@ def fill(path: Path) -> Store:
             missing=False,
             windows_doubted_at=T0 + timedelta(minutes=5),
             updated_while_closed_at=T0 + timedelta(minutes=6),
+            rules=(("low collection", T0 + timedelta(minutes=7)),),
         ),
         [(event(1), ["a", "b"]), (event(2), ["a", "b"])],
         now=1000.0,
@@ -68,6 +69,7 @@ def fill(path: Path) -> Store:
     store.record_event(event(4, "api"), ["b"], now=1002.0)
     store.record_event(event(5), ["a"], now=1003.0)  # delivered below: history only, its event stays behind
     store.note_unseen(9, "404", now=1004.0)
+    store.add_task(11, {"team": "sales"}, now=1005.0)  # added at run time
     store.set_meta("zone.learned", json.dumps({"offset": 540, "api": "http://api"}))
     store.set_meta("zone", json.dumps({"name": "+09:00"}))
     # seqs: 1 a/e1, 2 b/e1, 3 a/e2, 4 b/e2, 5 a/e3, 6 b/e4, 7 a/e5
@@ -201,14 +203,14 @@ def test_a_target_that_holds_state_is_refused_unless_forced_and_then_replaced_wh
     code, out, err = copy("--from", str(tmp_path / "a.db"), "--to", target, capsys=capsys)
     assert (code, out) == (1, "")
     assert (
-        "already holds a watcher's state (2 tasks, 1 never served by the API, 4 events, 5 deliveries, 2 remembered values)"
+        "already holds a watcher's state (3 tasks, 1 never served by the API, 4 events, 5 deliveries, 2 remembered values)"
         in err
     )
     assert "add --force" in err and PASSWORD not in err
     assert dump(target) == before
     code, out, err = copy("--from", str(tmp_path / "a.db"), "--to", target, "--force", capsys=capsys)
     assert (code, err) == (0, "")
-    assert "replaced the 14 rows it held" in out
+    assert "replaced the 15 rows it held" in out
     assert dump(target) == dataclasses.replace(dump(tmp_path / "a.db"), delivered=0)
 
 
@@ -305,6 +307,7 @@ def test_json_output_counts_what_was_copied(tmp_path: Path, pg: str, capsys: pyt
         "meta": 2,
         "delivered_left_behind": 2,
         "replaced": 0,
+        "added": 1,
     }
 
 

@@ -43,6 +43,8 @@ class EventType(StrEnum):
     MISSING = "voicefox.task.missing"
     UNSTALLED = "voicefox.task.unstalled"
     REAPPEARED = "voicefox.task.reappeared"
+    RULE_MATCHED = "voicefox.task.rule_matched"
+    RULE_RESOLVED = "voicefox.task.rule_resolved"
     API_UNREACHABLE = "voicefox.watcher.api_unreachable"
     API_RECOVERED = "voicefox.watcher.api_recovered"
     RECEIVER_FAILING = "voicefox.watcher.receiver_failing"
@@ -62,6 +64,7 @@ PROBLEMS = frozenset(
         EventType.MISSING,
         EventType.API_UNREACHABLE,
         EventType.RECEIVER_FAILING,
+        EventType.RULE_MATCHED,
     }
 )
 RESOLVES: dict[str, frozenset[EventType]] = {
@@ -70,6 +73,7 @@ RESOLVES: dict[str, frozenset[EventType]] = {
     EventType.REAPPEARED: frozenset({EventType.MISSING}),
     EventType.API_RECOVERED: frozenset({EventType.API_UNREACHABLE}),
     EventType.RECEIVER_RECOVERED: frozenset({EventType.RECEIVER_FAILING}),
+    EventType.RULE_RESOLVED: frozenset({EventType.RULE_MATCHED}),
 }
 
 
@@ -149,6 +153,8 @@ class TaskState:
     # When it was last seen only updated (not progressing) in a window believed closed: weak evidence, which counts
     # once it repeats in the same closed stretch (an operator's edit at night happens once).
     updated_while_closed_at: datetime | None = None
+    # The `[[rules]]` holding now, by name, each with since when (one `rule_matched` per episode), sorted by name.
+    rules: tuple[tuple[str, datetime], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

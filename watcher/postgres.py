@@ -26,6 +26,7 @@ from .errors import StaleState, StoreError
 from .model import Event, TaskSnapshot, TaskState
 from .store import (
     QUEUED,
+    AddedTask,
     Delivery,
     EventRow,
     OutboxCount,
@@ -36,13 +37,15 @@ from .store import (
     TaskRow,
     held_query,
     not_empty,
+    rules_from,
+    rules_to,
 )
 
 if TYPE_CHECKING:
     from .replicas import Membership
 
 SCHEMA = "voicefox_watcher"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _CREATE = f"""
 CREATE TABLE IF NOT EXISTS {SCHEMA}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -111,6 +114,15 @@ MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (kind, key)
         )""",
         f"CREATE INDEX leases_by_owner ON {SCHEMA}.leases (owner)",
+    ],
+    # 3: the rules holding per task (one `rule_matched` per episode), and the tasks added at run time.
+    2: [
+        f"ALTER TABLE {SCHEMA}.tasks ADD COLUMN rules JSONB",
+        f"""CREATE TABLE {SCHEMA}.added_tasks (
+            task_id  BIGINT PRIMARY KEY,
+            labels   JSONB NOT NULL,
+            added_at TIMESTAMPTZ NOT NULL
+        )""",
     ],
 }
 
@@ -250,7 +262,7 @@ class PostgresStore:
         """Every task's last known state (or these tasks'), remembering the version read of each."""
         sql = (
             "SELECT task_id, version, snapshot, progress_since, stalled, missing, windows_doubted_at,"
-            f" updated_while_closed_at FROM {SCHEMA}.tasks"
+            f" updated_while_closed_at, rules FROM {SCHEMA}.tasks"
         )
         params: tuple[Any, ...] = ()
         if task_ids is not None:
@@ -260,7 +272,9 @@ class PostgresStore:
             for task_id in task_ids:
                 self._versions.pop(task_id, None)  # a task with no row yet: the next write inserts it
         states = {}
-        for task_id, version, snapshot, since, stalled, missing, doubted, updated in await self._read(sql, params):
+        for task_id, version, snapshot, since, stalled, missing, doubted, updated, rules in await self._read(
+            sql, params
+        ):
             self._versions[task_id] = version
             states[task_id] = TaskState(
                 snapshot=TaskSnapshot.from_dict(snapshot),
@@ -269,6 +283,7 @@ class PostgresStore:
                 missing=missing,
                 windows_doubted_at=doubted,
                 updated_while_closed_at=updated,
+                rules=rules_from(rules),
             )
         return states
 
@@ -287,19 +302,21 @@ class PostgresStore:
             datetime.fromtimestamp(now, UTC),
             state.windows_doubted_at,
             state.updated_while_closed_at,
+            Jsonb(rules_to(state.rules)) if state.rules else None,
         )
         async with self._transaction() as conn:
             if read is None:
                 cursor = await conn.execute(
                     f"INSERT INTO {SCHEMA}.tasks (snapshot, progress_since, stalled, missing, changed_at,"
-                    " windows_doubted_at, updated_while_closed_at, task_id, version)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1) ON CONFLICT (task_id) DO NOTHING RETURNING version",
+                    " windows_doubted_at, updated_while_closed_at, rules, task_id, version)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 1) ON CONFLICT (task_id) DO NOTHING RETURNING version",
                     (*values, task_id),
                 )
             else:
                 cursor = await conn.execute(
                     f"UPDATE {SCHEMA}.tasks SET snapshot = %s, progress_since = %s, stalled = %s, missing = %s,"
-                    " changed_at = %s, windows_doubted_at = %s, updated_while_closed_at = %s, version = version + 1"
+                    " changed_at = %s, windows_doubted_at = %s, updated_while_closed_at = %s, rules = %s,"
+                    " version = version + 1"
                     " WHERE task_id = %s AND version = %s RETURNING version",
                     (*values, task_id, read),
                 )
@@ -310,6 +327,34 @@ class PostgresStore:
             for event, receivers in deliveries:
                 await self._insert_event(conn, event, receivers, now)
         self._versions[task_id] = row[0]
+
+    async def added_tasks(self) -> dict[int, AddedTask]:
+        """The tasks added at run time (`watcher tasks add`), by id."""
+        rows = await self._read(f"SELECT task_id, labels, added_at FROM {SCHEMA}.added_tasks ORDER BY task_id")
+        return {task_id: AddedTask(task_id, dict(labels), added_at) for task_id, labels, added_at in rows}
+
+    async def add_task(self, task_id: int, labels: Mapping[str, str], now: float) -> bool:
+        """Watch a task from now on (labels replace an earlier add's); return whether it was not added before."""
+        from psycopg.types.json import Jsonb
+
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                f"INSERT INTO {SCHEMA}.added_tasks (task_id, labels, added_at) VALUES (%s, %s, %s)"
+                " ON CONFLICT (task_id) DO UPDATE SET labels = excluded.labels RETURNING (xmax = 0)",
+                (task_id, Jsonb(dict(labels)), datetime.fromtimestamp(now, UTC)),
+            )
+            row = await cursor.fetchone()
+            await conn.execute("SELECT pg_notify(%s, 'tasks')", (CHANNEL,))  # the other replicas reload the list
+        return bool(row and row[0])
+
+    async def remove_task(self, task_id: int) -> bool:
+        """Watch an added task no more; return whether it was added."""
+        async with self._transaction() as conn:
+            cursor = await conn.execute(f"DELETE FROM {SCHEMA}.added_tasks WHERE task_id = %s", (task_id,))
+            removed = bool(cursor.rowcount > 0)
+            if removed:
+                await conn.execute("SELECT pg_notify(%s, 'tasks')", (CHANNEL,))
+        return removed
 
     async def record_event(self, event: Event, receivers: Iterable[str], now: float) -> None:
         """An event of no task (the API's, a test) with its outbox rows."""
@@ -630,7 +675,13 @@ class PostgresStore:
                     TaskRow(*row)
                     for row in await rows(
                         "SELECT task_id, snapshot, progress_since, stalled, missing, changed_at, windows_doubted_at,"
-                        f" updated_while_closed_at FROM {SCHEMA}.tasks ORDER BY task_id"
+                        f" updated_while_closed_at, rules FROM {SCHEMA}.tasks ORDER BY task_id"
+                    )
+                ),
+                added=tuple(
+                    AddedTask(*row)
+                    for row in await rows(
+                        f"SELECT task_id, labels, added_at FROM {SCHEMA}.added_tasks ORDER BY task_id"
                     )
                 ),
                 unseen=tuple(await rows(f"SELECT task_id, reason, since FROM {SCHEMA}.unseen ORDER BY task_id")),
@@ -663,14 +714,14 @@ class PostgresStore:
             held = await (await conn.execute(held_query(f"{SCHEMA}."))).fetchone()
             if sum(held) and not replace:
                 raise not_empty(self.path, *held)
-            for table in ("outbox", "events", "unseen", "tasks", "leases"):
+            for table in ("outbox", "events", "unseen", "tasks", "added_tasks", "leases"):
                 await conn.execute(f"DELETE FROM {SCHEMA}.{table}")
             await conn.execute(f"DELETE FROM {SCHEMA}.meta WHERE key <> 'schema_version'")
             async with conn.cursor() as cursor:
                 await cursor.executemany(f"INSERT INTO {SCHEMA}.meta (key, value) VALUES (%s, %s)", dump.meta)
                 await cursor.executemany(
                     f"INSERT INTO {SCHEMA}.tasks (task_id, snapshot, progress_since, stalled, missing, changed_at,"
-                    " windows_doubted_at, updated_while_closed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    " windows_doubted_at, updated_while_closed_at, rules) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     [
                         (
                             t.task_id,
@@ -681,9 +732,14 @@ class PostgresStore:
                             t.changed_at,
                             t.windows_doubted_at,
                             t.updated_while_closed_at,
+                            Jsonb(t.rules) if t.rules else None,
                         )
                         for t in dump.tasks
                     ],
+                )
+                await cursor.executemany(
+                    f"INSERT INTO {SCHEMA}.added_tasks (task_id, labels, added_at) VALUES (%s, %s, %s)",
+                    [(a.task_id, Jsonb(a.labels), a.added_at) for a in dump.added],
                 )
                 await cursor.executemany(
                     f"INSERT INTO {SCHEMA}.unseen (task_id, reason, since) VALUES (%s, %s, %s)", dump.unseen

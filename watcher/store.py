@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import IO, Any, ClassVar
 from .errors import StoreError, StoreNotEmpty
 from .model import Event, TaskSnapshot, TaskState
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,7 +34,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     missing        INTEGER NOT NULL DEFAULT 0,
     changed_at     TEXT NOT NULL,
     windows_doubted_at TEXT,
-    updated_while_closed_at TEXT
+    updated_while_closed_at TEXT,
+    rules          TEXT
+);
+CREATE TABLE IF NOT EXISTS added_tasks (
+    task_id  INTEGER PRIMARY KEY,
+    labels   TEXT NOT NULL,
+    added_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS unseen (
     task_id INTEGER PRIMARY KEY,
@@ -74,6 +80,11 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE tasks ADD COLUMN updated_while_closed_at TEXT",
         "CREATE TABLE IF NOT EXISTS unseen (task_id INTEGER PRIMARY KEY, reason TEXT NOT NULL, since TEXT NOT NULL)",
     ],
+    # 4: the rules holding per task (one `rule_matched` per episode), and the tasks added at run time.
+    3: [
+        "ALTER TABLE tasks ADD COLUMN rules TEXT",
+        "CREATE TABLE IF NOT EXISTS added_tasks (task_id INTEGER PRIMARY KEY, labels TEXT NOT NULL, added_at TEXT NOT NULL)",
+    ],
 }
 
 
@@ -87,6 +98,33 @@ class Delivery:
     created_at: float
     attempts: int
     next_attempt_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AddedTask:
+    """A task added at run time, with its labels."""
+
+    task_id: int
+    labels: dict[str, str]
+    added_at: datetime
+
+
+def rules_to(rules: Sequence[tuple[str, datetime]]) -> dict[str, str]:
+    """The rules holding, as stored: {name: since (ISO 8601)}."""
+    return {name: since.isoformat() for name, since in rules}
+
+
+def rules_from(stored: Any) -> tuple[tuple[str, datetime], ...]:
+    """Inverse of `rules_to`, tolerant: what cannot be read holds no rule (it fires again if it still holds)."""
+    if not isinstance(stored, dict):
+        return ()
+    out = []
+    for name, since in stored.items():
+        try:
+            out.append((str(name), datetime.fromisoformat(since)))
+        except (TypeError, ValueError):
+            continue
+    return tuple(sorted(out))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -238,15 +276,15 @@ class Store(_Database):
     def load_states(self, task_ids: Iterable[int] | None = None) -> dict[int, TaskState]:
         """Every task's last known state (or these tasks')."""
         sql = (
-            "SELECT task_id, snapshot, progress_since, stalled, missing, windows_doubted_at, updated_while_closed_at"
-            " FROM tasks"
+            "SELECT task_id, snapshot, progress_since, stalled, missing, windows_doubted_at, updated_while_closed_at,"
+            " rules FROM tasks"
         )
         params: list[int] = []
         if task_ids is not None:
             params = list(task_ids)
             sql += f" WHERE task_id IN ({', '.join('?' * len(params))})"
         states = {}
-        for task_id, snapshot, since, stalled, missing, doubted, updated in self._read(sql, params):
+        for task_id, snapshot, since, stalled, missing, doubted, updated, rules in self._read(sql, params):
             states[task_id] = TaskState(
                 snapshot=TaskSnapshot.from_dict(json.loads(snapshot)),
                 progress_since=datetime.fromisoformat(since),
@@ -254,6 +292,7 @@ class Store(_Database):
                 missing=bool(missing),
                 windows_doubted_at=datetime.fromisoformat(doubted) if doubted else None,
                 updated_while_closed_at=datetime.fromisoformat(updated) if updated else None,
+                rules=rules_from(json.loads(rules) if rules else None),
             )
         return states
 
@@ -271,10 +310,11 @@ class Store(_Database):
         with self._transaction(durable=bool(deliveries)) as db:
             db.execute(
                 "INSERT INTO tasks (task_id, snapshot, progress_since, stalled, missing, changed_at, windows_doubted_at,"
-                " updated_while_closed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET"
+                " updated_while_closed_at, rules) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET"
                 " snapshot=excluded.snapshot, progress_since=excluded.progress_since, stalled=excluded.stalled,"
                 " missing=excluded.missing, changed_at=excluded.changed_at,"
-                " windows_doubted_at=excluded.windows_doubted_at, updated_while_closed_at=excluded.updated_while_closed_at",
+                " windows_doubted_at=excluded.windows_doubted_at, updated_while_closed_at=excluded.updated_while_closed_at,"
+                " rules=excluded.rules",
                 (
                     state.snapshot.id,
                     json.dumps(state.snapshot.to_dict(), separators=(",", ":")),
@@ -284,6 +324,7 @@ class Store(_Database):
                     datetime.fromtimestamp(now, UTC).isoformat(),
                     state.windows_doubted_at.isoformat() if state.windows_doubted_at else None,
                     state.updated_while_closed_at.isoformat() if state.updated_while_closed_at else None,
+                    _json(rules_to(state.rules)) if state.rules else None,
                 ),
             )
             db.execute("DELETE FROM unseen WHERE task_id = ?", (state.snapshot.id,))
@@ -318,6 +359,31 @@ class Store(_Database):
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
                 (key, value),
             )
+
+    def added_tasks(self) -> dict[int, AddedTask]:
+        """The tasks added at run time (`watcher tasks add`), by id."""
+        return {
+            task_id: AddedTask(task_id, json.loads(labels), datetime.fromisoformat(added_at))
+            for task_id, labels, added_at in self._read(
+                "SELECT task_id, labels, added_at FROM added_tasks ORDER BY task_id"
+            )
+        }
+
+    def add_task(self, task_id: int, labels: Mapping[str, str], now: float) -> bool:
+        """Watch a task from now on (labels replace an earlier add's); return whether it was not added before."""
+        with self._transaction(durable=True) as db:
+            new = db.execute("SELECT 1 FROM added_tasks WHERE task_id = ?", (task_id,)).fetchone() is None
+            db.execute(
+                "INSERT INTO added_tasks (task_id, labels, added_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (task_id) DO UPDATE SET labels = excluded.labels",
+                (task_id, _json(dict(labels)), datetime.fromtimestamp(now, UTC).isoformat()),
+            )
+        return new
+
+    def remove_task(self, task_id: int) -> bool:
+        """Watch an added task no more; return whether it was added."""
+        with self._transaction(durable=True) as db:
+            return db.execute("DELETE FROM added_tasks WHERE task_id = ?", (task_id,)).rowcount > 0
 
     def record_event(self, event: Event, receivers: Iterable[str], now: float) -> None:
         """Save an event that belongs to no task state (a test notification, a watcher event) with its outbox rows."""
@@ -483,12 +549,14 @@ class Store(_Database):
                         datetime.fromisoformat(changed),
                         datetime.fromisoformat(doubted) if doubted else None,
                         datetime.fromisoformat(updated) if updated else None,
+                        json.loads(rules) if rules else None,
                     )
-                    for task_id, snap, since, stalled, missing, changed, doubted, updated in self._read(
+                    for task_id, snap, since, stalled, missing, changed, doubted, updated, rules in self._read(
                         "SELECT task_id, snapshot, progress_since, stalled, missing, changed_at, windows_doubted_at,"
-                        " updated_while_closed_at FROM tasks ORDER BY task_id"
+                        " updated_while_closed_at, rules FROM tasks ORDER BY task_id"
                     )
                 ),
+                added=tuple(self.added_tasks().values()),
                 unseen=tuple(
                     (task_id, reason, datetime.fromisoformat(since))
                     for task_id, reason, since in self._read(
@@ -521,13 +589,13 @@ class Store(_Database):
             held = db.execute(held_query()).fetchone()
             if sum(held) and not replace:
                 raise not_empty(self.path, *held)
-            for table in ("outbox", "events", "unseen", "tasks"):
+            for table in ("outbox", "events", "unseen", "tasks", "added_tasks"):
                 db.execute(f"DELETE FROM {table}")
             db.execute("DELETE FROM meta WHERE key != 'schema_version'")
             db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", dump.meta)
             db.executemany(
                 "INSERT INTO tasks (task_id, snapshot, progress_since, stalled, missing, changed_at,"
-                " windows_doubted_at, updated_while_closed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " windows_doubted_at, updated_while_closed_at, rules) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         t.task_id,
@@ -538,9 +606,14 @@ class Store(_Database):
                         _iso(t.changed_at),
                         _iso(t.windows_doubted_at),
                         _iso(t.updated_while_closed_at),
+                        _json(t.rules) if t.rules else None,
                     )
                     for t in dump.tasks
                 ],
+            )
+            db.executemany(
+                "INSERT INTO added_tasks (task_id, labels, added_at) VALUES (?, ?, ?)",
+                [(a.task_id, _json(a.labels), _iso(a.added_at)) for a in dump.added],
             )
             db.executemany(
                 "INSERT INTO unseen (task_id, reason, since) VALUES (?, ?, ?)",
@@ -678,8 +751,10 @@ QUEUED = "state IN ('pending', 'dead')"
 def held_query(schema: str = "") -> str:
     """What a copy's target holds already (`not_empty` takes the counts): tasks, tasks never seen, events,
     deliveries, and remembered values; `schema` is the tables' prefix ("voicefox_watcher." on PostgreSQL)."""
-    counts = ", ".join(f"(SELECT COUNT(*) FROM {schema}{table})" for table in ("tasks", "unseen", "events", "outbox"))
-    return f"SELECT {counts}, (SELECT COUNT(*) FROM {schema}meta WHERE key <> 'schema_version')"
+    counts = ", ".join(f"(SELECT COUNT(*) FROM {schema}{table})" for table in ("unseen", "events", "outbox"))
+    # Tasks added at run time count as tasks: a copy must not silently replace them either.
+    tasks = f"(SELECT COUNT(*) FROM {schema}tasks) + (SELECT COUNT(*) FROM {schema}added_tasks)"
+    return f"SELECT {tasks}, {counts}, (SELECT COUNT(*) FROM {schema}meta WHERE key <> 'schema_version')"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -694,6 +769,7 @@ class TaskRow:
     changed_at: datetime
     windows_doubted_at: datetime | None
     updated_while_closed_at: datetime | None
+    rules: dict[str, str] | None = None  # as `rules_to` stores them
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -739,6 +815,7 @@ class StoreDump:
     events: tuple[EventRow, ...]
     outbox: tuple[QueuedRow, ...]
     delivered: int
+    added: tuple[AddedTask, ...] = ()
 
 
 def not_empty(path: str, tasks: int, unseen: int, events: int, deliveries: int, meta: int) -> StoreNotEmpty:

@@ -68,12 +68,14 @@ class Copied:
     meta: int
     delivered_left_behind: int  # history: delivered rows are not copied
     replaced: int  # rows the target held before (--force)
+    added: int = 0  # tasks added at run time (`watcher tasks add`)
 
     def summary(self) -> str:
         """One line a person reads."""
         replaced = f"; replaced the {self.replaced} rows it held" if self.replaced else ""
         return (
-            f"copied {self.source} to {self.target}: {self.tasks} tasks, {self.unseen} never served by the API, {self.events} events,"
+            f"copied {self.source} to {self.target}: {self.tasks} tasks, {self.added} added at run time,"
+            f" {self.unseen} never served by the API, {self.events} events,"
             f" {self.pending} pending and {self.dead} dead deliveries, {self.meta} remembered values{replaced}"
             f" ({self.delivered_left_behind} delivered rows are history and were not copied)"
         )
@@ -157,4 +159,5 @@ async def copy(source: Location, target: Location, *, replace: bool = False) -> 
         meta=len(dump.meta),
         delivered_left_behind=dump.delivered,
         replaced=replaced,
+        added=len(dump.added),
     )

@@ -10,14 +10,14 @@ SQLite store directly: they do nothing else meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from .model import Event, TaskState
-from .store import Delivery, OutboxCount, Sent, Store
+from .store import AddedTask, Delivery, OutboxCount, Sent, Store
 
 T = TypeVar("T")
 
@@ -49,6 +49,18 @@ class StateStore(Protocol):
 
     async def set_meta(self, key: str, value: str) -> None:
         """Keep a value beside the state."""
+        ...
+
+    async def added_tasks(self) -> dict[int, AddedTask]:
+        """The tasks added at run time, by id."""
+        ...
+
+    async def add_task(self, task_id: int, labels: Mapping[str, str], now: float) -> bool:
+        """Watch a task from now on; return whether it was not added before."""
+        ...
+
+    async def remove_task(self, task_id: int) -> bool:
+        """Watch an added task no more; return whether it was added."""
         ...
 
     async def head(self, receiver: str) -> Delivery | None:
@@ -128,6 +140,18 @@ class ThreadedStore:
     async def set_meta(self, key: str, value: str) -> None:
         """Keep a value beside the state."""
         await self._call(self.sync.set_meta, key, value)
+
+    async def added_tasks(self) -> dict[int, AddedTask]:
+        """The tasks added at run time, by id."""
+        return await self._call(self.sync.added_tasks)
+
+    async def add_task(self, task_id: int, labels: Mapping[str, str], now: float) -> bool:
+        """Watch a task from now on; return whether it was not added before."""
+        return await self._call(self.sync.add_task, task_id, dict(labels), now)
+
+    async def remove_task(self, task_id: int) -> bool:
+        """Watch an added task no more; return whether it was added."""
+        return await self._call(self.sync.remove_task, task_id)
 
     async def head(self, receiver: str) -> Delivery | None:
         """The oldest pending delivery of a receiver."""
