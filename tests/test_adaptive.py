@@ -493,3 +493,43 @@ async def test_a_finished_task_is_dropped_after_its_linger_without_another_poll(
     assert parts.daemon.dropped == {1}
     assert any(log["event"] == "task.dropped" and log["task_id"] == 1 for log in logs)
     assert json.loads(receiver.requests[0].body)["subject"] == "2"
+
+
+@pytest.mark.anyio
+async def test_with_push_adopt_a_push_for_an_unknown_task_adds_it_and_announces_its_end(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    """`[push] adopt`: the campaign is watched from now on (kept in the store); the API confirms it is done, so its
+    end is announced with the push's figures, not only observed. Without adopt, such a push is ignored."""
+    sim, url = simulator
+    sim.add_task(1, "Renewals", status="running", progress=90)
+    sim.add_task(7, "Surveys", status="done", progress=100)
+    config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", [1], interval="60s")
+    for adopt in (False, True):
+        config = config.model_copy(
+            update={
+                "push": config.push.model_validate({"path": "/voicefox/push", "secret": PUSH_SECRET, "adopt": adopt}),
+            }
+        )
+        async with open_components(config, api_retry=FAST_RETRY) as parts, anyio.create_task_group() as tg:
+            port = await tg.start(OpsServer(parts.daemon, parts.store, parts.metrics).serve, "127.0.0.1", 0)
+            await tg.start(parts.daemon.run)
+            before = len(receiver.requests)
+            push = {**TASK_END, "event_data": {**TASK_END["event_data"], "task_id": 7}}  # type: ignore[dict-item]
+            async with httpx.AsyncClient() as http:
+                answer = await http.post(
+                    f"http://127.0.0.1:{port}/voicefox/push", json=push, headers={"X-Webhook-Secret": PUSH_SECRET}
+                )
+            assert answer.status_code == 202
+            if adopt:
+                await receiver.wait_for(before + 2)
+                added = await parts.store.added_tasks()
+                assert list(added) == [7]
+            else:
+                assert await parts.store.added_tasks() == {}
+                assert 7 not in parts.daemon.config.watch.ids
+            tg.cancel_scope.cancel()
+    seven = [b for b in receiver.bodies() if b["subject"] == "7"]
+    assert [b["type"] for b in seven] == ["voicefox.task.observed", "voicefox.task.finished"]
+    assert seven[1]["data"]["firstSight"] is True and seven[1]["data"]["adopted"] is True
+    assert seven[1]["data"]["voicefox"]["taskProgress"]["called_answered_num"] == 210

@@ -128,7 +128,7 @@ def _reload(parts: Components, path: Path, args: argparse.Namespace) -> None:
             "config.reload_failed", path=str(path), problems=exc.problems, hint="still running the previous config"
         )
         return
-    old = parts.daemon.config
+    old = parts.daemon.file_config
     try:
         needs_restart = parts.reload(new)
     except Exception:  # noqa: BLE001 - a reload must never take the running daemon down
@@ -236,6 +236,12 @@ def _event_type(text: str) -> str:
         short = ", ".join(t.value.rsplit(".", 1)[-1] for t in EventType)
         raise argparse.ArgumentTypeError(f"{text!r} is not an event type (one of: {short}; or the full name)")
     return known[text]
+
+
+def _task_id(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a task id (a positive integer)")
+    return int(text)
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -687,20 +693,25 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     return anyio.run(send_all)
 
 
+def _endpoint(config: Config, command: str) -> str:
+    """The running watcher's operator endpoint, from `[http] listen` (a wildcard address asked on loopback)."""
+    address = config.http.address
+    if address is None:
+        raise UsageError(
+            f"{command}: [http] listen is not set in the config, so there is nothing to ask (or give --url)"
+        )
+    host, port = address
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104 - mapping, not binding
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     """Ask a running watcher's /healthz (or /readyz); exit 0 if it answers 200, 1 otherwise. For HEALTHCHECK."""
     if args.url:
         url = args.url
     else:
         config = config_mod.load(config_mod.default_path(args.config))
-        address = config.http.address
-        if address is None:
-            raise UsageError(
-                "health: [http] listen is not set in the config, so there is nothing to ask (or give --url)"
-            )
-        host, port = address
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104 - mapping, not binding
-        url = f"http://{f'[{host}]' if ':' in host else host}:{port}/{'readyz' if args.ready else 'healthz'}"
+        url = f"{_endpoint(config, 'health')}/{'readyz' if args.ready else 'healthz'}"
     try:
         response = httpx.get(url, timeout=args.timeout)
     except httpx.HTTPError as exc:
@@ -708,6 +719,64 @@ def cmd_health(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     print(f"{'healthy' if response.status_code == 200 else 'unhealthy'}: {response.text.strip()}", file=args.stdout)
     return EXIT_OK if response.status_code == 200 else EXIT_FAILURE
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    """`watcher tasks add|remove|list`: the tasks watched beside the config's, through a running watcher."""
+    config = config_mod.load(config_mod.default_path(args.config))
+    base = (args.url or _endpoint(config, "tasks")).rstrip("/")
+    headers = {"Authorization": f"Bearer {config.http.token.get_secret_value()}"} if config.http.token else {}
+    out = args.stdout
+    if args.action in ("add", "remove") and not args.ids:
+        raise UsageError(f"tasks {args.action}: give at least one task id")
+    try:
+        with httpx.Client(timeout=args.timeout, headers=headers) as http:
+            if args.action == "list":
+                response = http.get(f"{base}/tasks")
+                _check_tasks_answer(response, base)
+                tasks = response.json()["tasks"]
+                if args.json:
+                    print(json.dumps(tasks, ensure_ascii=False, indent=2), file=out)
+                    return EXIT_OK
+                for task in tasks:
+                    labels = ", ".join(f"{k}={v}" for k, v in sorted(task["labels"].items()))
+                    progress = "" if task["progress"] is None else f" {task['progress']}%"
+                    shown = f"{task['status'] or 'not polled yet'}{progress}"
+                    name = f" {task['name']}" if task["name"] else ""
+                    print(f"{task['id']:>10} {task['source']:<6} {shown:<24}{name}  {labels}".rstrip(), file=out)
+                return EXIT_OK
+            failed = False
+            for task_id in args.ids:
+                if args.action == "add":
+                    response = http.post(f"{base}/tasks", json={"id": task_id, "labels": dict(args.label or [])})
+                else:
+                    response = http.delete(f"{base}/tasks/{task_id}")
+                if response.status_code in (404, 409):
+                    failed = True
+                    why = (
+                        "is in the config file: edit the file to stop watching it"
+                        if response.status_code == 409
+                        else "was not added at run time: nothing to remove"
+                    )
+                    print(f"task {task_id}: {why}", file=out)
+                    continue
+                _check_tasks_answer(response, base)
+                print(f"task {task_id}: {response.json()['status']}", file=out)
+            return EXIT_FAILURE if failed else EXIT_OK
+    except httpx.HTTPError as exc:
+        raise WatcherError(f"tasks: cannot reach the running watcher at {base} ({exc.__class__.__name__})") from None
+
+
+def _check_tasks_answer(response: httpx.Response, base: str) -> None:
+    if response.status_code in (401, 403):
+        hint = "give [http] token in the config" if response.status_code == 401 else response.json().get("reason")
+        raise UsageError(f"tasks: the watcher at {base} refused: {hint}")
+    if response.status_code >= 400:
+        try:
+            reason = response.json().get("reason", response.text)
+        except ValueError:
+            reason = response.text[:200]
+        raise WatcherError(f"tasks: the watcher at {base} answered {response.status_code}: {reason}")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -819,6 +888,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", type=int, required=True, metavar="ID", help="the task (its labels from the config)")
     p.add_argument("--event", type=_event_type, required=True, metavar="TYPE", help='e.g. "failed", "stalled"')
     p.add_argument("--label", type=_label, action="append", metavar="NAME=VALUE", help="a label to add or override")
+    p = add(
+        "tasks", cmd_tasks, "add, remove or list the tasks a running watcher watches beside its config's", log=False
+    )
+    p.add_argument("action", choices=["add", "remove", "list"])
+    p.add_argument("ids", nargs="*", type=_task_id, metavar="ID")
+    p.add_argument("--label", type=_label, action="append", metavar="NAME=VALUE", help="add: a label (repeatable)")
+    p.add_argument("--json", action="store_true", help="list: machine-readable output")
+    p.add_argument("--url", help="the running watcher (default: from [http] listen)")
+    p.add_argument("--timeout", type=float, default=10.0, help=argparse.SUPPRESS)
     p = add("notify-test", cmd_notify_test, "send a test notification to each notifier")
     p.add_argument("--notifier", metavar="NAME", help="only this notifier")
     p = add(

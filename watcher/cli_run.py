@@ -46,7 +46,7 @@ class Components:
 
     def reload(self, new: Config) -> list[str]:
         """Apply a new config: tasks, [watch], [log] and notifiers at once; return the sections that need a restart."""
-        old = self.daemon.config
+        old = self.daemon.file_config
         needs_restart = [name for name in RESTART_SECTIONS if getattr(old, name) != getattr(new, name)]
         # What is not applied stays as it runs, so the next reload still sees the difference.
         applied = new.model_copy(update={name: getattr(old, name) for name in RESTART_SECTIONS})
@@ -158,6 +158,7 @@ async def open_components(
             store=store,
             states=await store.load_states(),
             remembered_zone=await store.meta("zone.learned"),
+            added={task_id: task.labels for task_id, task in (await store.added_tasks()).items()},
             dispatcher=dispatcher,
             metrics=metrics,
             monotonic=monotonic,
@@ -168,6 +169,7 @@ async def open_components(
         if shared and replicas is not None:
             ttl = config.store.lease_for(config.watch.interval)
             coordinator = Coordinator(replicas, daemon, dispatcher, ttl=ttl, metrics=metrics, monotonic=monotonic)
+            daemon.on_tasks_changed = coordinator.poke  # a task added or removed here: trade leases now
         metrics.watch_state(store, lambda: daemon.watched_statuses(), zone=daemon.zone_summary, replicas=coordinator)
         yield Components(daemon, dispatcher, store, http, metrics, sqlite, coordinator)
 

@@ -239,11 +239,43 @@ class HttpConfig(_Section):
     """`[http]`: the operator endpoint (/healthz, /readyz, /metrics); off when `listen` is empty."""
 
     listen: Annotated[str, pydantic.AfterValidator(_check_listen)] = ""
+    # The status page at `/` (read-only): off unless true.
+    ui: Annotated[bool, Field(strict=True)] = False
+    # The operator's token: "Authorization: Bearer <token>" (or HTTP Basic with it as the password, for a browser)
+    # opens the status page and `watcher tasks add/remove`. Required for them when `listen` is beyond loopback.
+    token: Annotated[SecretStr, pydantic.AfterValidator(check_token)] | None = None
 
     @property
     def address(self) -> tuple[str, int] | None:
         """(host, port) to listen on, or None when off."""
         return parse_listen(self.listen)
+
+    @property
+    def loopback(self) -> bool:
+        """Whether only this machine can reach the endpoint."""
+        address = self.address
+        return address is not None and is_loopback(address[0])
+
+    @pydantic.model_validator(mode="after")
+    def _token_beyond_loopback(self) -> HttpConfig:
+        if self.ui and self.address is not None and not self.loopback and self.token is None:
+            raise ValueError(
+                "token: needed when ui = true and listen is beyond loopback (anyone who can reach the port would see"
+                " every campaign): set token (or token_file), or listen on 127.0.0.1"
+            )
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: only this machine."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class PushConfig(_Section):
@@ -252,6 +284,8 @@ class PushConfig(_Section):
     path: Annotated[str, Field(pattern=r"^(/[A-Za-z0-9._~/-]*)?$")] = ""  # off when empty
     secret: SecretStr | None = None  # the shared secret set in the VoiceFox console
     header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")] = "X-Webhook-Secret"
+    # A push for a task not watched adds it (as `watcher tasks add` would); false: such a push is ignored.
+    adopt: Annotated[bool, Field(strict=True)] = False
 
     @pydantic.model_validator(mode="after")
     def _secret_when_on(self) -> PushConfig:
@@ -360,6 +394,7 @@ def _expand(node: Any, path: str, env: dict[str, str], problems: list[str]) -> A
 SECRETS: tuple[tuple[str, str, str | None], ...] = (
     ("api", "token", None),
     ("push", "secret", None),
+    ("http", "token", None),
     ("store", "url", None),  # a PostgreSQL URL may carry its password
     ("store", "password", None),
     ("notifiers", "secret", None),

@@ -15,8 +15,8 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .client import VoiceFoxClient
-from .config import Config
-from .detect import Rules, detect, detect_missing
+from .config import Config, TaskConfig
+from .detect import Rules, detect, detect_missing, make_event
 from .dispatch import Dispatcher
 from .errors import (
     ApiError,
@@ -89,8 +89,16 @@ class Daemon:
         metrics: Metrics | None = None,
         remembered_zone: str | None = None,
         shared: bool = False,
+        added: Mapping[int, Mapping[str, str]] | None = None,
     ) -> None:
+        # The tasks added at run time (`watcher tasks add`, kept in the store) sit beside the config file's: `config`
+        # is the file's with them as [[watch.task]] entries, so everything downstream sees one list.
+        self.file_config = config
+        self._added: dict[int, dict[str, str]] = {k: dict(v) for k, v in (added or {}).items()}
+        config = with_added(config, self._added)
         self.config = config
+        self.on_tasks_changed: Callable[[], None] | None = None  # replicas: trade leases at once
+        self._adopted: set[int] = set()  # added by a push of their end, not yet polled
         self.metrics = metrics or Metrics()
         self._client = client
         self._store = store
@@ -220,7 +228,71 @@ class Daemon:
         return sorted(self._timetable.tasks())
 
     def reload(self, config: Config) -> None:
-        """Take a new config: schedule added tasks, unschedule removed ones, new [watch] knobs."""
+        """Take a new config file: schedule added tasks, unschedule removed ones, new [watch] knobs (the tasks added
+        at run time stay)."""
+        self.file_config = config
+        self._apply(with_added(config, self._added))
+
+    # -- tasks added at run time -------------------------------------------------------------------------------
+
+    async def add_task(self, task_id: int, labels: Mapping[str, str], *, adopted: bool = False) -> bool:
+        """Watch a task from now on, and after a restart (`watcher tasks add`); return whether it is new here. A task
+        the config file lists already is watched once (the labels given here apply only if the file gives none).
+        `adopted`: added because VoiceFox pushed its end (`[push] adopt`): if the API confirms it is done, that is
+        announced, not only observed."""
+        new = await self._store.add_task(task_id, labels, self._wall())
+        self._added[task_id] = dict(labels)
+        if adopted and task_id not in self.states:
+            self._adopted.add(task_id)
+        self._apply(with_added(self.file_config, self._added))
+        _log.info("tasks.added", task_id=task_id, labels=dict(labels), new=new)
+        return new
+
+    async def remove_task(self, task_id: int) -> str:
+        """Stop watching a task added at run time: "removed", "configured" (the file lists it: edit the file), or
+        "unknown"."""
+        if task_id in self.file_config.watch.ids:
+            return "configured"
+        if not await self._store.remove_task(task_id):
+            return "unknown"
+        self._added.pop(task_id, None)
+        self._apply(with_added(self.file_config, self._added))
+        _log.info("tasks.removed", task_id=task_id)
+        return "removed"
+
+    async def refresh_added(self) -> None:
+        """Read the tasks added at run time again (another replica added or removed one)."""
+        try:
+            added = await self._store.added_tasks()
+        except StoreError as exc:
+            _log.error("store.read_failed", error=str(exc))
+            return
+        fresh = {task_id: task.labels for task_id, task in added.items()}
+        if fresh != self._added:
+            self._added = fresh
+            self._apply(with_added(self.file_config, self._added), tell=False)
+
+    def task_list(self) -> list[dict[str, Any]]:
+        """Every watched task: where it comes from, its labels and what is known of it (`watcher tasks list`)."""
+        configured = set(self.file_config.watch.ids)
+        out = []
+        for task_id in self.config.watch.ids:
+            state = self.states.get(task_id)
+            source = "config" if task_id not in self._added else "both" if task_id in configured else "added"
+            out.append(
+                {
+                    "id": task_id,
+                    "source": source,
+                    "labels": self.config.watch.labels.get(task_id, {}),
+                    "name": state.snapshot.name if state else "",
+                    "status": state.snapshot.status if state else "",
+                    "progress": state.snapshot.progress if state else None,
+                }
+            )
+        return out
+
+    def _apply(self, config: Config, *, tell: bool = True) -> None:
+        """Run with a new effective config: schedule added tasks, unschedule removed ones, new [watch] knobs."""
         old_ids, new_ids = set(self.config.watch.ids), set(config.watch.ids)
         added = [t for t in config.watch.ids if t not in old_ids]
         removed = [t for t in self.config.watch.ids if t not in new_ids]
@@ -238,6 +310,8 @@ class Daemon:
             self._timetable.spread([t for t in added if self._owns(t)], self._monotonic())
             self._start_workers()
             self._wake_scheduler(self._monotonic())
+        if tell and (added or removed) and self.on_tasks_changed is not None:
+            self.on_tasks_changed()
 
     def _start_workers(self) -> None:
         assert self._tg is not None
@@ -458,6 +532,11 @@ class Daemon:
         looked = await self.windows.look(task_id, previous, snapshot, now)
         zone = self.windows.zone_for(task_id)
         state, events = detect(previous, snapshot, now, self._rules, zone=zone, previous_look=looked)
+        if task_id in self._adopted:
+            self._adopted.discard(task_id)
+            if previous is None and snapshot.status == Status.DONE:
+                # First sight invents no transition, but here VoiceFox pushed this end and the API confirms it.
+                events.append(make_event(EventType.FINISHED, now, snapshot, None, firstSight=True, adopted=True))
         if state.windows_doubted_at == now:
             self.windows.contradicted(task_id, snapshot, zone, looked, now)
         if state != previous:
@@ -597,3 +676,24 @@ class Daemon:
             except StoreError as exc:
                 _log.error("store.prune_failed", error=str(exc))
             await self._sleep(3600.0)
+
+
+def with_added(config: Config, added: Mapping[int, Mapping[str, str]]) -> Config:
+    """The config file's with the tasks added at run time as [[watch.task]] entries; a task the file lists already
+    is watched once, as the file says (its labels from an add apply only if the file gives none)."""
+    if not added:
+        return config
+    watch = config.watch
+    listed = set(watch.ids)
+    entries = list(watch.task)
+    if any(t in listed for t in added):
+        entries = [
+            e.model_copy(update={"labels": dict(added[e.id])}) if e.id in added and not e.labels else e for e in entries
+        ]
+        bare = [t for t in watch.tasks if added.get(t)]  # listed in `tasks` without settings
+        entries += [TaskConfig(id=t, labels=dict(added[t])) for t in bare]
+        tasks = [t for t in watch.tasks if t not in bare]
+    else:
+        tasks = list(watch.tasks)
+    entries += [TaskConfig(id=t, labels=dict(labels)) for t, labels in sorted(added.items()) if t not in listed]
+    return config.model_copy(update={"watch": watch.model_copy(update={"tasks": tasks, "task": entries})})

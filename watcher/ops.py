@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 import anyio.abc
@@ -15,6 +16,7 @@ from . import asgi
 from .daemon import Daemon
 from .errors import StoreError
 from .httpserver import Request, Response
+from .matchers import check_labels
 from .metrics import CONTENT_TYPE, Metrics
 from .replicas import Coordinator
 from .stores import StateStore
@@ -37,8 +39,10 @@ class OpsServer:
         clock: Callable[[], float] = time.monotonic,
         limits: asgi.Limits = asgi.DEFAULT_LIMITS,
         replicas: Coordinator | None = None,
+        page: Callable[[Request], Awaitable[Response]] | None = None,
     ) -> None:
         self._replicas = replicas
+        self._page = page  # the status page (`[http] ui`), answering `/` and `/ui/...`
         self._daemon = daemon
         self._store = store
         self._metrics = metrics
@@ -72,11 +76,47 @@ class OpsServer:
             return False, f"no poll got an answer for {silent:.0f}s (limit {limit:.0f}s)"
         return True, "ok"
 
+    def authorized(self, request: Request) -> bool:
+        """Whether a request may see the status page or change the tasks: it carries `[http] token` (as a bearer
+        token, or as the password of HTTP Basic for a browser); without a token, only a loopback listener serves."""
+        http = self._daemon.config.http
+        if http.token is None:
+            return http.loopback
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                value = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                return False
+        elif scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(value.strip().encode(), http.token.get_secret_value().encode())
+
+    def _refused(self, request: Request, *, browser: bool) -> Response:
+        http = self._daemon.config.http
+        if http.token is None:
+            reason = "set [http] token: without one, only a listener on 127.0.0.1 serves this"
+            return _json(403, {"status": "error", "reason": reason})
+        _log.warning("ops.unauthorized", path=request.path)
+        headers = (("WWW-Authenticate", 'Basic realm="voicefox-watcher", charset="UTF-8"'),) if browser else ()
+        return Response(
+            401, json.dumps({"status": "error", "reason": "unauthorized: give [http] token"}).encode(), headers
+        )
+
     async def handle(self, request: Request) -> Response:
         """Answer one request."""
         push = self._daemon.config.push
         if push.path and request.path == push.path:
-            return self._push(request)
+            return await self._push(request)
+        if request.path == "/tasks" or request.path.startswith("/tasks/"):
+            if not self.authorized(request):
+                return self._refused(request, browser=False)
+            return await self._tasks(request)
+        if self._page is not None and (request.path == "/" or request.path.startswith("/ui/")):
+            if not self.authorized(request):
+                return self._refused(request, browser=True)
+            return await self._page(request)
         if request.method not in ("GET", "HEAD"):
             return _json(405, {"status": "error", "reason": "use GET"})
         if request.path == "/metrics":
@@ -110,7 +150,42 @@ class OpsServer:
             "lease_age_seconds": None if age is None else round(age, 1),
         }
 
-    def _push(self, request: Request) -> Response:
+    async def _tasks(self, request: Request) -> Response:
+        """`watcher tasks`: GET /tasks lists every watched task; POST /tasks {"id", "labels"} adds one; DELETE
+        /tasks/ID removes one added so (the config's tasks are read-only here)."""
+        daemon = self._daemon
+        try:
+            if request.path == "/tasks" and request.method in ("GET", "HEAD"):
+                return _json(200, {"tasks": daemon.task_list()})
+            if request.path == "/tasks" and request.method == "POST":
+                try:
+                    body = json.loads(request.body or b"{}")
+                    task_id = body["id"]
+                    if isinstance(task_id, bool) or not isinstance(task_id, int) or not 0 < task_id < 2**63:
+                        raise ValueError("id must be a positive integer")
+                    labels = check_labels(body.get("labels") or {})
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                    reason = f'expected {{"id": TASK_ID, "labels": {{"name": "value"}}}}: {exc}'
+                    return _json(400, {"status": "error", "reason": reason})
+                added = await daemon.add_task(task_id, labels)
+                return _json(201 if added else 200, {"status": "added" if added else "updated", "id": task_id})
+            if request.path.startswith("/tasks/") and request.method == "DELETE":
+                tail = request.path.removeprefix("/tasks/")
+                if not tail.isdigit():
+                    return _json(400, {"status": "error", "reason": "DELETE /tasks/TASK_ID"})
+                outcome = await daemon.remove_task(int(tail))
+                return _json(
+                    200 if outcome == "removed" else 409 if outcome == "configured" else 404,
+                    {
+                        "status": outcome,
+                        "id": int(tail),
+                    },
+                )
+        except StoreError as exc:
+            return _json(503, {"status": "error", "reason": f"store: {exc}"})
+        return _json(405, {"status": "error", "reason": "GET or POST /tasks, DELETE /tasks/TASK_ID"})
+
+    async def _push(self, request: Request) -> Response:
         """VoiceFox's task.end webhook: a hint to poll that task now. Never trusted as the truth."""
         push = self._daemon.config.push
         if request.method != "POST":
@@ -137,6 +212,13 @@ class OpsServer:
             for k, v in (("taskProgress", data.get("task_progress")), ("taskOverview", data.get("task_overview")))
             if isinstance(v, dict | list)
         }
+        if push.adopt and task_id not in self._daemon.config.watch.ids:
+            # `[push] adopt`: a campaign the watcher was not told of is watched from now on (and after a restart).
+            try:
+                await self._daemon.add_task(task_id, {}, adopted=True)
+            except StoreError as exc:
+                _log.error("push.adopt_failed", task_id=task_id, error=str(exc))
+                return _json(503, {"status": "error", "reason": "store unavailable; send again"})
         polled = self._daemon.hint(task_id, {"event": name, **detail})
         _log.info("push.received", event_name=name, task_id=task_id, watched=polled)
         # The same answer whether the task is watched or not: a push learns nothing about the configuration.

@@ -270,6 +270,9 @@ class Coordinator:
                         self._dispatcher.wake()
                     elif payload == "replicas":
                         self.poke()
+                    elif payload == "tasks":  # a task added or removed at run time, through another replica
+                        await self._daemon.refresh_added()
+                        self.poke()
                     elif payload.startswith("poll:") and payload[5:].isdigit():
                         self._daemon.hint(int(payload[5:]), forward=False)
             except StoreError as exc:
