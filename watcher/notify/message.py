@@ -274,8 +274,6 @@ _SEVERITY = {
     EventType.MISSING: Severity.DANGER,
     EventType.UNSTALLED: Severity.GOOD,
     EventType.REAPPEARED: Severity.GOOD,
-    EventType.RULE_MATCHED: Severity.WARNING,
-    EventType.RULE_RESOLVED: Severity.GOOD,
     EventType.API_UNREACHABLE: Severity.DANGER,
     EventType.API_RECOVERED: Severity.GOOD,
     EventType.RECEIVER_FAILING: Severity.DANGER,
