@@ -182,3 +182,47 @@ async def test_a_replica_shows_its_share_in_readyz_metrics_and_status(
     assert "REPLICAS" in text and f"[polled by {me}]" in text
     after = json.loads((await run(["status", "--json", "-c", str(cfg)], token=sim.token)).stdout)
     assert after["replicas"] == [] and {t["polledBy"] for t in after["tasks"]} == {None}  # handed back on SIGTERM
+
+
+async def test_a_task_added_through_one_replica_is_watched_once_by_the_replicas_and_kept_across_restarts(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path, pg: str
+) -> None:
+    """The list of added tasks lives in the database: the other replica learns of an add at once (NOTIFY), one
+    replica polls the task, and its events are announced once."""
+    sim, url = simulator
+    for task_id in (1, 2, 3):
+        sim.add_task(task_id, status="running", progress=10)
+    cfg = on_postgres(tmp_path / "w.toml", url, sim.token, receiver.url, [1, 2], pg, lease="2s")
+    cfg.write_text(cfg.read_text() + '\n[http]\nlisten = "127.0.0.1:0"\n')
+    command = [WATCHER, "run", "-c", str(cfg)]
+    async with (
+        await anyio.open_process(command, env=env(sim.token)) as first,
+        await anyio.open_process(command, env=env(sim.token)) as second,
+    ):
+        endpoint = f"http://127.0.0.1:{await listening_port(first)}"
+        await listening_port(second)
+
+        async def shared(tasks: set[str]) -> bool:
+            owners = await holders(pg)
+            return len(owners) == 2 and set().union(*owners.values()) == tasks
+
+        await until(lambda: shared({"1", "2"}))
+        added = await run(["tasks", "add", "3", "--label", "team=sales", "--url", endpoint, "-c", str(cfg)], sim.token)
+        assert added.returncode == 0, added.stderr.decode()
+        await until(lambda: shared({"1", "2", "3"}))  # both replicas know of it: the leases cover it
+        sim.set(3, status="done", progress=100)
+
+        async def announced() -> bool:
+            return ("3", "voicefox.task.finished") in transitions(receiver)
+
+        await until(announced)
+        for proc in (first, second):
+            proc.send_signal(signal.SIGTERM)
+            with anyio.fail_after(15):
+                assert await proc.wait() == 0
+    seen = transitions(receiver)
+    assert seen[("3", "voicefox.task.observed")] and seen[("3", "voicefox.task.finished")]
+    assert all(len(ids) == 1 for ids in seen.values()), seen
+    async with await psycopg.AsyncConnection.connect(pg) as conn:
+        cursor = await conn.execute("SELECT task_id, labels FROM voicefox_watcher.added_tasks")
+        assert await cursor.fetchall() == [(3, {"team": "sales"})]
