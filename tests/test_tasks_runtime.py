@@ -72,6 +72,10 @@ async def test_tasks_added_through_the_cli_are_watched_once_and_survive_a_restar
         await proc.wait()
     finished = [(tid, type_) for _, tid, type_, _ in read_store(tmp_path / "state.db").events if "finished" in type_]
     assert sorted(finished) == [(1, "voicefox.task.finished"), (2, "voicefox.task.finished")]
+    status = await run(["status", "-c", str(cfg), "--json"], sim.token)
+    rows = {t["id"]: t for t in json.loads(status.stdout)["tasks"]}
+    assert rows[1]["added"] is True and rows[1]["watched"] is True  # in the config, and added too: watched once
+    assert rows[2]["added"] is False and rows[2]["watched"] is False  # removed: no longer watched
 
 
 async def test_changing_tasks_beyond_loopback_needs_the_token(

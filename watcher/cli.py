@@ -27,7 +27,7 @@ from . import __version__, logs, notify, systemd
 from . import config as config_mod
 from .cli_run import Components, delivery_client, notify_context, open_components
 from .config import Config
-from .daemon import knobs
+from .daemon import knobs, with_added
 from .errors import ConfigError, DeliveryError, StoreError, StoreNotEmpty, UsageError, WatcherError
 from .fields import NotifierBase
 from .i18n import DEFAULT_LANGUAGE, LANGUAGES, translator
@@ -38,7 +38,7 @@ from .ops import OpsServer
 from .replicas import API_EVENTS, RECEIVER, TASK, WATCHER, Membership
 from .routing import Route, Router
 from .schedule import DOUBT_FOR, next_poll
-from .store import OutboxCount, OutboxRow, Store
+from .store import AddedTask, OutboxCount, OutboxRow, Store
 from .zone import Source, Zone, ZoneResolver, fixed, offset_label, parse_offset
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -332,6 +332,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         stored_zone = store.meta("zone")
         learned = store.meta("zone.learned")
         members = store.membership()
+        added = store.added_tasks()
+    file_ids = set(config.watch.ids)
+    config = with_added(config, {task_id: task.labels for task_id, task in added.items()})  # as the daemon sees it
     cadence = knobs(config)[1]
     now = datetime.now(UTC)
     # Finished longer than watch.done_linger ago: the daemon no longer polls them.
@@ -364,6 +367,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "stalled": s.stalled,
                     "missing": s.missing,
                     "watched": tid in watched,
+                    "added": tid in added,  # at run time (`watcher tasks add`)
                     "polled": tid in watched and tid not in dropped,
                     "zone": zones.for_task(tid).to_dict(),
                     "windowsDoubted": doubted(s),
@@ -395,6 +399,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             continue
         snapshot = state.snapshot
         flags = (" [stalled]" if state.stalled else "") + (" [missing]" if state.missing else "")
+        flags += " [added at run time]" if tid in added and tid not in file_ids else ""
         flags += " [finished; no longer polled]" if tid in dropped else ""
         flags += " [seen calling outside its windows: polled as if open]" if doubted(state) else ""
         own = zones.for_task(tid)
@@ -474,6 +479,7 @@ class _ToolStore(Protocol):
     def unseen(self) -> dict[int, tuple[str, datetime]]: ...
     def meta(self, key: str) -> str | None: ...
     def membership(self) -> Membership | None: ...
+    def added_tasks(self) -> dict[int, AddedTask]: ...
     def admin(self) -> _ToolAdmin: ...
 
 
