@@ -110,3 +110,22 @@ async def test_changing_tasks_beyond_loopback_needs_the_token(
         assert cli.returncode == 0 and cli.stdout.decode().strip() == "task 5: added"
         proc.terminate()
         await proc.wait()
+
+
+async def test_a_watcher_may_start_with_no_task_in_its_config_and_be_given_them_at_run_time(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    sim.add_task(3, status="running", progress=10)
+    cfg = write_config(tmp_path / "w.toml", url, sim.token, receiver.url, [], extra='[http]\nlisten = "127.0.0.1:0"\n')
+    async with watcher_run(cfg, sim.token) as proc:
+        endpoint = f"http://127.0.0.1:{await listening_port(proc)}"
+        added = await run(["tasks", "add", "3", "--url", endpoint, "-c", str(cfg)], sim.token)
+        assert added.returncode == 0, added.stderr.decode()
+        await receiver.wait_for(1)
+        assert receiver.bodies()[0]["subject"] == "3"
+        proc.terminate()
+        assert await proc.wait() == 0
+    no_listen = write_config(tmp_path / "x.toml", url, sim.token, receiver.url, [])
+    refused = await run(["check", "-c", str(no_listen)], sim.token)
+    assert refused.returncode == 2 and "watcher tasks add" in refused.stderr.decode()

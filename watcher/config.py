@@ -120,8 +120,6 @@ class WatchConfig(_Section):
     @classmethod
     def _some_and_unique(cls, tasks: list[int], info: pydantic.ValidationInfo) -> list[int]:
         entries = [t.id for t in info.data.get("task", [])]
-        if not tasks and not entries and "task" in info.data:
-            raise ValueError("needs at least one task: tasks = [1001, 1002] or a [[watch.task]] entry with an id")
         every = [*tasks, *entries]
         dupes = sorted({t for t in every if every.count(t) > 1})
         if dupes:
@@ -335,6 +333,16 @@ class Config(_Section):
     def _push_needs_http(self) -> Config:
         if self.push.path and not self.http.listen:
             raise ValueError("push.path: the push endpoint is served on [http] listen, which is not set")
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _some_task(self) -> Config:
+        # None in the file is fine when tasks can be added at run time (`watcher tasks add`, `[push] adopt`).
+        if not self.watch.ids and not self.http.listen:
+            raise ValueError(
+                "watch.tasks: needs at least one task: tasks = [1001, 1002] or a [[watch.task]] entry with an id"
+                " (or set [http] listen and add them at run time with `watcher tasks add`)"
+            )
         return self
 
     @pydantic.model_validator(mode="after")
