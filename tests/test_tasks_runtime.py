@@ -74,7 +74,8 @@ async def test_tasks_added_through_the_cli_are_watched_once_and_survive_a_restar
     assert sorted(finished) == [(1, "voicefox.task.finished"), (2, "voicefox.task.finished")]
     status = await run(["status", "-c", str(cfg), "--json"], sim.token)
     rows = {t["id"]: t for t in json.loads(status.stdout)["tasks"]}
-    assert rows[1]["added"] is True and rows[1]["watched"] is True  # in the config, and added too: watched once
+    # Still watched (the file lists it); the refused `remove` forgot its add, so dropping it from the file ends it.
+    assert rows[1]["added"] is False and rows[1]["watched"] is True
     assert rows[2]["added"] is False and rows[2]["watched"] is False  # removed: no longer watched
 
 

@@ -252,6 +252,10 @@ class Daemon:
         """Stop watching a task added at run time: "removed", "configured" (the file lists it: edit the file), or
         "unknown"."""
         if task_id in self.file_config.watch.ids:
+            # The file's tasks are read-only here; an add of the same task is forgotten (the file still lists it).
+            if await self._store.remove_task(task_id):
+                self._added.pop(task_id, None)
+                self._apply(with_added(self.file_config, self._added))
             return "configured"
         if not await self._store.remove_task(task_id):
             return "unknown"
