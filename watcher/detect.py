@@ -145,7 +145,6 @@ def detect(
         stalled=False if moved else previous.stalled,
         windows_doubted_at=doubted_at,
         updated_while_closed_at=updated_at,
-        rules=previous.rules,
     )
 
     if current.status == Status.RUNNING and not state.stalled:
@@ -170,9 +169,7 @@ def detect(
             events.append(make_event(EventType.STALLED, now, current, before, **extra))
             state = dataclasses.replace(state, stalled=True)
     holding, changed = _rules(rules.task_rules, previous.rules, current, before, now)
-    if holding != state.rules:
-        state = dataclasses.replace(state, rules=holding)
-    return state, _zoned(events + changed, zone)
+    return dataclasses.replace(state, rules=holding), _zoned(events + changed, zone)
 
 
 def _rules(
