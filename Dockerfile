@@ -6,8 +6,9 @@
 ARG PYTHON_IMAGE=python:3.12-slim
 # The extras installed: [postgres] (psycopg 3 with its own libpq, ~13 MB) by default, so that one image runs either
 # store: SQLite on its volume, or PostgreSQL with replicas (deploy/kubernetes/voicefox-watcher-ha.yaml, the compose
-# ha profile). --build-arg EXTRAS= for SQLite only; EXTRAS=postgres,fast adds the aiohttp transport.
-ARG EXTRAS=postgres
+# ha profile), and [rules] (cel-python, ~6 MB) so that `[[rules]]` on task values work in the image as documented.
+# --build-arg EXTRAS= for SQLite only and no rules; EXTRAS=postgres,rules,fast adds the aiohttp transport.
+ARG EXTRAS=postgres,rules
 
 FROM ${PYTHON_IMAGE} AS build
 # Set where pip must trust a local CA (a proxy); unset otherwise.

@@ -817,6 +817,9 @@ def test_the_example_config_documents_every_key() -> None:
     assert "\n[[watch.task]]\n" in text
     for key in config.TaskConfig.model_fields:
         assert f"\n{key} = " in text, f"watch.task.{key}"
+    rules = text[text.index("\n[[rules]]\n") :]
+    for key in config.RuleConfig.model_fields:
+        assert f"\n{key} = " in rules, f"rules.{key}"
     kinds: list[type[pydantic.BaseModel]] = [
         config.WebhookNotifierConfig,
         config.SlackNotifierConfig,

@@ -187,7 +187,8 @@ def test_the_dockerfile_keeps_its_promises() -> None:
         'VOLUME ["/var/lib/voicefox-watcher"]',
         'HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 CMD ["watcher", "health"]',
         "STATE_DIRECTORY=/var/lib/voicefox-watcher",
-        "ARG EXTRAS=postgres",  # the image runs the PostgreSQL replicas of the HA manifest and the compose ha profile
+        # The image runs the PostgreSQL replicas of the HA manifest and the compose ha profile, and [[rules]].
+        "ARG EXTRAS=postgres,rules",
     ):
         assert needle in text, needle
 

@@ -147,6 +147,12 @@ def reminder(count: int, seconds: int) -> dict[str, Any]:
     return {"count": count, "of": "0b5e-origin", "since": "2026-11-23T07:00:00+00:00", "lastedSeconds": seconds}
 
 
+def rule(collection_rate: int, name: str = "low collection") -> dict[str, Any]:
+    """`data.rule` of a rule event: the rule (its name is user text, markup included) and the values it read."""
+    values = {"progress": 50, "collectionRate": collection_rate}
+    return {"name": name, "when": "progress >= 30 && collectionRate < 20", "description": "", "values": values}
+
+
 def zoned(event: Event) -> Event:
     return Event(event.id, event.type, event.time, event.subject, {**event.data, "timeZone": "+09:00"})
 
@@ -154,6 +160,7 @@ def zoned(event: Event) -> Event:
 def events() -> list[tuple[str, Event]]:
     """One of each event type (and the variants people read differently), as the watcher records them."""
     running, stall_windows = task("running"), {"zone": "unknown", "zoneSource": "unknown", "placed": False}
+    low = task("running", collection_rate=12)  # as a rule on the collection rate sees it
     cases: list[tuple[str, Event]] = [
         ("observed", make_event(EventType.OBSERVED, NOW, task("pending", progress=0), None)),
         ("started", make_event(EventType.STARTED, NOW, task("running", progress=0), task("pending"))),
@@ -179,6 +186,17 @@ def events() -> list[tuple[str, Event]]:
         ("unstalled", make_event(EventType.UNSTALLED, NOW, running, running, resolves=resolved("stalled", 2400))),
         ("unstalled, of an older version", make_event(EventType.UNSTALLED, NOW, task("running", name=""), running)),
         ("reappeared", make_event(EventType.REAPPEARED, NOW, running, running, resolves=resolved("missing", 1800))),
+        ("rule matched", make_event(EventType.RULE_MATCHED, NOW, low, running, rule=rule(12))),
+        (
+            "rule matched, first seen so",
+            make_event(EventType.RULE_MATCHED, NOW, low, None, rule=rule(12, "回収率 <20% *要確認*"), firstSight=True),
+        ),
+        (
+            "rule resolved",
+            make_event(
+                EventType.RULE_RESOLVED, NOW, running, low, rule=rule(33), resolves=resolved("rule_matched", 3600)
+            ),
+        ),
         (
             "failed, reminder 2",
             make_event(EventType.FAILED, NOW, task("stop.abnormal"), running, reminder=reminder(2, 7200)),
@@ -292,6 +310,7 @@ def test_no_english_is_left_in_what_people_read(language: str) -> None:
     allowed = re.compile(
         r"voicefox-watcher|VoiceFox|API|api\.token|watch\.timezone|UTC|paused\.by\.vendor|ID|numbers|answered"
         r"|oncall-dingtalk|dingtalk"  # a notifier's name and kind are names
+        r"|low collection"  # and so is a rule's
     )
     for name, event in events():
         message = build(event, language=language)

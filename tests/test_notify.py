@@ -56,7 +56,10 @@ TRANSITIONS: dict[EventType, tuple[str | None, str]] = {
     EventType.MISSING: ("running", "running"),
     EventType.UNSTALLED: ("running", "running"),
     EventType.REAPPEARED: ("running", "running"),
+    EventType.RULE_MATCHED: ("running", "running"),
+    EventType.RULE_RESOLVED: ("running", "running"),
 }
+RULE = {"name": "low collection", "when": "progress >= 30 && collectionRate < 20", "description": ""}
 EXTRAS: dict[EventType, dict[str, Any]] = {
     EventType.PROGRESSED: {"milestone": 50},
     EventType.STALLED: {"stalledSince": "2026-11-23T09:10:00+00:00", "stalledForSeconds": 1200},
@@ -65,6 +68,11 @@ EXTRAS: dict[EventType, dict[str, Any]] = {
     },
     EventType.REAPPEARED: {
         "resolves": {"type": "voicefox.task.missing", "since": "2026-11-23T09:00:00+00:00", "lastedSeconds": 1800}
+    },
+    EventType.RULE_MATCHED: {"rule": RULE | {"values": {"progress": 50, "collectionRate": 12}}},
+    EventType.RULE_RESOLVED: {
+        "rule": RULE | {"values": {"progress": 60, "collectionRate": 24}},
+        "resolves": {"type": "voicefox.task.rule_matched", "since": "2026-11-23T08:30:00+00:00", "lastedSeconds": 3600},
     },
 }
 # The watcher's own events about a notifier, as the dispatcher records them.

@@ -184,6 +184,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  store: {config.store.shown()} (PostgreSQL; replicas share the work, lease {lease:g}s)", file=out)
     else:
         print(f"  store: {config.store.path}", file=out)
+    for rule in knobs(config)[0].task_rules:  # (compiled: the config checked them)
+        reads = ", ".join(rule.expression.variables) or "no variable"
+        print(f"  rule {rule.name}: {rule.when} (compiled OK; reads {reads})", file=out)
     router = Router.of(config.notifiers)
     for n, route in zip(config.notifiers, router.routes, strict=True):
         events = n.events if n.events is not None else notify.DEFAULT_EVENTS[n.kind]

@@ -292,6 +292,22 @@ class PushConfig(_Section):
         return self
 
 
+def _check_rule(when: str) -> str:
+    from .rules import compile_rule
+
+    compile_rule(when)  # a RuleError is a ValueError: pydantic reports it at rules[i].when, named by _loc
+    return when
+
+
+class RuleConfig(_Section):
+    """A `[[rules]]` entry: a condition on a task's values (CEL) that raises `rule_matched` while it holds."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
+    # e.g. "progress >= 30 && collectionRate < 20"; the variables: watcher/rules.py VARIABLES (README).
+    when: Annotated[str, Field(max_length=4000), pydantic.AfterValidator(_check_rule)]
+    description: Annotated[str, Field(max_length=2000)] = ""
+
+
 class LogConfig(_Section):
     """`[log]`: level and rendering."""
 
@@ -316,6 +332,12 @@ else:
 NOTIFIER_KINDS = tuple(KINDS)
 
 
+def _check_unique(names: list[str], what: str) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{what} name {', '.join(map(repr, dupes))} is used more than once; names must be unique")
+
+
 class Config(_Section):
     """The whole validated configuration."""
 
@@ -328,6 +350,13 @@ class Config(_Section):
     push: PushConfig = PushConfig()
     messages: MessagesConfig = MessagesConfig()
     notifiers: list[NotifierConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
+
+    @pydantic.field_validator("rules")
+    @classmethod
+    def _unique_rule_names(cls, rules: list[RuleConfig]) -> list[RuleConfig]:
+        _check_unique([r.name for r in rules], "rule")
+        return rules
 
     @pydantic.model_validator(mode="after")
     def _push_needs_http(self) -> Config:
@@ -368,12 +397,7 @@ class Config(_Section):
     @pydantic.field_validator("notifiers")
     @classmethod
     def _unique_names(cls, notifiers: list[Any]) -> list[Any]:
-        names = [n.name for n in notifiers]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(
-                f"notifier name {', '.join(map(repr, dupes))} is used more than once; names must be unique"
-            )
+        _check_unique([n.name for n in notifiers], "notifier")
         return notifiers
 
 
@@ -488,7 +512,7 @@ def key_lines(text: str) -> dict[str, int]:
 
 
 def _with_line(problem: str, lines: dict[str, int]) -> str:
-    key = problem.split(":", 1)[0]
+    key = re.sub(r"^(\S+\[\d+\]) \([^)]*\)", r"\1", problem).split(":", 1)[0]  # rules[0] (its name).when
     while key:
         if key in lines:
             return f"{problem} (line {lines[key]})"
@@ -502,15 +526,24 @@ _MESSAGES = {
 }
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
+def _loc(loc: tuple[int | str, ...], raw: dict[str, Any] | None = None) -> str:
     out = ""
     parts = list(loc)
     # A discriminated union puts the tag in the path (notifiers.0.webhook.url): drop it.
     if len(parts) >= 3 and parts[0] == "notifiers" and parts[2] in NOTIFIER_KINDS:
         del parts[2]
-    for p in parts:
+    for i, p in enumerate(parts):
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        if i == 1 and parts[0] == "rules" and isinstance(p, int):
+            out += _rule_name(raw, p)  # rules[0] (low collection).when: people know a rule by its name
     return out
+
+
+def _rule_name(raw: dict[str, Any] | None, index: int) -> str:
+    rules = raw.get("rules") if raw is not None else None
+    entry = rules[index] if isinstance(rules, list) and index < len(rules) else None
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return f" ({name})" if isinstance(name, str) and name.strip() else ""
 
 
 def _describe(err: Any) -> str:
@@ -543,7 +576,7 @@ def validate(
     except pydantic.ValidationError as exc:
         unset = {p.split(":", 1)[0] for p in problems}  # a key whose ${VAR} is unset: that is the whole story
         for err in exc.errors():
-            loc = _loc(err["loc"]) + (".kind" if err["type"].startswith("union_tag") else "")
+            loc = _loc(err["loc"], expanded) + (".kind" if err["type"].startswith("union_tag") else "")
             line = f"{loc}: {_describe(err)}" if loc else _describe(err)
             if line not in problems and loc not in unset:
                 problems.append(line)

@@ -31,6 +31,7 @@ from .metrics import Metrics
 from .model import Event, EventType, Status, TaskState
 from .pace import AdaptiveRate, ApiGate
 from .retry import auth_pause, poll_failure_delay, rate_limit_pause
+from .rules import Unknowns, compile_rules
 from .schedule import Cadence, PaceMark, Timetable, next_poll, pace
 from .stores import StateStore
 from .windows import Windows
@@ -56,7 +57,11 @@ PUSH_DATA_MAX_AGE = 3600.0  # a task.end push older than this is not attached to
 def knobs(config: Config) -> tuple[Rules, Cadence]:
     """The detection rules and the polling cadence a config asks for."""
     watch = config.watch
-    rules = Rules(progress_step=watch.progress_step, stall_after=timedelta(seconds=watch.stall_after))
+    rules = Rules(
+        progress_step=watch.progress_step,
+        stall_after=timedelta(seconds=watch.stall_after),
+        task_rules=compile_rules((r.name, r.when, r.description) for r in config.rules),
+    )
     cadence = Cadence(
         interval=watch.interval,
         slow_interval=watch.slow_interval,
@@ -108,6 +113,7 @@ class Daemon:
         self._monotonic = monotonic
         self._sleep = sleep
         self._rules, self._cadence = knobs(config)
+        self._unknown_rules = Unknowns()  # logs a rule that cannot be evaluated on a task, once
         self._timetable = Timetable(config.watch.interval)
         self._receive_due: MemoryObjectReceiveStream[tuple[int, float]] | None = None  # workers' intake, while running
         self._workers = 0
@@ -536,6 +542,7 @@ class Daemon:
         looked = await self.windows.look(task_id, previous, snapshot, now)
         zone = self.windows.zone_for(task_id)
         state, events = detect(previous, snapshot, now, self._rules, zone=zone, previous_look=looked)
+        self._unknown_rules(task_id, snapshot, self._rules.task_rules)
         if task_id in self._adopted:
             self._adopted.discard(task_id)
             if previous is None and snapshot.status == Status.DONE:

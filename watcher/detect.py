@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .model import Event, EventType, Status, TaskSnapshot, TaskState
+from .rules import Rule, evaluated
 from .schedule import DOUBT_FOR, Evidence, calling_windows, closed_between, contradicts
 from .zone import UNKNOWN, Zone
 
@@ -28,10 +29,11 @@ _TERMINAL_EVENTS = {
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Rules:
-    """The detection knobs from `[watch]`."""
+    """The detection knobs from `[watch]`, and the compiled `[[rules]]` on task values."""
 
     progress_step: int = 10  # 0 turns `progressed` off
     stall_after: timedelta = timedelta(minutes=15)
+    task_rules: tuple[Rule, ...] = ()
 
 
 def transition_type(previous: str, current: str) -> EventType:
@@ -83,7 +85,8 @@ def detect(
         first = [make_event(EventType.OBSERVED, now, current, None)]
         if current.status in _STOP_STATUSES:
             first.append(make_event(_TERMINAL_EVENTS[Status(current.status)], now, current, None, firstSight=True))
-        return TaskState(current, progress_since=now), _zoned(first, zone)
+        holding, matched = _rules(rules.task_rules, (), current, None, now)
+        return TaskState(current, progress_since=now, rules=holding), _zoned(first + matched, zone)
 
     before = previous.snapshot
     events: list[Event] = []
@@ -165,7 +168,46 @@ def detect(
                 }
             events.append(make_event(EventType.STALLED, now, current, before, **extra))
             state = dataclasses.replace(state, stalled=True)
-    return state, _zoned(events, zone)
+    holding, changed = _rules(rules.task_rules, previous.rules, current, before, now)
+    return dataclasses.replace(state, rules=holding), _zoned(events + changed, zone)
+
+
+def _rules(
+    rules: tuple[Rule, ...],
+    holding: tuple[tuple[str, datetime], ...],
+    current: TaskSnapshot,
+    before: TaskSnapshot | None,
+    now: datetime,
+) -> tuple[tuple[tuple[str, datetime], ...], list[Event]]:
+    """The rules holding after this answer, and their events: `rule_matched` when one starts to hold (once per
+    episode: `holding` remembers it), `rule_resolved` when it stops."""
+    if not evaluated(current):
+        # A done task is final: its episodes end without a notice (nothing got better; `finished` is the news).
+        return (), []
+    since_of = dict(holding)  # (a rule no longer configured is dropped: it neither holds nor resolves)
+    now_holding: dict[str, datetime] = {}
+    events: list[Event] = []
+    for rule in rules:
+        verdict = rule.evaluate(current)
+        since = since_of.get(rule.name)
+        if verdict.holds is None:
+            # Unknown (a value absent from this answer, an evaluation error): what was known stands, so one odd
+            # answer neither fires a rule nor resolves it.
+            if since is not None:
+                now_holding[rule.name] = since
+        elif verdict.holds:
+            if since is None:
+                first = {"firstSight": True} if before is None else {}
+                events.append(
+                    make_event(EventType.RULE_MATCHED, now, current, before, rule=rule.data(verdict), **first)
+                )
+            now_holding[rule.name] = since or now
+        elif since is not None:
+            resolves = _lasted(EventType.RULE_MATCHED, since, now)
+            events.append(
+                make_event(EventType.RULE_RESOLVED, now, current, before, rule=rule.data(verdict), resolves=resolves)
+            )
+    return tuple(sorted(now_holding.items())), events
 
 
 def _lasted(problem: EventType, since: datetime, now: datetime) -> dict[str, Any]:

@@ -43,6 +43,8 @@ class EventType(StrEnum):
     MISSING = "voicefox.task.missing"
     UNSTALLED = "voicefox.task.unstalled"
     REAPPEARED = "voicefox.task.reappeared"
+    RULE_MATCHED = "voicefox.task.rule_matched"
+    RULE_RESOLVED = "voicefox.task.rule_resolved"
     API_UNREACHABLE = "voicefox.watcher.api_unreachable"
     API_RECOVERED = "voicefox.watcher.api_recovered"
     RECEIVER_FAILING = "voicefox.watcher.receiver_failing"
@@ -62,6 +64,7 @@ PROBLEMS = frozenset(
         EventType.MISSING,
         EventType.API_UNREACHABLE,
         EventType.RECEIVER_FAILING,
+        EventType.RULE_MATCHED,
     }
 )
 RESOLVES: dict[str, frozenset[EventType]] = {
@@ -70,6 +73,7 @@ RESOLVES: dict[str, frozenset[EventType]] = {
     EventType.REAPPEARED: frozenset({EventType.MISSING}),
     EventType.API_RECOVERED: frozenset({EventType.API_UNREACHABLE}),
     EventType.RECEIVER_RECOVERED: frozenset({EventType.RECEIVER_FAILING}),
+    EventType.RULE_RESOLVED: frozenset({EventType.RULE_MATCHED}),
 }
 
 

@@ -9,6 +9,7 @@ Kit, markdown, an Adaptive Card, an email); it never looks into `event.data` its
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -165,7 +166,40 @@ class ReceiverView:
         )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class RuleView:
+    """A `[[rules]]` entry that started (or stopped) holding: its name, its condition and the values it read."""
+
+    name: str
+    when: str
+    description: str
+    values: tuple[tuple[str, str], ...]  # (variable, value as CEL writes it: 12, "running")
+
+    @classmethod
+    def of(cls, d: Mapping[str, Any]) -> RuleView:
+        """From an event's `data.rule`."""
+        values = _mapping(d.get("values")) or {}
+        return cls(
+            name=_str(d.get("name")),
+            when=_str(d.get("when")),
+            description=_str(d.get("description")),
+            values=tuple((_str(k), _cel(v)) for k, v in values.items()),
+        )
+
+
+def _cel(value: Any) -> str:
+    """A value as a rule's condition would write it."""
+    if isinstance(value, str):
+        return json.dumps(clean_text(value), ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return "null" if value is None else "?"
+
+
 _RECEIVER_EVENTS = (EventType.RECEIVER_FAILING, EventType.RECEIVER_RECOVERED)
+_RULE_EVENTS = (EventType.RULE_MATCHED, EventType.RULE_RESOLVED)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -187,6 +221,7 @@ class EventView:
     resolves: ResolvesView | None = None  # the problem this event ends, if it says
     reminder: ReminderView | None = None  # set when this event tells a lasting problem again
     receiver: ReceiverView | None = None  # for receiver_failing and receiver_recovered
+    rule: RuleView | None = None  # for rule_matched and rule_resolved
 
     @classmethod
     def of(cls, event: Any) -> EventView:
@@ -209,6 +244,7 @@ class EventView:
             seconds = data.get("unreachableForSeconds" if event.type == EventType.API_UNREACHABLE else "downForSeconds")
             outage = OutageView(seconds=_int(seconds) or 0, cause=_str(data.get("cause")))
         resolves, reminder = _mapping(data.get("resolves")), _mapping(data.get("reminder"))
+        rule = _mapping(data.get("rule")) if event.type in _RULE_EVENTS else None
         subject = event.subject if isinstance(event.subject, str) else ""
         return cls(
             id=event.id,
@@ -226,6 +262,7 @@ class EventView:
             resolves=ResolvesView.of(resolves) if resolves is not None else None,
             reminder=ReminderView.of(reminder) if reminder is not None else None,
             receiver=ReceiverView.of(data, subject) if event.type in _RECEIVER_EVENTS else None,
+            rule=RuleView.of(rule if rule is not None else {}) if event.type in _RULE_EVENTS else None,
         )
 
 
@@ -274,6 +311,8 @@ _SEVERITY = {
     EventType.MISSING: Severity.DANGER,
     EventType.UNSTALLED: Severity.GOOD,
     EventType.REAPPEARED: Severity.GOOD,
+    EventType.RULE_MATCHED: Severity.WARNING,
+    EventType.RULE_RESOLVED: Severity.GOOD,
     EventType.API_UNREACHABLE: Severity.DANGER,
     EventType.API_RECOVERED: Severity.GOOD,
     EventType.RECEIVER_FAILING: Severity.DANGER,
@@ -321,12 +360,26 @@ _HEADLINES: dict[str, tuple[str, str]] = {
         N_("Campaign “{name}” (task {id}) is known to the API again"),
         N_("Task {id} is known to the API again"),
     ),
+    EventType.RULE_MATCHED: (
+        N_("Campaign “{name}” (task {id}): rule “{rule}” holds"),
+        N_("Task {id}: rule “{rule}” holds"),
+    ),
+    EventType.RULE_RESOLVED: (
+        N_("Campaign “{name}” (task {id}): rule “{rule}” no longer holds, after {duration}"),
+        N_("Task {id}: rule “{rule}” no longer holds, after {duration}"),
+    ),
 }
-# An `unstalled` event that does not say how long the stall lasted (`data.resolves`) is told without a duration.
-_UNSTALLED_UNTIMED = (
-    N_("Campaign “{name}” (task {id}) progresses again"),
-    N_("Task {id} progresses again"),
-)
+# An end of a problem that does not say how long it lasted (`data.resolves`) is told without a duration.
+_UNTIMED = {
+    EventType.UNSTALLED: (
+        N_("Campaign “{name}” (task {id}) progresses again"),
+        N_("Task {id} progresses again"),
+    ),
+    EventType.RULE_RESOLVED: (
+        N_("Campaign “{name}” (task {id}): rule “{rule}” no longer holds"),
+        N_("Task {id}: rule “{rule}” no longer holds"),
+    ),
+}
 
 # The fact that says how long the problem an event resolves lasted, by the problem's type.
 _LASTED = {
@@ -337,6 +390,7 @@ _LASTED = {
     EventType.MISSING: N_("Missing for"),
     EventType.API_UNREACHABLE: N_("Unreachable for"),
     EventType.RECEIVER_FAILING: N_("Failing for"),
+    EventType.RULE_MATCHED: N_("Held for"),
 }
 
 # VoiceFox's statuses in each language's own words (the raw status is kept beside an unknown one).
@@ -409,6 +463,14 @@ def build(
                 t.gettext("The task was seen calling outside them, so they were not relied on."),
             )
         )
+    if view.rule is not None:
+        facts.append(Fact(t.gettext("Rule"), view.rule.name or "–"))
+        if view.rule.description:
+            details.append(Fact(t.gettext("Description"), view.rule.description))
+        details.append(Fact(t.gettext("Condition"), view.rule.when or "–"))
+        if view.rule.values:
+            values = t.gettext(", ").join(f"{name} = {value}" for name, value in view.rule.values)
+            details.append(Fact(t.gettext("Values"), values))
     if view.resolves is not None:
         label = _LASTED.get(view.resolves.type, N_("Lasted"))  # type: ignore[call-overload]
         facts.append(Fact(t.gettext(label), t.duration(view.resolves.seconds)))
@@ -496,14 +558,15 @@ def _what_happened(view: EventView, t: Translator) -> str:
         )
     task = view.task
     named, unnamed = _HEADLINES.get(view.type, ("", ""))
-    if view.type == EventType.UNSTALLED and view.resolves is None:
-        named, unnamed = _UNSTALLED_UNTIMED
+    if view.type in _UNTIMED and view.resolves is None:
+        named, unnamed = _UNTIMED[view.type]  # type: ignore[index]
     if not named:
         return t.say("{type} for task {id}", type=view.type, id=view.subject)
     milestone = view.milestone if view.milestone is not None else (task.progress if task else None)
     fields = {
         "name": task.name if task else "",
         "id": view.subject,
+        "rule": (view.rule.name if view.rule else "") or "–",
         "milestone": t.percent(milestone),
         "previous": status_text(view.previous_status, t) if view.previous_status else "–",
         "status": status_text(task.status, t) if task else "–",
@@ -564,6 +627,8 @@ _COUNTED: dict[str, tuple[str, str]] = {
     EventType.MISSING: NP_("{count} missing", "{count} missing"),
     EventType.UNSTALLED: NP_("{count} progressing again", "{count} progressing again"),
     EventType.REAPPEARED: NP_("{count} found again", "{count} found again"),
+    EventType.RULE_MATCHED: NP_("{count} rule matched", "{count} rules matched"),
+    EventType.RULE_RESOLVED: NP_("{count} rule resolved", "{count} rules resolved"),
     EventType.API_UNREACHABLE: NP_("{count} API outage", "{count} API outages"),
     EventType.API_RECOVERED: NP_("{count} API recovery", "{count} API recoveries"),
     EventType.RECEIVER_FAILING: NP_("{count} notifier failing", "{count} notifiers failing"),

@@ -35,6 +35,8 @@ EMOJI = {
     "missing": "👻",
     "unstalled": "📈",
     "reappeared": "🔎",
+    "rule_matched": "🚩",
+    "rule_resolved": "☑️",
     "api_unreachable": "📡",
     "api_recovered": "📡",
     "receiver_failing": "📭",

@@ -14,6 +14,8 @@ result in its own format, as plain text. It sees these variables (all plain valu
              kind ("stalled"), since (when it began, in the campaigns' zone), lasted ("40 min"); else None
   reminder   for a problem told again while it lasts: count (1 for the first reminder), of (the id of the event
              that first told it), since, lasted (how long it has lasted now); else None
+  rule       for rule_matched / rule_resolved: name, when (the condition), description, values (the variables it
+             read, as CEL writes them: {"progress": "45"}); else None
   receiver   for receiver_failing / receiver_recovered: name, kind ("slack"), since, lasted (failing for, or failed
              for), pending, dead_letters (None when unknown) and error (the last one; "" when none); else None
   message    the built-in message: headline, facts (list of {label, value}), details, footer, link
@@ -133,7 +135,7 @@ def _variables(message: Message, view: EventView, t: Translator) -> dict[str, An
     def when(moment: datetime | None) -> str:
         return t.time(moment, zone) if moment is not None else ""
 
-    resolves, reminder, receiver = view.resolves, view.reminder, view.receiver
+    resolves, reminder, receiver, rule = view.resolves, view.reminder, view.receiver, view.rule
     return {
         "event": {
             "id": view.id,
@@ -176,6 +178,9 @@ def _variables(message: Message, view: EventView, t: Translator) -> dict[str, An
             "since": when(reminder.since),
             "lasted": t.duration(reminder.seconds),
         },
+        "rule": None
+        if rule is None
+        else {"name": rule.name, "when": rule.when, "description": rule.description, "values": dict(rule.values)},
         "receiver": None
         if receiver is None
         else {
@@ -214,6 +219,8 @@ def samples() -> list[Any]:
     done = dataclasses.replace(task, status="done", progress=100, summary="A summary.", suggestion="A suggestion.")
     since = "2026-11-23T08:00:00+00:00"
 
+    rule = {"name": "low collection", "when": "progress >= 30 && collectionRate < 20", "description": ""}
+
     def resolves(problem: EventType) -> dict[str, Any]:
         return {"resolves": {"type": problem.value, "since": since, "lastedSeconds": 3600}}
 
@@ -223,6 +230,9 @@ def samples() -> list[Any]:
         EventType.RESUMED: resolves(EventType.FAILED),
         EventType.UNSTALLED: resolves(EventType.STALLED),
         EventType.REAPPEARED: resolves(EventType.MISSING),
+        EventType.RULE_MATCHED: {"rule": rule | {"values": {"progress": 50, "collectionRate": 12}}},
+        EventType.RULE_RESOLVED: {"rule": rule | {"values": {"progress": 60, "collectionRate": 25}}}
+        | resolves(EventType.RULE_MATCHED),
     }
     receiver = {"receiver": "sample-notifier", "kind": "slack", "since": since}
     receivers: Mapping[EventType, dict[str, Any]] = {
