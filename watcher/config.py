@@ -120,6 +120,13 @@ class WatchConfig(_Section):
     @classmethod
     def _some_and_unique(cls, tasks: list[int], info: pydantic.ValidationInfo) -> list[int]:
         entries = [t.id for t in info.data.get("task", [])]
+        # None in the file is fine when tasks can be added at run time (`watcher tasks add`: [http] listen is set).
+        at_run_time = bool((info.context or {}).get("tasks_at_run_time"))
+        if not tasks and not entries and "task" in info.data and not at_run_time:
+            raise ValueError(
+                "needs at least one task: tasks = [1001, 1002] or a [[watch.task]] entry with an id"
+                " (or set [http] listen and add them at run time with `watcher tasks add`)"
+            )
         every = [*tasks, *entries]
         dupes = sorted({t for t in every if every.count(t) > 1})
         if dupes:
@@ -365,16 +372,6 @@ class Config(_Section):
         return self
 
     @pydantic.model_validator(mode="after")
-    def _some_task(self) -> Config:
-        # None in the file is fine when tasks can be added at run time (`watcher tasks add`, `[push] adopt`).
-        if not self.watch.ids and not self.http.listen:
-            raise ValueError(
-                "watch.tasks: needs at least one task: tasks = [1001, 1002] or a [[watch.task]] entry with an id"
-                " (or set [http] listen and add them at run time with `watcher tasks add`)"
-            )
-        return self
-
-    @pydantic.model_validator(mode="after")
     def _quiet_hours_have_a_zone(self) -> Config:
         for i, n in enumerate(self.notifiers):
             if not n.quiet:
@@ -572,7 +569,9 @@ def validate(
         expanded["store"] = {**(store if isinstance(store, dict) else {}), "path": f"{state_dir}/state.db"}
     expanded = _read_secret_files(expanded, "", base_dir, problems)
     try:
-        config = Config.model_validate(expanded)
+        http = expanded.get("http")
+        listen = isinstance(http, dict) and bool(http.get("listen"))
+        config = Config.model_validate(expanded, context={"tasks_at_run_time": listen})
     except pydantic.ValidationError as exc:
         unset = {p.split(":", 1)[0] for p in problems}  # a key whose ${VAR} is unset: that is the whole story
         for err in exc.errors():
