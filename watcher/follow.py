@@ -27,6 +27,7 @@ import anyio.to_thread
 from rich.console import Console, RenderableType
 from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TaskProgressColumn
 from rich.progress import Task as RichTask
+from rich.table import Column
 from rich.text import Text
 
 from .client import VoiceFoxClient, resolve_transport
@@ -40,6 +41,7 @@ from .notify.message import Severity, build, status_text
 from .pace import ApiGate
 from .retry import auth_pause, poll_failure_delay, rate_limit_pause
 from .schedule import PaceMark, pace
+from .store import Store
 from .zone import ZoneResolver
 
 EXIT_DONE, EXIT_OTHERWISE, EXIT_SIGTERM = 0, 1, 128 + signal.SIGTERM
@@ -159,27 +161,34 @@ class SqliteReader:
     """The SQLite store's reads, each in a worker thread (the event loop keeps drawing meanwhile)."""
 
     def __init__(self, path: Path) -> None:
-        from .store import Store
-
         if not path.is_file():
             raise UsageError(
                 f"--from store: {path}: no store there (the watcher has not run with this config); "
                 "follow from the API instead (without --from store)"
             )
-        self._store = Store.open_existing(path)
+        self._path = path
+        self._store: Store | None = None
+
+    def _opened(self) -> Store:
+        # Opened at the first read, not before: a store the watcher is still laying out cannot be opened yet, and
+        # that is a problem of one round (StoreSource shows it and reads again), not the end of the follow.
+        if self._store is None:
+            self._store = Store.open_existing(self._path)
+        return self._store
 
     async def load_states(self, task_ids: Iterable[int] | None = None) -> dict[int, TaskState]:
         """The stored states of these tasks."""
         ids = None if task_ids is None else list(task_ids)
-        return await anyio.to_thread.run_sync(self._store.load_states, ids)
+        return await anyio.to_thread.run_sync(lambda: self._opened().load_states(ids))
 
     async def unseen(self) -> dict[int, tuple[str, datetime]]:
         """The tasks the API never served."""
-        return await anyio.to_thread.run_sync(self._store.unseen)
+        return await anyio.to_thread.run_sync(lambda: self._opened().unseen())
 
     def close(self) -> None:
-        """Close the database."""
-        self._store.close()
+        """Close the database, if it was opened."""
+        if self._store is not None:
+            self._store.close()
 
 
 # -- one task ------------------------------------------------------------------------------------------------------
@@ -414,13 +423,15 @@ _STYLES = {Severity.INFO: "", Severity.GOOD: "green", Severity.WARNING: "yellow"
 class _Cell(ProgressColumn):
     """A text field of a task's row, as plain text (names from the API are never read as markup)."""
 
-    def __init__(self, field: str) -> None:
-        super().__init__()
+    def __init__(self, field: str, max_width: int | None = None) -> None:
+        # One line per task whatever the terminal's width: what does not fit is cut with an ellipsis, never wrapped.
+        super().__init__(table_column=Column(no_wrap=True, overflow="ellipsis", max_width=max_width))
         self._field = field
 
     def render(self, task: RichTask) -> RenderableType:
         """The field, in the style kept beside it."""
-        return Text(str(task.fields.get(self._field, "")), style=str(task.fields.get(f"{self._field}_style", "")))
+        text = str(task.fields.get(self._field, ""))
+        return Text(text, style=str(task.fields.get(f"{self._field}_style", "")), no_wrap=True, overflow="ellipsis")
 
 
 class LiveView:
@@ -430,8 +441,8 @@ class LiveView:
         self._t, self._language = t, language
         self._console = Console(file=out, highlight=False)
         self._progress = Progress(
-            _Cell("label"),
-            BarColumn(bar_width=30),
+            _Cell("label", max_width=40),  # a long campaign name leaves room for the bar
+            BarColumn(bar_width=24),
             TaskProgressColumn(),
             _Cell("status"),
             _Cell("rate"),
