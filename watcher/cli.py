@@ -1,4 +1,5 @@
-"""The `watcher` command: run | check | route | once | status | outbox | store | notify-test | health | simulate | demo."""
+"""The `watcher` command: run | check | route | once | status | follow | outbox | store | notify-test | health | simulate |
+demo."""
 
 from __future__ import annotations
 
@@ -788,6 +789,39 @@ def _check_tasks_answer(response: httpx.Response, base: str) -> None:
         raise WatcherError(f"tasks: the watcher at {base} answered {response.status_code}: {reason}")
 
 
+def cmd_follow(args: argparse.Namespace) -> int:
+    """Follow tasks live until each ends: exit 0 when all are done, 1 when any ended otherwise."""
+    from . import follow
+
+    config = config_mod.load(config_mod.default_path(args.config))
+    # Nothing should log here, but what would (a store's warning) goes to stderr: stdout is the view, or a pipe's lines.
+    logs.configure(level="warning", secrets=config_mod.secret_values(config), stream=sys.stderr)
+    plain = args.plain or not args.stdout.isatty() or os.environ.get("TERM") == "dumb"
+    language = args.language or config.messages.language
+    return anyio.run(
+        functools.partial(
+            follow.run,
+            config,
+            args.ids,
+            every=args.every,
+            source=args.source,
+            plain=plain,
+            language=language,
+            out=args.stdout,
+        )
+    )
+
+
+def _every(text: str) -> float:
+    try:
+        seconds = config_mod.parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds < 0.2:
+        raise argparse.ArgumentTypeError(f"{text!r} is too often: at least 200ms")
+    return seconds
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Serve the simulator until interrupted."""
     from .simulator import Simulator, demo_scenario
@@ -881,6 +915,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("once", cmd_once, "poll every task once, deliver, exit (for cron and timers)")
     p = add("status", cmd_status, "show the last known state of each task (no API call)", log=False)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = add("follow", cmd_follow, "follow tasks live until each ends (exit 0 all done, 1 any not)", log=False)
+    p.add_argument("ids", nargs="+", type=_task_id, metavar="ID", help="the tasks to follow")
+    p.add_argument(
+        "--from",
+        dest="source",
+        choices=["api", "store"],
+        default="api",
+        help="api: ask VoiceFox with the config's token, no daemon needed (default); store: read what a running "
+        "watcher stores (no API call)",
+    )
+    p.add_argument("--every", type=_every, default=5.0, metavar="DURATION", help="how often to read (default 5s)")
+    p.add_argument("--plain", action="store_true", help="one line per change, as when not on a terminal")
+    p.add_argument("--language", choices=LANGUAGES, help="default: [messages] language")
     p = add("outbox", cmd_outbox, "list pending and dead-lettered deliveries; retry or drop them", log=False)
     p.add_argument("action", nargs="?", choices=["list", "retry", "drop"], default="list")
     p.add_argument("--state", choices=["pending", "dead", "all"], default="all", help="list: which rows (default all)")
