@@ -34,6 +34,7 @@ _STATIC = {
     "status.js": "text/javascript; charset=utf-8",
     "status.css": "text/css; charset=utf-8",
     "htmx.LICENSE": "text/plain; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 # Only our own files, no inline script or style, no framing, no form posts: a name from the API that slipped past
 # the escaping still could not run.
