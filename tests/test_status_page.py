@@ -24,9 +24,11 @@ from watcher.errors import ConfigError
 from watcher.httpserver import Response
 from watcher.model import TaskSnapshot, TaskState
 from watcher.ops import OpsServer
-from watcher.simulator import Simulator, task_body
+from watcher.simulator import TOKYO, Simulator, task_body
+from watcher.store import DeliveryReport, OutboxCount
 from watcher.ui import StatusPage
-from watcher.ui.board import Paces, Scrubber
+from watcher.ui.board import ApiHealth, Board, Facts, Paces, Scrubber, board
+from watcher.zone import Source, Zone
 
 from .conftest import Receiver
 from .test_daemon import FAST_RETRY, make_config
@@ -332,3 +334,67 @@ def test_a_progress_that_goes_back_starts_a_new_pace() -> None:
     paces.eta(running(80, T0))
     assert paces.eta(running(10, T0 + timedelta(hours=1))) is None
     assert paces.eta(running(20, T0 + timedelta(hours=2))) == 8 * 3600
+
+
+def facts(**changes: Any) -> Facts:
+    """The facts of a quiet moment: one notifier, no task known, the API answering."""
+    config = config_mod.validate(
+        {"api": {"token": "x" * 20}, "watch": {"tasks": [1]}, "notifiers": [{"kind": "log", "name": "ops-log"}]},
+        source="t",
+    )
+    base = Facts(
+        config=config,
+        now=T0,
+        states={},
+        zones={},
+        zone=Zone(TOKYO, Source.CONFIG),
+        events=(),
+        counts=(),
+        report=(),
+        api=ApiHealth(outage=None, silent_for=3.0, silent_limit=90.0),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def shown_board(f: Facts, language: str = "en") -> Board:
+    return board(f, Paces(), Scrubber(f.config), language)
+
+
+@pytest.mark.parametrize(
+    ("health", "tone", "text"),
+    [
+        (ApiHealth(None, 3.0, 90.0), "good", "Answering: last answer 3 sec ago"),
+        (ApiHealth(None, 200.0, 90.0), "warning", "No answer for 3 min"),
+        (ApiHealth(None, 3.0, None), "muted", "No task is being polled now."),
+        (ApiHealth((T0, "unreachable or failing"), 600.0, 90.0), "danger", "Unreachable since Nov 23, 2026, 6:00:00"),
+        (ApiHealth((T0, "authentication"), 600.0, 90.0), "danger", "The API has refused the token since"),
+    ],
+)
+def test_the_api_line_says_whether_it_answers(health: ApiHealth, tone: str, text: str) -> None:
+    line = shown_board(facts(api=health)).api
+    assert line.tone == tone and line.text.startswith(text), line
+
+
+def test_a_notifier_is_failing_while_its_newest_error_is_newer_than_its_newest_delivery() -> None:
+    t = T0.timestamp()
+    f = facts(
+        counts=(OutboxCount("ops-log", "pending", 3, t - 120), OutboxCount("gone", "dead", 2, t - 999)),
+        report=(DeliveryReport("ops-log", "HTTP 503 from +81 90-1234-5678", t - 10, t - 60),),
+    )
+    failing, gone = shown_board(f).receivers
+    assert (failing.state, failing.tone, failing.pending, failing.oldest) == ("failing", "danger", 3, "2 min")
+    assert failing.last_error == "HTTP 503 from […]"
+    # A receiver no longer configured still shows while its rows were given up on.
+    assert (gone.name, gone.kind, gone.dead, gone.state, gone.tone) == ("gone", "–", 2, "nothing sent yet", "warning")
+    recovered = facts(report=(DeliveryReport("ops-log", "HTTP 503", t - 60, t - 10),))
+    assert shown_board(recovered).receivers[0].state == "delivering"
+
+
+def test_stalled_and_missing_tasks_say_so() -> None:
+    stalled = TaskState(TaskSnapshot(id=1, status="running", name="A", progress=5), progress_since=T0, stalled=True)
+    missing = dataclasses.replace(stalled, stalled=False, missing=True)
+    for state, flag, tone in ((stalled, "stalled", "warning"), (missing, "missing", "danger")):
+        card = shown_board(facts(states={1: state})).tasks[0]
+        assert (card.flag, card.tone) == (flag, tone)
+    ja = shown_board(facts(states={1: stalled}), "ja").tasks[0]
+    assert (ja.status, ja.flag, ja.changed) == ("実行中", "停滞中", "2026/11/23 18:00:00 (UTC+09:00)")

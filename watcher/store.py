@@ -516,8 +516,9 @@ class Store(_Database):
 
     def recent_events(self, limit: int) -> list[Event]:
         """The newest events of every task and of the watcher, newest first."""
-        # rowid: events recorded in one poll share a time; the later insert is the later event.
-        rows = self._read("SELECT body FROM events ORDER BY time DESC, rowid DESC LIMIT ?", (limit,))
+        # By rowid, the order they were recorded in (a copy loads them in time order): read straight off the table's
+        # b-tree, where sorting by time would scan a week of events on every refresh of the page.
+        rows = self._read("SELECT body FROM events ORDER BY rowid DESC LIMIT ?", (limit,))
         return [Event.from_dict(json.loads(body)) for (body,) in rows]
 
     def prune(self, delivered_before: float) -> int:
