@@ -12,6 +12,7 @@ docs/status-page.png (desktop) and docs/status-page-phone.png (a phone's width).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -112,9 +113,18 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclasses.dataclass
+class Site:
+    """The page's URL, the simulator's, and the running watcher."""
+
+    page: str
+    sim: str
+    watcher: subprocess.Popen[str]
+
+
 @pytest.fixture
-def watcher_site(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """`watcher simulate` with the campaigns above and `watcher run` with the page on; yields (page URL, sim URL)."""
+def watcher_site(tmp_path: Path) -> Iterator[Site]:
+    """`watcher simulate` with the campaigns above and `watcher run` with the page on."""
     sim, sim_lines = _process([WATCHER, "simulate", "--empty", "--port", "0"], tmp_path)
     try:
         first = sim_lines.wait_for(lambda line: line.startswith("simulator: "))
@@ -160,7 +170,7 @@ url = "http://127.0.0.1:{_closed_port()}/hook"
         run, run_lines = _process([WATCHER, "run", "-c", str(config), "--log-format", "json"], tmp_path)
         try:
             listening = json.loads(run_lines.wait_for(lambda line: '"http.listening"' in line))
-            yield f"http://127.0.0.1:{listening['port']}/", sim_url
+            yield Site(f"http://127.0.0.1:{listening['port']}/", sim_url, run)
         finally:
             _stop(run, run_lines)
     finally:
@@ -189,12 +199,12 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 def test_the_page_follows_the_campaigns_live_in_a_real_browser(
-    watcher_site: tuple[str, str], browser: Any, tmp_path: Path
+    watcher_site: Site, browser: Any, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    page, sim_url = watcher_site
+    page, sim_url = watcher_site.page, watcher_site.sim
     wait = WebDriverWait(browser, SAFETY)
 
     def progress(task_id: int) -> str:
@@ -233,6 +243,12 @@ def test_the_page_follows_the_campaigns_live_in_a_real_browser(
     overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, "on a phone the page must not scroll sideways"
     _screenshot(browser, PHONE[0], tmp_path / "status-page-phone.png")
+
+    # The watcher stops: the page says so, rather than go on showing what it last knew as if it were news.
+    banner = browser.find_element(By.ID, "offline")
+    assert not banner.is_displayed()
+    watcher_site.watcher.terminate()
+    wait.until(lambda _: banner.is_displayed())
 
 
 def _screenshot(browser: Any, width: int, path: Path) -> None:
