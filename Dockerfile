@@ -6,9 +6,10 @@
 ARG PYTHON_IMAGE=python:3.12-slim
 # The extras installed: [postgres] (psycopg 3 with its own libpq, ~13 MB) by default, so that one image runs either
 # store: SQLite on its volume, or PostgreSQL with replicas (deploy/kubernetes/voicefox-watcher-ha.yaml, the compose
-# ha profile), and [rules] (cel-python, ~6 MB) so that `[[rules]]` on task values work in the image as documented.
-# --build-arg EXTRAS= for SQLite only and no rules; EXTRAS=postgres,rules,fast adds the aiohttp transport.
-ARG EXTRAS=postgres,rules
+# ha profile), [rules] (cel-python, ~6 MB) so that `[[rules]]` on task values work in the image as documented, and
+# [ui] (Jinja2, ~1 MB) for the status page ([http] ui = true).
+# --build-arg EXTRAS= for SQLite only, no rules, no page; EXTRAS=postgres,rules,ui,fast adds the aiohttp transport.
+ARG EXTRAS=postgres,rules,ui
 
 FROM ${PYTHON_IMAGE} AS build
 # Set where pip must trust a local CA (a proxy); unset otherwise.

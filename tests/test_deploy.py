@@ -188,7 +188,7 @@ def test_the_dockerfile_keeps_its_promises() -> None:
         'HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 CMD ["watcher", "health"]',
         "STATE_DIRECTORY=/var/lib/voicefox-watcher",
         # The image runs the PostgreSQL replicas of the HA manifest and the compose ha profile, and [[rules]].
-        "ARG EXTRAS=postgres,rules",
+        "ARG EXTRAS=postgres,rules,ui",
     ):
         assert needle in text, needle
 

@@ -210,3 +210,35 @@ async def test_the_rules_holding_for_a_task_round_trip(store: StateStore) -> Non
     holding = (("low collection", T0 + timedelta(minutes=1)), ("slow", T0 + timedelta(minutes=2)))
     await store.record(dataclasses.replace(state, rules=holding), [], now=1000.0)
     assert (await store.load_states())[3].rules == holding
+
+
+async def test_recent_events_are_the_newest_first_of_every_task_and_the_watcher(store: StateStore) -> None:
+    for task_id in (1, 2, 3):
+        state, events = detect(
+            None, TaskSnapshot(id=task_id, status="running"), T0 + timedelta(minutes=task_id), Rules()
+        )
+        await store.record(state, [(e, ["a"]) for e in events], now=float(task_id))
+    api = Event("api-1", EventType.API_UNREACHABLE.value, T0 + timedelta(minutes=9), "api", {})
+    await store.record_event(api, [], now=9.0)
+    recent = await store.recent_events(3)
+    assert [e.subject for e in recent] == ["api", "3", "2"]
+    assert recent[1].data["task"]["id"] == 3
+
+
+async def test_the_delivery_report_gives_each_receivers_newest_error_and_delivery(store: StateStore) -> None:
+    assert await store.delivery_report() == []
+    for task_id in (1, 2, 3):
+        await observe(store, task_id, ["a", "b"])
+    rows = {(d.receiver, d.event.subject): d.seq for r in ("a", "b") for d in await store.pending(r, 10)}
+    await store.mark_delivered([rows["a", "1"]], now=10.0)
+    await store.mark_retry([rows["a", "2"]], "503 busy", next_attempt_at=99.0, now=20.0)
+    await store.mark_dead([rows["a", "3"]], "410 gone", now=30.0)
+    await store.mark_retry([rows["b", "1"]], "timeout", next_attempt_at=99.0, now=40.0)
+    await store.mark_delivered([rows["b", "1"]], now=50.0)  # a delivery clears its row's error
+    report = {d.receiver: d for d in await store.delivery_report()}
+    assert (report["a"].last_error, report["a"].last_error_at, report["a"].last_delivered_at) == (
+        "410 gone",
+        30.0,
+        10.0,
+    )
+    assert (report["b"].last_error, report["b"].last_error_at, report["b"].last_delivered_at) == (None, None, 50.0)

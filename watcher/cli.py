@@ -71,14 +71,20 @@ async def _run(config: Config, path: Path, args: argparse.Namespace) -> int:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with open_components(config, shared=True) as parts, anyio.create_task_group() as tg:
             if (address := config.http.address) is not None:
-                ops = OpsServer(parts.daemon, parts.store, parts.metrics, replicas=parts.coordinator)
+                page = None
+                if config.http.ui:
+                    from .ui import StatusPage
+
+                    page = StatusPage(parts.daemon, parts.store)
+                ops = OpsServer(parts.daemon, parts.store, parts.metrics, replicas=parts.coordinator, page=page)
                 try:
                     port = await tg.start(ops.serve, *address)
                 except OSError as exc:
                     raise UsageError(
                         f"http.listen: cannot listen on {config.http.listen}: {exc.strerror or exc}"
                     ) from None
-                _log.info("http.listening", host=address[0], port=port, paths=["/healthz", "/readyz", "/metrics"])
+                paths = ["/healthz", "/readyz", "/metrics", *(["/"] if page is not None else [])]
+                _log.info("http.listening", host=address[0], port=port, paths=paths)
             parts.daemon.heartbeat_hooks.append(sd.ping)
             if sd.enabled:
                 tg.start_soon(_report_status, parts, sd)

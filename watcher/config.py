@@ -240,12 +240,21 @@ def _check_listen(value: str) -> str:
     return value
 
 
+def _check_ui(value: bool) -> bool:
+    if value:
+        try:
+            import jinja2  # noqa: F401 - only whether it is there, so that `watcher check` says so before `run`
+        except ImportError:
+            raise ValueError("the status page needs the [ui] extra: pip install 'voicefox-watcher[ui]'") from None
+    return value
+
+
 class HttpConfig(_Section):
     """`[http]`: the operator endpoint (/healthz, /readyz, /metrics); off when `listen` is empty."""
 
     listen: Annotated[str, pydantic.AfterValidator(_check_listen)] = ""
     # The status page at `/` (read-only): off unless true.
-    ui: Annotated[bool, Field(strict=True)] = False
+    ui: Annotated[bool, Field(strict=True), pydantic.AfterValidator(_check_ui)] = False
     # The operator's token: "Authorization: Bearer <token>" (or HTTP Basic with it as the password, for a browser)
     # opens the status page and `watcher tasks add/remove`. Required for them when `listen` is beyond loopback.
     token: Annotated[SecretStr, pydantic.AfterValidator(check_token)] | None = None

@@ -225,6 +225,13 @@ class Daemon:
         """The campaigns' zone as this daemon resolves it."""
         return self.windows.zones
 
+    @property
+    def api_outage(self) -> tuple[datetime, str] | None:
+        """Since when the API has been unreachable (as announced) and the kind of failure; None while it answers."""
+        if self._unreachable_since is None:
+            return None
+        return self._unreachable_since, self._unreachable_cause
+
     def zone_summary(self) -> tuple[str, str, int]:
         """The campaigns' zone, how it was found, and how many tasks' windows are in doubt (for /metrics)."""
         return self.windows.summary(self._clock())

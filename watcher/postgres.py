@@ -28,6 +28,7 @@ from .store import (
     QUEUED,
     AddedTask,
     Delivery,
+    DeliveryReport,
     EventRow,
     OutboxCount,
     OutboxRow,
@@ -516,6 +517,22 @@ class PostgresStore:
             " ORDER BY receiver, state"
         )
         return [OutboxCount(receiver, state, int(count), oldest) for receiver, state, count, oldest in rows]
+
+    async def delivery_report(self) -> list[DeliveryReport]:
+        """Per receiver with outbox rows: its newest error still recorded and its newest delivery."""
+        rows = await self._read(
+            f"SELECT receiver, (SELECT last_error FROM {SCHEMA}.outbox e WHERE e.receiver = o.receiver"
+            "   AND e.last_error IS NOT NULL ORDER BY e.last_attempt_at DESC NULLS LAST, e.seq DESC LIMIT 1),"
+            " MAX(last_attempt_at) FILTER (WHERE last_error IS NOT NULL),"
+            " MAX(done_at) FILTER (WHERE state = 'delivered')"
+            f" FROM {SCHEMA}.outbox o GROUP BY receiver ORDER BY receiver"
+        )
+        return [DeliveryReport(*row) for row in rows]
+
+    async def recent_events(self, limit: int) -> list[Event]:
+        """The newest events of every task and of the watcher, newest first."""
+        rows = await self._read(f"SELECT body FROM {SCHEMA}.events ORDER BY time DESC, id DESC LIMIT %s", (limit,))
+        return [Event.from_dict(body) for (body,) in rows]
 
     async def prune(self, delivered_before: float) -> int:
         """Forget delivered rows, and events nobody waits for, older than a cut-off; return rows removed."""

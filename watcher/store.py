@@ -149,6 +149,16 @@ class OutboxCount:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """How deliveries to one receiver last went: its newest error (with when) and its newest delivery."""
+
+    receiver: str
+    last_error: str | None
+    last_error_at: float | None
+    last_delivered_at: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class OutboxRow:
     """One outbox row as `watcher outbox` shows it."""
 
@@ -489,6 +499,27 @@ class Store(_Database):
                 " ORDER BY receiver, state"
             )
         ]
+
+    def delivery_report(self) -> list[DeliveryReport]:
+        """Per receiver with outbox rows: its newest error still recorded and its newest delivery."""
+        # A delivery clears its row's error, so the newest error is that of a row still pending or given up.
+        return [
+            DeliveryReport(*row)
+            for row in self._read(
+                "SELECT receiver, (SELECT last_error FROM outbox e WHERE e.receiver = o.receiver"
+                "   AND e.last_error IS NOT NULL ORDER BY e.last_attempt_at DESC, e.seq DESC LIMIT 1),"
+                " MAX(CASE WHEN last_error IS NOT NULL THEN last_attempt_at END),"
+                " MAX(CASE WHEN state = 'delivered' THEN done_at END)"
+                " FROM outbox o GROUP BY receiver ORDER BY receiver"
+            )
+        ]
+
+    def recent_events(self, limit: int) -> list[Event]:
+        """The newest events of every task and of the watcher, newest first."""
+        # By rowid, the order they were recorded in (a copy loads them in time order): read straight off the table's
+        # b-tree, where sorting by time would scan a week of events on every refresh of the page.
+        rows = self._read("SELECT body FROM events ORDER BY rowid DESC LIMIT ?", (limit,))
+        return [Event.from_dict(json.loads(body)) for (body,) in rows]
 
     def prune(self, delivered_before: float) -> int:
         """Forget delivered rows, and events nobody waits for, older than a cut-off; return rows removed."""

@@ -17,7 +17,7 @@ import anyio
 import anyio.to_thread
 
 from .model import Event, TaskState
-from .store import AddedTask, Delivery, OutboxCount, Sent, Store
+from .store import AddedTask, Delivery, DeliveryReport, OutboxCount, Sent, Store
 
 T = TypeVar("T")
 
@@ -93,6 +93,14 @@ class StateStore(Protocol):
 
     async def outbox_counts(self) -> list[OutboxCount]:
         """Rows per receiver and state, with the oldest creation time."""
+        ...
+
+    async def delivery_report(self) -> list[DeliveryReport]:
+        """Per receiver with outbox rows: its newest error still recorded and its newest delivery."""
+        ...
+
+    async def recent_events(self, limit: int) -> list[Event]:
+        """The newest events of every task and of the watcher, newest first."""
         ...
 
     async def prune(self, delivered_before: float) -> int:
@@ -184,6 +192,14 @@ class ThreadedStore:
     async def outbox_counts(self) -> list[OutboxCount]:
         """Rows per receiver and state, with the oldest creation time."""
         return await self._call(self.sync.outbox_counts)
+
+    async def delivery_report(self) -> list[DeliveryReport]:
+        """Per receiver with outbox rows: its newest error still recorded and its newest delivery."""
+        return await self._call(self.sync.delivery_report)
+
+    async def recent_events(self, limit: int) -> list[Event]:
+        """The newest events of every task and of the watcher, newest first."""
+        return await self._call(self.sync.recent_events, limit)
 
     async def prune(self, delivered_before: float) -> int:
         """Forget delivered rows older than a cut-off; return how many."""
