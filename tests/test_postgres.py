@@ -18,7 +18,8 @@ from watcher.httpserver import Response
 from watcher.simulator import Simulator
 
 from .conftest import Receiver, use_postgres
-from .test_cli import WATCHER, env, run, write_config
+from .test_cli import WATCHER, env, read_all, run, write_config
+from .test_crash import watcher_run
 from .test_ops import get, listening_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -194,13 +195,15 @@ async def test_a_task_added_through_one_replica_is_watched_once_by_the_replicas_
         sim.add_task(task_id, status="running", progress=10)
     cfg = on_postgres(tmp_path / "w.toml", url, sim.token, receiver.url, [1, 2], pg, lease="2s")
     cfg.write_text(cfg.read_text() + '\n[http]\nlisten = "127.0.0.1:0"\n')
-    command = [WATCHER, "run", "-c", str(cfg)]
     async with (
-        await anyio.open_process(command, env=env(sim.token)) as first,
-        await anyio.open_process(command, env=env(sim.token)) as second,
+        watcher_run(cfg, sim.token) as first,
+        watcher_run(cfg, sim.token) as second,
+        anyio.create_task_group() as tg,
     ):
         endpoint = f"http://127.0.0.1:{await listening_port(first)}"
         await listening_port(second)
+        for proc in (first, second):  # their logs are read on: a full pipe would stop a replica mid-write
+            tg.start_soon(read_all, proc.stdout)
 
         async def shared(tasks: set[str]) -> bool:
             owners = await holders(pg)
@@ -220,6 +223,7 @@ async def test_a_task_added_through_one_replica_is_watched_once_by_the_replicas_
             proc.send_signal(signal.SIGTERM)
             with anyio.fail_after(15):
                 assert await proc.wait() == 0
+        tg.cancel_scope.cancel()
     seen = transitions(receiver)
     assert seen[("3", "voicefox.task.observed")] and seen[("3", "voicefox.task.finished")]
     assert all(len(ids) == 1 for ids in seen.values()), seen
