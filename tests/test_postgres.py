@@ -206,8 +206,12 @@ async def test_a_task_added_through_one_replica_is_watched_once_by_the_replicas_
             tg.start_soon(read_all, proc.stdout)
 
         async def shared(tasks: set[str]) -> bool:
+            # Both replicas alive and every task held by one of them (rendezvous hashing may give both tasks to one).
             owners = await holders(pg)
-            return len(owners) == 2 and set().union(*owners.values()) == tasks
+            async with await psycopg.AsyncConnection.connect(pg) as conn:
+                cursor = await conn.execute("SELECT count(*) FROM voicefox_watcher.replicas WHERE expires_at > now()")
+                alive = await cursor.fetchone()
+            return alive == (2,) and set().union(*owners.values()) == tasks
 
         await until(lambda: shared({"1", "2"}))
         added = await run(["tasks", "add", "3", "--label", "team=sales", "--url", endpoint, "-c", str(cfg)], sim.token)
