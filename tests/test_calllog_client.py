@@ -24,7 +24,7 @@ from watcher.errors import (
     TransientApiError,
 )
 from watcher.retry import ApiRetry
-from watcher.simulator import TOKYO
+from watcher.simulator import TOKYO, Simulator
 
 pytestmark = pytest.mark.anyio
 
@@ -426,3 +426,47 @@ def test_null_items_are_an_empty_page() -> None:
 )
 def test_call_times_are_read_tolerantly(value: Any, expected: datetime | None) -> None:
     assert read_call_time(value, TOKYO) == expected
+
+
+# -- through the simulator on 127.0.0.1 ------------------------------------------------------------------------
+
+
+NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # 11:00 in Tokyo
+
+
+async def test_the_simulator_call_log_is_read_across_pages_and_leaks_nothing() -> None:
+    sim = Simulator(wall_clock=lambda: NOW)
+    sim.dialer(3001, calls_per_minute=30, answered=0.4, at=NOW - timedelta(minutes=5))
+    sim.dialer(3002, calls_per_minute=20, answered=0.1, at=NOW - timedelta(minutes=5))
+    with capture_logs() as logs:
+        async with sim.serving() as url, VoiceFoxClient(url, sim.token, sleep=no_sleep) as client:
+            log = await client.call_log([3001, 3002], NOW - timedelta(minutes=10), NOW, tz=sim.zone)
+    first, second = log.for_task(3001), log.for_task(3002)
+    started = sim.calls(3001, NOW - timedelta(minutes=10), NOW)
+    ended = [c for c in started if c.end <= NOW.timestamp()]  # those still ringing or talking are not in the log
+    assert (len(started), len(sim.calls(3002, NOW - timedelta(minutes=10), NOW))) == (151, 101)  # both ends included
+    assert len(first) == len(ended) >= 130 and 85 <= len(second) < 100
+    assert sum(r.answered for r in first) == sum(c.answered for c in ended)
+    assert sum(c.answered for c in started) == 60  # 40 % of 151, spread evenly
+    assert (log.pages, log.total, log.complete) == (3, len(log.records), True)
+    assert all(r.ended_at is not None and r.duration is not None for r in log.records)
+    assert_no_personal_data(repr(log) + json.dumps(logs, default=str))
+
+
+async def test_the_simulator_refusing_the_call_log_is_permission_denied(simulator: tuple[Simulator, str]) -> None:
+    sim, url = simulator
+    sim.set(3001, status="running")
+    sim.calllog_forbidden = True
+    async with VoiceFoxClient(url, sim.token, sleep=no_sleep) as client:
+        with pytest.raises(PermissionDenied):
+            await client.call_log([3001], sim.now() - timedelta(minutes=5), sim.now(), tz=sim.zone)
+        assert (await client.get_task(3001)).status == "running"  # the token still reads tasks
+
+
+async def test_the_simulator_429_on_the_call_log_carries_retry_after(simulator: tuple[Simulator, str]) -> None:
+    sim, url = simulator
+    sim.inject("429", retry_after="7", endpoint="calllog")
+    async with VoiceFoxClient(url, sim.token, sleep=no_sleep) as client:
+        with pytest.raises(RateLimited) as caught:
+            await client.call_log([3001], sim.now() - timedelta(minutes=5), sim.now(), tz=sim.zone)
+    assert caught.value.retry_after == 7.0
