@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from watcher.calllog import CallRecord
 from watcher.client import VoiceFoxClient
+from watcher.errors import PermissionDenied
 from watcher.health import (
     AnswerRateDropped,
     AnswerRateRecovered,
@@ -30,7 +31,7 @@ from watcher.health import (
     observe,
     silent_for,
 )
-from watcher.simulator import Simulator, blocked_numbers, creeping_campaign, silent_dialer
+from watcher.simulator import Simulator, blocked_numbers, calllog_forbidden, creeping_campaign, silent_dialer
 
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
 RULES = HealthRules()
@@ -464,3 +465,21 @@ async def test_a_silent_dialer_is_silent_for_stall_after_while_running() -> None
     assert calling_since(state) == last_call
     assert silent_for(state, wall.now, RULES) == wall.now - last_call == timedelta(minutes=16, seconds=5)
     assert found == [] and sim.current(task)["status"] == "running"  # type: ignore[index]
+
+
+@pytest.mark.anyio
+async def test_a_refused_call_log_is_permission_denied_and_leaves_liveness_to_progress() -> None:
+    """The token may not read calls: one clear refusal, the call log goes off, and the stall rule keeps to progress."""
+    wall = Wall()
+    sim = Simulator(wall_clock=wall)
+    (task,) = calllog_forbidden(sim)
+
+    async def no_sleep(seconds: float) -> None:
+        pass
+
+    async with sim.serving() as url, VoiceFoxClient(url, sim.token, sleep=no_sleep) as client:
+        with pytest.raises(PermissionDenied):
+            await client.call_log([task], *look_range(None, wall.now, RULES), tz=sim.zone)
+        assert (await client.get_task(task)).status == "running"
+    assert sim.calllog_requests == 1  # refused once, not retried
+    assert silent_for(None, wall.now, dataclasses.replace(RULES, calllog=False)) is None
