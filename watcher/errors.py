@@ -8,8 +8,9 @@ pydantic) are translated once, where they are raised, and never escape to caller
     ├── UsageError               a command line that cannot be carried out (unknown notifier, no selection)
     ├── StoreError               the state database cannot be opened, read or written
     │   └── StoreNotEmpty        a copy's target already holds a watcher's state
-    ├── ApiError                 the VoiceFox API did not give us a task
+    ├── ApiError                 the VoiceFox API did not give us a task (or a call log)
     │   ├── AuthenticationError  401/403: the token is missing, wrong or of another workspace
+    │   ├── PermissionDenied     403 for the call log: the token may read tasks but not calls (switch it off)
     │   ├── TaskNotFound         404: no such task
     │   └── TransientApiError    worth asking again: 5xx, timeout, connection error, malformed body
     │       └── RateLimited      429: ask again no sooner than `retry_after` seconds
@@ -58,6 +59,17 @@ class AuthenticationError(ApiError):
     """The API refused our token (401/403)."""
 
     def __init__(self, message: str, status_code: int) -> None:
+        self.status_code = status_code
+        super().__init__(message)
+
+
+class PermissionDenied(ApiError):
+    """The API answered 403 for the call log: the token lacks that permission, so the caller switches it off.
+
+    Not an `AuthenticationError`: the token still reads tasks, and nothing should pause the task polls over it.
+    """
+
+    def __init__(self, message: str, status_code: int = 403) -> None:
         self.status_code = status_code
         super().__init__(message)
 
