@@ -928,6 +928,10 @@ def test_watch_task_tables_give_tasks_a_zone_of_their_own_and_check_shows_where_
             '[[watch.task]]\nid = 5\ntimezone = "Mars/Olympus"\n',
             'watch.task[0].timezone: "Mars/Olympus" is not a time zone',
         ),
+        (
+            '[[watch.task]]\nid = 5\ntimezone = "America"\n',  # a directory of zones, not a zone
+            'watch.task[0].timezone: "America" is not a time zone',
+        ),
         ('[[watch.task]]\nid = 5\nzone = "Asia/Tokyo"\n', "watch.task[0].zone: unknown key"),
         ('[[watch.task]]\ntimezone = "Asia/Tokyo"\n', "watch.task[0].id: is required"),
         ('interval = "30s"\n', "watch.tasks: needs at least one task"),

@@ -867,7 +867,7 @@ def _zone(text: str) -> tzinfo:
         return fixed(minutes)
     try:
         return zoneinfo.ZoneInfo(text)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "America" is a directory
         raise argparse.ArgumentTypeError(f"{text!r} is not a zone (e.g. +09:00, Asia/Tokyo)") from None
 
 

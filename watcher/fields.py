@@ -128,7 +128,7 @@ def check_timezone(value: str) -> str:
     if value:
         try:
             zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "America" is a directory
             raise ValueError(f'{json.dumps(value)} is not a time zone (e.g. "Asia/Tokyo", "UTC")') from None
     return value
 
