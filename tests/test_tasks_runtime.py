@@ -130,3 +130,12 @@ async def test_a_watcher_may_start_with_no_task_in_its_config_and_be_given_them_
     no_listen = write_config(tmp_path / "x.toml", url, sim.token, receiver.url, [])
     refused = await run(["check", "-c", str(no_listen)], sim.token)
     assert refused.returncode == 2 and "watcher tasks add" in refused.stderr.decode()
+
+
+async def test_tasks_pointed_at_something_else_says_so_without_a_traceback(receiver: Receiver, tmp_path: Path) -> None:
+    """--url of a service that is not a watcher (here a receiver answering 204 with no body): a clear error, exit 1."""
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", receiver.url, [1])
+    result = await run(["tasks", "list", "--url", receiver.url.removesuffix("/hook"), "-c", str(cfg)], "t")
+    err = result.stderr.decode()
+    assert result.returncode == 1
+    assert "did not answer as a voicefox-watcher operator endpoint" in err and "Traceback" not in err

@@ -781,17 +781,21 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             return EXIT_FAILURE if failed else EXIT_OK
     except httpx.HTTPError as exc:
         raise WatcherError(f"tasks: cannot reach the running watcher at {base} ({exc.__class__.__name__})") from None
+    except (ValueError, KeyError, TypeError):  # a 2xx that is not the watcher's JSON: another service at that URL
+        raise WatcherError(
+            f"tasks: {base} did not answer as a voicefox-watcher operator endpoint (check --url)"
+        ) from None
 
 
 def _check_tasks_answer(response: httpx.Response, base: str) -> None:
+    try:
+        reason = str(response.json().get("reason", ""))
+    except (ValueError, AttributeError):
+        reason = response.text[:200]
     if response.status_code in (401, 403):
-        hint = "give [http] token in the config" if response.status_code == 401 else response.json().get("reason")
+        hint = "give [http] token in the config" if response.status_code == 401 else reason
         raise UsageError(f"tasks: the watcher at {base} refused: {hint}")
     if response.status_code >= 400:
-        try:
-            reason = response.json().get("reason", response.text)
-        except ValueError:
-            reason = response.text[:200]
         raise WatcherError(f"tasks: the watcher at {base} answered {response.status_code}: {reason}")
 
 
