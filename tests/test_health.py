@@ -197,6 +197,13 @@ def test_overlapping_looks_count_each_call_once() -> None:
     state, _ = observe(state, calls[150:], T0 + timedelta(minutes=16), RULES)
     assert state.baseline_calls + len(state.window) == 300
     assert state.baseline_answered + sum(state.window) == 120
+    assert (state.calls, state.answered) == (300, 120)  # the running totals a finished campaign's message tells
+
+
+def test_the_totals_keep_counting_through_an_episode() -> None:
+    state, _ = play(records(phases((600, 0.4), (300, 0.03))))
+    assert state.episode is not None  # the baseline is frozen: the totals are not
+    assert state.calls == 900 and state.answered == 240 + 9
 
 
 def test_two_calls_alike_to_the_second_are_two_calls_in_every_look() -> None:

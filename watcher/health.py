@@ -134,6 +134,8 @@ class CallHealth:
     streak: int = 0  # during an episode: calls in a row after which the share was back at the recovery line
     seen: tuple[tuple[str, int], ...] = ()  # keys of calls counted lately, with how many calls had each
     hourly: tuple[tuple[int, int, int], ...] = ()  # (minute as epoch seconds, calls, answered), the latest hour
+    calls: int = 0  # every ended call counted since the first look (which reached back `FIRST_LOOK_BACK`)
+    answered: int = 0
 
     @property
     def rate(self) -> float | None:
@@ -158,6 +160,7 @@ class CallHealth:
             "streak": self.streak,
             "seen": dict(self.seen),
             "hourly": [list(h) for h in self.hourly],
+            "counted": [self.calls, self.answered],
         }
 
     @classmethod
@@ -173,6 +176,11 @@ class CallHealth:
         if answered > calls:
             calls = answered = 0
         episode = AnswerRateDropped.from_dict(d.get("episode"))
+        counted = d.get("counted")
+        total, total_answered = (counted if isinstance(counted, list | tuple) and len(counted) == 2 else (0, 0))[:2]
+        total, total_answered = _count(total) or 0, _count(total_answered) or 0
+        if total_answered > total:
+            total = total_answered = 0
         seen = d.get("seen")
         kept = (
             {k: n for k, v in seen.items() if isinstance(k, str) and _KEY.match(k) and (n := _count(v))}
@@ -198,6 +206,8 @@ class CallHealth:
             streak=(_count(d.get("streak")) or 0) if episode is not None else 0,
             seen=_sorted_seen(kept),
             hourly=tuple(sorted(dict((m, (m, c, a)) for m, c, a in buckets).values())),
+            calls=total,
+            answered=total_answered,
         )
 
 
@@ -293,6 +303,7 @@ class _Work:
         self.streak = state.streak
         self.seen = dict(state.seen)
         self.hourly = {m: [c, a] for m, c, a in state.hourly}
+        self.calls, self.answered_total = state.calls, state.answered
         while len(self.window) > rules.window:  # the window was made smaller since
             self._evict()
 
@@ -312,6 +323,8 @@ class _Work:
         bucket = self.hourly.setdefault(_minute(call.started_at), [0, 0])
         bucket[0] += 1
         bucket[1] += call.answered
+        self.calls += 1
+        self.answered_total += call.answered
         return self._judge(call.started_at)
 
     def _judge(self, at: datetime) -> Finding | None:
@@ -359,6 +372,8 @@ class _Work:
             streak=self.streak,
             seen=_sorted_seen(seen)[-MAX_SEEN:],
             hourly=tuple((m, c, a) for m, (c, a) in sorted(hourly.items())),
+            calls=self.calls,
+            answered=self.answered_total,
         )
 
 

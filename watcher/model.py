@@ -9,11 +9,14 @@ import re
 import unicodedata
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pydantic
 
 from .errors import TransientApiError
+
+if TYPE_CHECKING:
+    from .health import CallHealth
 
 
 class Status(StrEnum):
@@ -155,6 +158,8 @@ class TaskState:
     updated_while_closed_at: datetime | None = None
     # The `[[rules]]` holding now, by name, each with since when (one `rule_matched` per episode), sorted by name.
     rules: tuple[tuple[str, datetime], ...] = ()
+    # What the call log has shown of the task (watcher/health.py): None while it has not been read.
+    health: CallHealth | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
