@@ -456,6 +456,13 @@ BROKEN: list[tuple[str, str, str]] = [
     ("notifier-kind-int", MINIMAL + "[[notifiers]]\nkind = 1\nname = 'm'\n", "notifiers[0].kind"),
     ("missing-notifier-kind", MINIMAL + '[[notifiers]]\nname = "h"\nurl = "https://x"\n', "notifiers[0].kind"),
     ("kind-of-second-notifier", MINIMAL + HOOK + '[[notifiers]]\nkind = "Slack"\nname = "s"\n', "notifiers[1].kind"),
+    # [health]
+    ("health-every-zero", MINIMAL + "[health]\nevery = 0\n", "health.every"),
+    ("health-drop-one", MINIMAL + "[health]\nanswer_rate_drop = 1.0\n", "health.answer_rate_drop"),
+    ("health-floor-zero", MINIMAL + "[health]\nanswer_rate_floor = 0\n", "health.answer_rate_floor"),
+    ("health-calllog-string", MINIMAL + '[health]\ncalllog = "no"\n', "health.calllog"),
+    ("health-min-calls-over-window", MINIMAL + "[health]\nwindow = 40\nmin_calls = 50\n", "health"),
+    ("health-unknown-key", MINIMAL + "[health]\nanswer_rate = 0.1\n", "health.answer_rate"),
     # Standard Webhooks secrets
     ("whsec-not-base64", MINIMAL + HOOK + 'secret = "whsec_not*base64!"\n', "notifiers[0].secret"),
     ("whsec-too-short", MINIMAL + HOOK + 'secret = "whsec_c2hvcnQ="\n', "notifiers[0].secret"),
@@ -943,3 +950,10 @@ def test_watch_task_tables_are_checked_like_the_rest(tmp_path: Path, text: str, 
     with pytest.raises(ConfigError) as caught:
         config.load(path)
     assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
+
+
+def test_health_defaults_are_an_operations_leads() -> None:
+    health = from_text(MINIMAL).health
+    assert (health.calllog, health.every, health.window, health.min_calls) == (True, 120.0, 100, 50)
+    assert (health.answer_rate_drop, health.answer_rate_floor) == (0.5, 0.10)
+    assert from_text(MINIMAL + '[health]\ncalllog = false\nevery = "5m"\n').health.every == 300.0

@@ -308,6 +308,29 @@ class PushConfig(_Section):
         return self
 
 
+class HealthConfig(_Section):
+    """`[health]`: campaign health from VoiceFox's call log (watcher/health.py): is a running task calling, and has
+    the share of answered calls collapsed."""
+
+    # Read the call log at all (counts and times only: never a phone number). false: stalls rest on progress alone.
+    calllog: Annotated[bool, Field(strict=True)] = True
+    # How often the call log is read for the running tasks inside their windows (10 tasks per request).
+    every: Annotated[Duration, Field(ge=1)] = 120.0
+    # A drop is an answered share below both `answer_rate_floor` and the task's own earlier share cut by this fraction.
+    answer_rate_drop: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    answer_rate_floor: Annotated[float, Field(gt=0, le=1)] = 0.10
+    # The recent calls the answered share is taken over, and how many the window and the task's earlier calls each
+    # hold before anything is judged.
+    window: Annotated[int, Field(strict=True, ge=1, le=10_000)] = 100
+    min_calls: Annotated[int, Field(strict=True, ge=1, le=10_000)] = 50
+
+    @pydantic.model_validator(mode="after")
+    def _min_calls_fit(self) -> HealthConfig:
+        if self.min_calls > self.window:
+            raise ValueError(f"min_calls ({self.min_calls}) is at most window ({self.window}): the window holds them")
+        return self
+
+
 def _check_rule(when: str) -> str:
     from .rules import compile_rule
 
@@ -364,6 +387,7 @@ class Config(_Section):
     log: LogConfig = LogConfig()
     http: HttpConfig = HttpConfig()
     push: PushConfig = PushConfig()
+    health: HealthConfig = HealthConfig()
     messages: MessagesConfig = MessagesConfig()
     notifiers: list[NotifierConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)

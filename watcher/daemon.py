@@ -14,25 +14,28 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .calllog import MAX_TASKS_PER_REQUEST
 from .client import VoiceFoxClient
 from .config import Config, TaskConfig
-from .detect import Rules, detect, detect_missing, make_event
+from .detect import Rules, detect, detect_calls, detect_missing, make_event
 from .dispatch import Dispatcher
 from .errors import (
     ApiError,
     AuthenticationError,
+    PermissionDenied,
     RateLimited,
     StaleState,
     StoreError,
     TaskNotFound,
     TransientApiError,
 )
+from .health import HealthRules, look_range
 from .metrics import Metrics
 from .model import Event, EventType, Status, TaskState
 from .pace import AdaptiveRate, ApiGate
 from .retry import auth_pause, poll_failure_delay, rate_limit_pause
 from .rules import Unknowns, compile_rules
-from .schedule import Cadence, PaceMark, Timetable, next_poll, pace
+from .schedule import Cadence, PaceMark, Timetable, calling_windows, next_poll, pace
 from .stores import StateStore
 from .windows import Windows
 from .zone import ZoneResolver
@@ -52,15 +55,25 @@ WATCHER_EVENT_NAMESPACE = uuid.UUID(
 
 GAINED_SPREAD = 0.5  # seconds over which the first polls of tasks taken over from another replica are spread
 PUSH_DATA_MAX_AGE = 3600.0  # a task.end push older than this is not attached to a `finished` event
+CALLLOG_FORBIDDEN_RETRY = 3600.0  # a call log refused with 403 is tried again after this long (a permission granted)
 
 
 def knobs(config: Config) -> tuple[Rules, Cadence]:
     """The detection rules and the polling cadence a config asks for."""
-    watch = config.watch
+    watch, health = config.watch, config.health
     rules = Rules(
         progress_step=watch.progress_step,
         stall_after=timedelta(seconds=watch.stall_after),
         task_rules=compile_rules((r.name, r.when, r.description) for r in config.rules),
+        health=HealthRules(
+            every=timedelta(seconds=health.every),
+            stall_after=timedelta(seconds=watch.stall_after),
+            calllog=health.calllog,
+            window=health.window,
+            min_calls=health.min_calls,
+            answer_rate_drop=health.answer_rate_drop,
+            answer_rate_floor=health.answer_rate_floor,
+        ),
     )
     cadence = Cadence(
         interval=watch.interval,
@@ -147,6 +160,14 @@ class Daemon:
         self._owned: set[int] | None = set() if shared else None
         self.announces_api = not shared
         self.forward_hint: Callable[[int], None] | None = None
+        # The call log (watcher/health.py): one lock per task, so that a poll and a look at its calls never both
+        # start from the same state (the later write would lose the other's news); off until this monotonic time
+        # after a 403; tasks whose zone is unknown, each said once.
+        self._task_locks: dict[int, anyio.Lock] = {}
+        self._calllog_off_until = 0.0
+        self._calllog_refused = False
+        self._calllog_unzoned: set[int] = set()
+        self.calllog_requests = 0  # looks asked of the API (each of up to 10 tasks; a look may read several pages)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver what is pending, then poll every task on its schedule until cancelled."""
@@ -163,6 +184,7 @@ class Daemon:
                     self._timetable.spread([t for t in tasks if self._owns(t)], self._monotonic())
                     self._start_workers()
                     tg.start_soon(self._scheduler, send)
+                    tg.start_soon(self._calllog_loop)
                     _log.info("watcher.started", tasks=len(tasks), interval=self.config.watch.interval)
                     await self.windows.show()
                     task_status.started()
@@ -216,8 +238,9 @@ class Daemon:
     def _forget(self, task_id: int) -> None:
         """Take a task off the schedule and out of this daemon's per-task memory."""
         self._timetable.remove(task_id)
-        for memory in (self._failures, self._not_found, self._marks, self._hints, self._planned):
+        for memory in (self._failures, self._not_found, self._marks, self._hints, self._planned, self._task_locks):
             memory.pop(task_id, None)
+        self._calllog_unzoned.discard(task_id)
         self.dropped.discard(task_id)
 
     @property
@@ -545,20 +568,156 @@ class Daemon:
                 _log.info("poll.recovered", causes=sorted({cause for _, cause in self._last_failure_log}))
                 self._last_failure_log.clear()
                 self._suppressed.clear()
-        now = self._clock()
-        looked = await self.windows.look(task_id, previous, snapshot, now)
-        zone = self.windows.zone_for(task_id)
-        state, events = detect(previous, snapshot, now, self._rules, zone=zone, previous_look=looked)
-        self._unknown_rules(task_id, snapshot, self._rules.task_rules)
-        if task_id in self._adopted:
-            self._adopted.discard(task_id)
-            if previous is None and snapshot.status == Status.DONE:
-                # First sight invents no transition, but here VoiceFox pushed this end and the API confirms it.
-                events.append(make_event(EventType.FINISHED, now, snapshot, None, firstSight=True, adopted=True))
-        if state.windows_doubted_at == now:
-            self.windows.contradicted(task_id, snapshot, zone, looked, now)
-        if state != previous:
-            await self._record(task_id, state, events)
+        async with self._lock(task_id):
+            # Read again under the lock: a look at the task's calls may have recorded a newer state meanwhile.
+            previous = self.states.get(task_id)
+            now = self._clock()
+            looked = await self.windows.look(task_id, previous, snapshot, now)
+            zone = self.windows.zone_for(task_id)
+            state, events = detect(previous, snapshot, now, self._rules, zone=zone, previous_look=looked)
+            self._unknown_rules(task_id, snapshot, self._rules.task_rules)
+            if task_id in self._adopted:
+                self._adopted.discard(task_id)
+                if previous is None and snapshot.status == Status.DONE:
+                    # First sight invents no transition, but here VoiceFox pushed this end and the API confirms it.
+                    events.append(make_event(EventType.FINISHED, now, snapshot, None, firstSight=True, adopted=True))
+            if state.windows_doubted_at == now:
+                self.windows.contradicted(task_id, snapshot, zone, looked, now)
+            if state != previous:
+                await self._record(task_id, state, events)
+        return True
+
+    def _lock(self, task_id: int) -> anyio.Lock:
+        lock = self._task_locks.get(task_id)
+        if lock is None:
+            lock = self._task_locks[task_id] = anyio.Lock()
+        return lock
+
+    # -- the call log ------------------------------------------------------------------------------------------
+
+    async def _calllog_loop(self) -> None:
+        """Look at the call log of the tasks that can be calling, every `[health] every`."""
+        while True:
+            started = self._monotonic()
+            try:
+                await self.look_at_calls()
+            except StoreError as exc:  # pragma: no cover - _record logs its own; a read elsewhere may not
+                _log.error("store.write_failed", error=str(exc))
+            spent = self._monotonic() - started
+            await self._sleep(max(1.0, self.config.health.every - spent))
+
+    def calllog_tasks(self, now: datetime) -> list[tuple[datetime, int]]:
+        """The tasks whose calls the next look reads, each with the start of its range: watched here, running, and
+        inside their calling windows (or windows that cannot be placed: unsure, the call log is read)."""
+        rules = self._rules.health
+        out: list[tuple[datetime, int]] = []
+        for task_id in self.config.watch.ids:
+            state = self.states.get(task_id)
+            if (
+                state is None
+                or state.missing
+                or state.snapshot.status != Status.RUNNING
+                or not self._owns(task_id)
+                or task_id in self.dropped
+            ):
+                continue
+            zone = self.windows.zone_for(task_id)
+            if not zone.known:
+                # The call log's times are naive local times of the workspace: read in an unknown zone they could
+                # be hours off, and would place calls wrongly. Progress alone judges this task's stalls.
+                if task_id not in self._calllog_unzoned:
+                    self._calllog_unzoned.add(task_id)
+                    _log.info(
+                        "calllog.no_zone",
+                        task_id=task_id,
+                        hint="the campaigns' time zone is not known yet: set watch.timezone to read its call log now",
+                    )
+                continue
+            if not calling_windows(state, now, zone.tz).open:
+                continue
+            out.append((look_range(state.health, now, rules)[0], task_id))
+        return sorted(out)
+
+    async def look_at_calls(self) -> int:
+        """One look at the call log of every task that can be calling, up to 10 tasks per request, within the API's
+        shared budget; return how many requests were made (0 when the call log is off)."""
+        if not self._rules.health.calllog or self._monotonic() < self._calllog_off_until:
+            return 0
+        by_zone: dict[str, list[tuple[datetime, int]]] = {}
+        for since, task_id in self.calllog_tasks(self._clock()):
+            by_zone.setdefault(self.windows.zone_for(task_id).name, []).append((since, task_id))
+        asked = 0
+        for items in by_zone.values():
+            # Sorted by the start of their ranges: tasks read for the first time (an hour back) go together.
+            for i in range(0, len(items), MAX_TASKS_PER_REQUEST):
+                batch = items[i : i + MAX_TASKS_PER_REQUEST]
+                asked += 1
+                if not await self._look(batch[0][0], [task_id for _, task_id in batch]):
+                    return asked
+        return asked
+
+    async def _pace(self) -> None:
+        # The call log shares the task polls' budget: a pause after a 429 or a refused token, and api.max_rps.
+        await self.gate.wait()
+        await self.rate.acquire()
+
+    async def _look(self, since: datetime, task_ids: list[int]) -> bool:
+        """Read the calls of up to 10 tasks since `since` and judge each task's; False if the call log gave no
+        answer (the rest of this round is not asked)."""
+        zone = self.windows.zone_for(task_ids[0])
+        assert zone.tz is not None  # calllog_tasks() keeps only tasks of a known zone
+        until = self._clock()
+        self.calllog_requests += 1
+        try:
+            log = await self._client.call_log(task_ids, since, until, tz=zone.tz, pace=self._pace)
+        except PermissionDenied as exc:
+            self._calllog_off_until = self._monotonic() + CALLLOG_FORBIDDEN_RETRY
+            if not self._calllog_refused:
+                self._calllog_refused = True
+                _log.warning(
+                    "calllog.forbidden",
+                    error=str(exc),
+                    hint="the token may not read the call log: stalls rest on progress alone, answer rates are not"
+                    " judged; grant it the call log, or set [health] calllog = false",
+                    retry_in=CALLLOG_FORBIDDEN_RETRY,
+                )
+            return False
+        except RateLimited as exc:
+            self.rate.backoff()
+            self.gate.rate_limited = 0 if exc.retry_after is not None else self.gate.rate_limited + 1
+            pause = rate_limit_pause(exc.retry_after, self.gate.rate_limited)
+            self.gate.pause(pause)
+            self._log_failure(0, "rate_limited", str(exc), retry_in=round(pause, 1))
+            return False
+        except AuthenticationError:
+            return False  # the task polls pause on a refused token and say so
+        except ApiError as exc:
+            # Until it answers again the looks grow stale, and stalls rest on progress (health.silent_for).
+            self._log_failure(0, "calllog", str(exc), tasks=len(task_ids))
+            return False
+        if self._calllog_refused:
+            self._calllog_refused = False
+            _log.info("calllog.allowed", hint="the call log answers again: stalls and answer rates use it")
+        if not log.complete:
+            self._log_failure(
+                0,
+                "calllog_truncated",
+                f"the call log of tasks {','.join(map(str, task_ids))} held more than {log.pages} pages since"
+                f" {since.isoformat()}: the rest is read at the next look",
+                level="info",
+            )
+        for task_id in task_ids:
+            async with self._lock(task_id):
+                previous = self.states.get(task_id)
+                if previous is None or previous.snapshot.status != Status.RUNNING:
+                    continue  # polled meanwhile: it stopped (its calls are read again if it resumes)
+                zone = self.windows.zone_for(task_id)
+                state, events = detect_calls(previous, log.for_task(task_id), until, self._rules, zone=zone)
+                if events or _worth_writing(previous, state):
+                    await self._record(task_id, state, events)
+                else:
+                    # Only the look's time moved: kept in memory, not written (a restart looks again at once).
+                    self.states[task_id] = state
         return True
 
     async def _note_unseen(self, task_id: int, reason: str) -> None:
@@ -694,6 +853,15 @@ class Daemon:
             except StoreError as exc:
                 _log.error("store.prune_failed", error=str(exc))
             await self._sleep(3600.0)
+
+
+def _worth_writing(previous: TaskState, state: TaskState) -> bool:
+    """Whether a look changed more than its own time: new calls counted, a stall judged... (else not written)."""
+    if previous.health is None or state.health is None:
+        return state != previous
+    return dataclasses.replace(
+        state, health=dataclasses.replace(state.health, last_look=previous.health.last_look)
+    ) != (previous)
 
 
 def with_added(config: Config, added: Mapping[int, Mapping[str, str]]) -> Config:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from .calllog import CallRecord
+from .health import FIRST_LOOK_BACK, AnswerRateDropped, CallHealth, HealthRules, calls_last_hour, observe, silent_for
 from .model import Event, EventType, Status, TaskSnapshot, TaskState
 from .rules import Rule, evaluated
 from .schedule import DOUBT_FOR, Evidence, calling_windows, closed_between, contradicts
@@ -34,6 +37,7 @@ class Rules:
     progress_step: int = 10  # 0 turns `progressed` off
     stall_after: timedelta = timedelta(minutes=15)
     task_rules: tuple[Rule, ...] = ()
+    health: HealthRules = dataclasses.field(default_factory=HealthRules)  # `[health]`: how the call log is judged
 
 
 def transition_type(previous: str, current: str) -> EventType:
@@ -139,37 +143,152 @@ def detect(
                 resolves=_lasted(EventType.STALLED, previous.progress_since, now),
             )
         )
+    health = previous.health
+    if health is not None and health.episode is not None and current.status == Status.DONE:
+        # A done task is final: a collapse of its answer rate ends without a notice (`finished` is the news).
+        health = dataclasses.replace(health, episode=None, streak=0)
     state = TaskState(
         current,
         progress_since=now if moved else previous.progress_since,
         stalled=False if moved else previous.stalled,
         windows_doubted_at=doubted_at,
         updated_while_closed_at=updated_at,
+        health=health,
     )
-
-    if current.status == Status.RUNNING and not state.stalled:
-        windows = calling_windows(state, now, zone.tz)
-        # Since when the task has had the chance to progress and did not: never outside a window it cannot call in.
-        since = None if not windows.open else max(state.progress_since, windows.opened_at or state.progress_since)
-        if since is not None and now - since >= rules.stall_after:
-            extra: dict[str, Any] = {
-                "stalledSince": since.isoformat(),
-                "stalledForSeconds": int((now - since).total_seconds()),
-            }
-            if current.has_schedule:
-                # On what the stall clock rested: windows placed in a zone, or not placed (unknown zone: the key that
-                # fixes it), or ignored because the task was seen calling outside them.
-                extra["windows"] = {
-                    "zone": zone.name,
-                    "zoneSource": zone.source.value,
-                    "placed": windows.placed,
-                    "doubted": windows.doubted,
-                    **({} if windows.placed else {"fix": "watch.timezone"}),
-                }
-            events.append(make_event(EventType.STALLED, now, current, before, **extra))
-            state = dataclasses.replace(state, stalled=True)
+    state, stalled = _stall(state, before, now, rules, zone)
     holding, changed = _rules(rules.task_rules, previous.rules, current, before, now)
-    return dataclasses.replace(state, rules=holding), _zoned(events + changed, zone)
+    events = _with_calls(events + stalled + changed, state.health, now)
+    return dataclasses.replace(state, rules=holding), _zoned(events, zone)
+
+
+def detect_calls(
+    previous: TaskState, calls: Sequence[CallRecord], now: datetime, rules: Rules, *, zone: Zone = UNKNOWN
+) -> tuple[TaskState, list[Event]]:
+    """Take one look at a task's call log (its records between the look's range, see `health.look_range`): the new
+    state and the events it implies: the answered share collapsing or back (`answer_rate_dropped`, `_recovered`),
+    a stall seen as no call started for `stall_after`, or its end when calls start again.
+
+    The task's snapshot is the latest poll's: the call log changes no status.
+    """
+    current = previous.snapshot
+    health, findings = observe(previous.health, calls, now, rules.health)
+    events: list[Event] = []
+    for finding in findings:
+        if isinstance(finding, AnswerRateDropped):
+            events.append(
+                make_event(EventType.ANSWER_RATE_DROPPED, now, current, current, answerRate=finding.to_dict())
+            )
+        else:
+            resolves = {
+                "type": EventType.ANSWER_RATE_DROPPED.value,
+                "since": finding.since.isoformat(),
+                "lastedSeconds": int((finding.until - finding.since).total_seconds()),
+            }
+            events.append(
+                make_event(
+                    EventType.ANSWER_RATE_RECOVERED,
+                    now,
+                    current,
+                    current,
+                    answerRate=finding.to_dict(),
+                    resolves=resolves,
+                )
+            )
+    state = dataclasses.replace(previous, health=health)
+    known_start = previous.health.last_start if previous.health is not None else None
+    latest = health.last_start
+    if (
+        previous.stalled
+        and latest is not None
+        and (known_start is None or latest > known_start)
+        and latest > previous.progress_since
+    ):
+        # Calls start again: the stall is over, whatever it rested on; its clock restarts at the latest call.
+        events.append(
+            make_event(
+                EventType.UNSTALLED,
+                now,
+                current,
+                current,
+                evidence="calllog",
+                resolves=_lasted(EventType.STALLED, previous.progress_since, now),
+            )
+        )
+        state = dataclasses.replace(state, stalled=False, progress_since=latest)
+    state, stalled = _stall(state, current, now, rules, zone)
+    return state, _zoned(_with_calls(events + stalled, health, now), zone)
+
+
+def _stall(
+    state: TaskState, before: TaskSnapshot, now: datetime, rules: Rules, zone: Zone
+) -> tuple[TaskState, list[Event]]:
+    """A running task inside its window, not stalled yet: is it now? On the call log's evidence where the call log
+    tells (no call started for `stall_after`, however its progress moves), else on its progress (flat that long)."""
+    current = state.snapshot
+    if current.status != Status.RUNNING or state.stalled:
+        return state, []
+    windows = calling_windows(state, now, zone.tz)
+    if not windows.open:
+        return state, []  # never outside a window it cannot call in
+    # Since when the task has had the chance to progress (and to call) and did not.
+    since = max(state.progress_since, windows.opened_at or state.progress_since)
+    silent = silent_for(state.health, now, rules.health, since=since)
+    extra: dict[str, Any]
+    if silent is not None and state.health is not None and state.health.last_look is not None:
+        if silent < rules.stall_after:
+            return state, []  # calling: a flat percentage of a big campaign is no stall
+        quiet_since = state.health.last_look - silent
+        last_call = state.health.last_start
+        extra = {
+            "evidence": "calllog",
+            "stalledSince": quiet_since.isoformat(),
+            "stalledForSeconds": int(silent.total_seconds()),
+            "silentForSeconds": int(silent.total_seconds()),
+            "lastCallAt": last_call.isoformat() if last_call is not None else None,
+        }
+    else:
+        if now - since < rules.stall_after:
+            return state, []
+        extra = {
+            "evidence": "progress",
+            "stalledSince": since.isoformat(),
+            "stalledForSeconds": int((now - since).total_seconds()),
+        }
+    if current.has_schedule:
+        # On what the stall clock rested: windows placed in a zone, or not placed (unknown zone: the key that fixes
+        # it), or ignored because the task was seen calling outside them.
+        extra["windows"] = {
+            "zone": zone.name,
+            "zoneSource": zone.source.value,
+            "placed": windows.placed,
+            "doubted": windows.doubted,
+            **({} if windows.placed else {"fix": "watch.timezone"}),
+        }
+    event = make_event(EventType.STALLED, now, current, before, **extra)
+    return dataclasses.replace(state, stalled=True), [event]
+
+
+def calls_data(health: CallHealth | None, now: datetime) -> dict[str, Any] | None:
+    """What a task event tells of its calls (`data.calls`): counts and times, None while the call log is unread."""
+    if health is None or health.first_look is None:
+        return None
+    hour_calls, hour_answered = calls_last_hour(health, now)
+    return {
+        "since": (health.first_look - FIRST_LOOK_BACK).isoformat(),
+        "total": health.calls,
+        "answered": health.answered,
+        "lastHour": {"calls": hour_calls, "answered": hour_answered},
+        "answerRate": health.rate,
+        "lastCallAt": health.last_start.isoformat() if health.last_start is not None else None,
+    }
+
+
+def _with_calls(events: list[Event], health: CallHealth | None, now: datetime) -> list[Event]:
+    """The events with what is known of the task's calls (`data.calls`); not part of an event's id."""
+    calls = calls_data(health, now)
+    if calls is None or not events:
+        return events
+    return [dataclasses.replace(e, data={**e.data, "calls": calls}) for e in events]
 
 
 def _rules(

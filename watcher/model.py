@@ -48,6 +48,8 @@ class EventType(StrEnum):
     REAPPEARED = "voicefox.task.reappeared"
     RULE_MATCHED = "voicefox.task.rule_matched"
     RULE_RESOLVED = "voicefox.task.rule_resolved"
+    ANSWER_RATE_DROPPED = "voicefox.task.answer_rate_dropped"
+    ANSWER_RATE_RECOVERED = "voicefox.task.answer_rate_recovered"
     API_UNREACHABLE = "voicefox.watcher.api_unreachable"
     API_RECOVERED = "voicefox.watcher.api_recovered"
     RECEIVER_FAILING = "voicefox.watcher.receiver_failing"

@@ -1,0 +1,251 @@
+"""The daemon reads the call log: simulator on 127.0.0.1 -> watcher -> store -> webhook receiver, on a clock of the
+test's (the daemon's and the simulator's wall clock are one), each look and poll driven by the test."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from watcher import config as config_mod
+from watcher.cli_run import open_components
+from watcher.config import Config
+from watcher.daemon import Daemon
+from watcher.dispatch import Dispatcher
+from watcher.model import EventType
+from watcher.simulator import Simulator, blocked_numbers, calllog_forbidden, creeping_campaign, silent_dialer
+
+from .conftest import Receiver
+from .test_daemon import FAST_RETRY
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)  # 10:00 in Tokyo
+STEP = timedelta(minutes=1)  # the test's clock moves a minute at a time: a poll each minute, a look every two
+
+# The simulator's fake numbers as it writes them (simulator._fake_number and its callers): none may leave it.
+PHONE = re.compile(r"\+81 ?90-\d{4}-\d{4}|(?<!\d)138\d{8}(?!\d)|\+8180\d{8}|\+81 3-4567-8901|05012345678|\+86 21 6123")
+
+
+def dump(db: Path) -> str:
+    """Every value of every table of a SQLite store, as text."""
+    with sqlite3.connect(db) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return "\n".join(repr(row) for t in tables for row in conn.execute(f"SELECT * FROM {t}"))  # noqa: S608
+
+
+class Wall:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Run:
+    """A daemon on the test's clock, and what it has told."""
+
+    daemon: Daemon
+    dispatcher: Dispatcher
+    wall: Wall
+    receiver: Receiver
+    store: Path
+    looks: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    async def play(self, minutes: int, tasks: list[int], *, each: Callable[[], None] | None = None) -> None:
+        """Move the clock a minute at a time: every task polled each minute, the call log read as `[health] every`
+        says (two minutes), what was recorded delivered."""
+        every = timedelta(seconds=self.daemon.config.health.every)
+        last_look: datetime | None = None
+        for _ in range(minutes):
+            self.wall.now += STEP
+            if each is not None:
+                each()
+            for task_id in tasks:
+                await self.daemon.poll(task_id)
+            if last_look is None or self.wall.now - last_look >= every:
+                self.looks += await self.daemon.look_at_calls()
+                last_look = self.wall.now
+        await self.dispatcher.drain()
+
+    def told(self, type_: EventType, task_id: int | None = None) -> list[dict[str, Any]]:
+        return [
+            b
+            for b in self.receiver.bodies()
+            if b["type"] == type_.value and (task_id is None or b["subject"] == str(task_id))
+        ]
+
+
+def make_config(
+    api_url: str, token: str, hook_url: str, store: Path, tasks: list[int], timezone: str, **health: Any
+) -> Config:
+    return config_mod.validate(
+        {
+            "api": {"base_url": api_url, "token": token, "timeout": "2s"},
+            "watch": {"tasks": tasks, "interval": "1m", "stall_after": "15m", "timezone": timezone},
+            "health": {"every": "2m", **health},
+            "store": {"path": str(store)},
+            "delivery": {"timeout": "2s"},
+            "notifiers": [{"kind": "webhook", "name": "hook", "url": hook_url}],
+        },
+        source="test",
+    )
+
+
+@asynccontextmanager
+async def watching(
+    scenario: Callable[[Simulator], list[int]],
+    receiver: Receiver,
+    tmp_path: Path,
+    timezone: str = "Asia/Tokyo",
+    **health: Any,
+) -> AsyncIterator[tuple[Run, Simulator, list[int]]]:
+    wall = Wall()
+    sim = Simulator(wall_clock=wall)
+    tasks = scenario(sim)
+    async with sim.serving() as url:
+        config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", tasks, timezone, **health)
+        async with open_components(config, api_retry=FAST_RETRY) as parts:
+            real = parts.daemon
+            daemon = Daemon(
+                config,
+                client=real._client,
+                store=real._store,
+                states=real.states,
+                dispatcher=real._dispatcher,
+                clock=wall,
+            )
+            yield Run(daemon, parts.dispatcher, wall, receiver, tmp_path / "s.db"), sim, tasks
+
+
+async def test_a_creeping_campaign_that_keeps_calling_is_not_stalled(receiver: Receiver, tmp_path: Path) -> None:
+    async with watching(creeping_campaign, receiver, tmp_path) as (run, sim, tasks):
+        await run.play(1, tasks)
+        first = run.daemon.states[tasks[0]].snapshot.progress
+        await run.play(60, tasks)
+        last = run.daemon.states[tasks[0]].snapshot.progress
+    assert run.told(EventType.STALLED) == []
+    assert first is not None and last is not None and last - first <= 3  # 1 % per 20 minutes: flat past stall_after
+    assert sim.calllog_requests >= run.looks >= 30  # a look of 10 tasks may read several pages (the first: an hour)
+
+
+async def test_without_the_call_log_the_same_campaign_is_a_false_stall(receiver: Receiver, tmp_path: Path) -> None:
+    # The contrast: what the progress rule alone says of the creeping campaign.
+    async with watching(creeping_campaign, receiver, tmp_path, calllog=False) as (run, sim, tasks):
+        await run.play(40, tasks)
+    stalls = run.told(EventType.STALLED)  # each time its percentage sits for 20 minutes
+    assert stalls and all(s["data"]["evidence"] == "progress" for s in stalls)
+    assert sim.calllog_requests == 0
+
+
+async def test_a_silent_dialer_is_stalled_within_stall_after_and_one_look(receiver: Receiver, tmp_path: Path) -> None:
+    async with watching(silent_dialer, receiver, tmp_path) as (run, _sim, tasks):
+        silent_from = T0 + timedelta(minutes=10)  # the scenario's dialer stops then, its status still `running`
+        await run.play(45, tasks)
+    stalls = run.told(EventType.STALLED)
+    assert len(stalls) == 1
+    data = stalls[0]["data"]
+    assert data["evidence"] == "calllog"
+    told_at = datetime.fromisoformat(stalls[0]["time"])
+    assert told_at <= silent_from + timedelta(minutes=15) + timedelta(minutes=2)  # stall_after + every
+    assert datetime.fromisoformat(data["lastCallAt"]) <= silent_from
+    assert data["silentForSeconds"] >= 15 * 60
+    assert data["calls"]["lastHour"]["calls"] > 0  # the calls before it fell silent, still within the hour
+
+
+async def test_calls_starting_again_end_the_stall(receiver: Receiver, tmp_path: Path) -> None:
+    async with watching(silent_dialer, receiver, tmp_path) as (run, sim, tasks):
+        await run.play(30, tasks)
+        assert len(run.told(EventType.STALLED)) == 1
+        sim.dialer(tasks[0], calls_per_minute=12)
+        await run.play(6, tasks)
+    unstalled = run.told(EventType.UNSTALLED)
+    assert len(unstalled) == 1
+    assert unstalled[0]["data"]["resolves"]["type"] == EventType.STALLED.value
+
+
+async def test_blocked_numbers_raise_one_answer_rate_alert_and_one_recovery(receiver: Receiver, tmp_path: Path) -> None:
+    async with watching(blocked_numbers, receiver, tmp_path) as (run, sim, tasks):
+        await run.play(50, tasks)  # blocked 30 minutes in
+        sim.dialer(tasks[0], answered=0.4)  # the numbers are cleared with the carriers
+        await run.play(30, tasks)
+    drops = run.told(EventType.ANSWER_RATE_DROPPED)
+    recoveries = run.told(EventType.ANSWER_RATE_RECOVERED)
+    assert len(drops) == 1 and len(recoveries) == 1
+    rate = drops[0]["data"]["answerRate"]
+    assert rate["before"] > 0.3 and rate["after"] < 0.1 and rate["calls"] == 100
+    assert datetime.fromisoformat(rate["since"]) >= T0 + timedelta(minutes=30)
+    assert recoveries[0]["data"]["resolves"]["type"] == EventType.ANSWER_RATE_DROPPED.value
+    assert recoveries[0]["data"]["answerRate"]["now"] > 0.2
+    assert run.told(EventType.STALLED) == []
+    # Counts and times only: no number the simulator wrote is in a delivery or in the store.
+    delivered = json.dumps(receiver.bodies(), ensure_ascii=False)
+    assert not PHONE.search(delivered)
+    assert not PHONE.search(dump(run.store))
+
+
+async def test_a_403_for_the_call_log_turns_it_off_with_one_line_and_no_alert(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    with capture_logs() as logs:
+        async with watching(calllog_forbidden, receiver, tmp_path) as (run, sim, tasks):
+            await run.play(20, tasks)
+    forbidden = [e for e in logs if e["event"] == "calllog.forbidden"]
+    assert len(forbidden) == 1 and "calllog = false" in forbidden[0]["hint"]
+    assert sim.calllog_requests == 1  # then off (tried again an hour later)
+    assert {b["type"] for b in receiver.bodies()} <= {EventType.OBSERVED.value, EventType.STALLED.value}
+    stalls = run.told(EventType.STALLED)  # its progress is flat: the progress rule stands, and says so
+    assert len(stalls) == 1 and stalls[0]["data"]["evidence"] == "progress"
+    assert "calls" not in stalls[0]["data"]
+
+
+async def test_the_call_log_off_asks_nothing(receiver: Receiver, tmp_path: Path) -> None:
+    async with watching(blocked_numbers, receiver, tmp_path, calllog=False) as (run, sim, tasks):
+        await run.play(10, tasks)
+    assert sim.calllog_requests == 0 and run.looks == 0
+
+
+async def test_up_to_ten_tasks_share_a_request(receiver: Receiver, tmp_path: Path) -> None:
+    def many(sim: Simulator) -> list[int]:
+        ids = list(range(3001, 3026))
+        for task_id in ids:
+            sim.add_task(task_id, status="running", total=10_000, progress=5)
+            sim.dialer(task_id, calls_per_minute=1, at=T0)
+        sim.add_task(3100, status="pending")  # not calling: its call log is not read
+        return [*ids, 3100]
+
+    async with watching(many, receiver, tmp_path) as (run, sim, tasks):
+        await run.play(1, tasks)
+        assert sim.calllog_requests == 3  # 25 running tasks: 10 + 10 + 5
+        assert all(run.daemon.states[t].health is not None for t in tasks[:-1])
+        assert run.daemon.states[3100].health is None
+
+
+async def test_tasks_outside_their_windows_or_of_an_unknown_zone_are_not_read(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    def closed(sim: Simulator) -> list[int]:
+        sim.add_task(4001, status="running", progress=5, option={"startDate": "", "startTime": [["20:00", "21:00"]]})
+        sim.dialer(4001, calls_per_minute=5, at=T0 - timedelta(hours=1))
+        return [4001]
+
+    async with watching(closed, receiver, tmp_path) as (run, sim, tasks):
+        await run.play(4, tasks)  # 10:00 in Tokyo: its window opens at 20:00
+    assert sim.calllog_requests == 0
+
+    with capture_logs() as logs:
+        async with watching(blocked_numbers, receiver, tmp_path / "unzoned", timezone="") as (run, sim, tasks):
+            await run.play(4, tasks)  # static timestamps, no watch.timezone: the zone is never known
+    assert sim.calllog_requests == 0
+    assert len([e for e in logs if e["event"] == "calllog.no_zone"]) == 1
