@@ -332,7 +332,7 @@ async def test_the_envelope_fault_wraps_the_page() -> None:
 async def test_the_dialer_and_the_refusal_are_driven_through_control_endpoints() -> None:
     sim, wall = make()
     response = await post(sim, "/_sim/dialer/7", {"calls_per_minute": 30, "answered": 0.4, "duration": [10, 20]})
-    assert json.loads(response.body) == {"calls_per_minute": 30.0, "answered": 0.4, "duration": [10, 20]}
+    assert json.loads(response.body) == {"calls_per_minute": 30.0, "answered": 0.4, "duration": [10, 20], "ring": None}
     await post(sim, "/_sim/dialer/7", {"answered": 0.03, "in": 600})
     assert (await post(sim, "/_sim/dialer/7", {"answered": 7})).status == 400
     wall.advance(minutes=21)
@@ -396,3 +396,13 @@ async def test_calllog_forbidden_refuses_the_call_log_but_serves_the_task() -> N
     (task,) = calllog_forbidden(sim)
     assert (await get(sim, "/openapi/calllog", taskId=str(task))).status == 403
     assert json.loads((await get(sim, f"/openapi/tasks/{task}")).body)["status"] == "running"
+
+
+def test_a_dialer_may_ring_briefly_for_runs_in_seconds() -> None:
+    wall = Wall()
+    sim = Simulator(wall_clock=wall)
+    sim.dialer(9, calls_per_minute=60, answered=0.5, duration=(0, 1), ring=(1, 2), at=T0)
+    calls = sim.calls(9, T0, T0 + timedelta(minutes=1))
+    assert len(calls) == 61  # [since, until]: both ends
+    assert all(1 <= c.end - c.start <= 3 for c in calls)
+    assert {c.answered for c in calls} == {True, False}

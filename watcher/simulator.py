@@ -8,7 +8,7 @@ in another process):
     POST /_sim/tasks/{id}   JSON object of fields to set (`{"status": "running", "progress": 40}`); creates the task
     DELETE /_sim/tasks/{id} the task answers 404 from now on
     POST /_sim/faults       `{"kind": "500", "times": 3, "task_id": 1001, "retry_after": "2", "endpoint": "calllog"}`
-    POST /_sim/dialer/{id}  `{"calls_per_minute": 0}`, `{"answered": 0.03}`, `{"duration": [20, 90]}`,
+    POST /_sim/dialer/{id}  `{"calls_per_minute": 0}`, `{"answered": 0.03}`, `{"duration": [20, 90]}`, `{"ring": [1, 2]}`,
                             `{"advances_progress": true}`, `{"in": 600}` (seconds from now); see `Simulator.dialer`
     POST /_sim/calllog      `{"forbidden": true}`: the call log answers 403 (a token without that permission)
     GET /_sim/stats         request counts
@@ -91,11 +91,13 @@ class Fault:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DialerPlan:
-    """How a simulated dialer calls: calls started a minute, the share answered, an answered call's talk seconds."""
+    """How a simulated dialer calls: calls started a minute, the share answered, an answered call's talk seconds,
+    and how long a call rings (None: as real ones, 4–15 s before an answer, 15–45 s before it is given up)."""
 
     calls_per_minute: float = 20.0
     answered: float = 0.4
     duration: tuple[int, int] = (20, 90)
+    ring: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not (self.calls_per_minute >= 0 and math.isfinite(self.calls_per_minute)):
@@ -105,6 +107,8 @@ class DialerPlan:
         low, high = self.duration
         if not 0 <= low <= high:
             raise ValueError("duration is (shortest, longest) talk seconds")
+        if self.ring is not None and not 0 <= self.ring[0] <= self.ring[1]:
+            raise ValueError("ring is (shortest, longest) seconds a call rings")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -200,12 +204,15 @@ class _Dialer:
     def _call(self, number: int, start: float, j: int, plan: DialerPlan) -> SimCall:
         # An exact share answered, spread evenly over the span (0.4: the 3rd and 5th of every five).
         answered = math.floor((j + 1) * plan.answered + 1e-9) > math.floor(j * plan.answered + 1e-9)
+        unit = _unit(self.task_id, number, "ring")
         if answered:
-            ring = 4 + int(_unit(self.task_id, number, "ring") * 12)
+            ring = 4 + int(unit * 12)
             low, high = plan.duration
             talk = low + int(_unit(self.task_id, number, "talk") * (high - low + 1))
         else:
-            ring, talk = 15 + int(_unit(self.task_id, number, "ring") * 31), 0
+            ring, talk = 15 + int(unit * 31), 0
+        if plan.ring is not None:
+            ring = plan.ring[0] + int(unit * (plan.ring[1] - plan.ring[0] + 1))
         return SimCall(self.task_id, number, start, answered, ring, talk)
 
 
@@ -316,6 +323,7 @@ class Simulator:
         calls_per_minute: float | None = None,
         answered: float | None = None,
         duration: tuple[int, int] | None = None,
+        ring: tuple[int, int] | None = None,
         at: datetime | None = None,
         advances_progress: bool | None = None,
     ) -> DialerPlan:
@@ -335,6 +343,7 @@ class Simulator:
             calls_per_minute=base.calls_per_minute if calls_per_minute is None else float(calls_per_minute),
             answered=base.answered if answered is None else float(answered),
             duration=base.duration if duration is None else (int(duration[0]), int(duration[1])),
+            ring=base.ring if ring is None else (int(ring[0]), int(ring[1])),
         )
         if existing is not None:
             if advances_progress is not None and advances_progress != (existing.progress_from is not None):
@@ -634,13 +643,14 @@ class Simulator:
 
     def _control_dialer(self, task_id: int, payload: dict[str, Any]) -> Response:
         try:
-            duration = payload.get("duration")
+            duration, ring = payload.get("duration"), payload.get("ring")
             delay = payload.get("in")
             plan = self.dialer(
                 task_id,
                 calls_per_minute=payload.get("calls_per_minute"),
                 answered=payload.get("answered"),
                 duration=(int(duration[0]), int(duration[1])) if duration is not None else None,
+                ring=(int(ring[0]), int(ring[1])) if ring is not None else None,
                 at=self._wall() + timedelta(seconds=float(delay)) if delay is not None else None,
                 advances_progress=payload.get("advances_progress"),
             )
