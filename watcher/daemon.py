@@ -599,12 +599,13 @@ class Daemon:
         """Look at the call log of the tasks that can be calling, every `[health] every`."""
         while True:
             started = self._monotonic()
-            try:
-                await self.look_at_calls()
-            except StoreError as exc:  # pragma: no cover - _record logs its own; a read elsewhere may not
-                _log.error("store.write_failed", error=str(exc))
-            spent = self._monotonic() - started
-            await self._sleep(max(1.0, self.config.health.every - spent))
+            await self.look_at_calls()
+            every = self.config.health.every
+            if any(self._owns(t) and t not in self.states for t in self.config.watch.ids):
+                # Tasks not polled yet (just started, or just added): their first look follows their first poll,
+                # not a whole `every` later.
+                every = min(every, self.config.watch.interval)
+            await self._sleep(max(0.1, every - (self._monotonic() - started)))
 
     def calllog_tasks(self, now: datetime) -> list[tuple[datetime, int]]:
         """The tasks whose calls the next look reads, each with the start of its range: watched here, running, and

@@ -69,11 +69,10 @@ async def run_demo(out: TextIO, scale: float = 1.0, language: str = "en") -> int
         )
         if event.type in _FINAL:
             finals.add(event.subject)
-            if len(finals) >= 2 and {e.subject for e in received if e.type == EventType.FINISHED.value} >= {
-                "1001",
-                "1003",
-            }:
-                all_final.set()
+        finished = {e.subject for e in received if e.type == EventType.FINISHED.value}
+        recovered = any(e.type == EventType.ANSWER_RATE_RECOVERED.value for e in received)
+        if len(finals) >= 2 and finished >= {"1001", "1003"} and recovered:
+            all_final.set()
         return Response(204)
 
     logs.configure(level="warning", fmt="console", stream=out)
@@ -92,6 +91,8 @@ async def run_demo(out: TextIO, scale: float = 1.0, language: str = "en") -> int
                         # A demo day is short: the slow pace (stopped tasks, windows closed) is four intervals.
                         "slow_interval": 4 * max(0.2, scale),
                     },
+                    # The call log is read every second: campaign 1005's answered share collapses, and recovers.
+                    "health": {"every": 1.0},
                     "store": {"path": str(Path(tmp) / "state.db")},
                     "notifiers": [
                         {

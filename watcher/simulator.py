@@ -697,7 +697,8 @@ def calling_hours(zone: tzinfo, *, open_now: bool, now: datetime | None = None) 
 def demo_scenario(sim: Simulator, scale: float = 1.0) -> list[int]:
     """Campaigns that, within ~30 s × scale, start, progress, stall, stop, resume, finish and fail, all calling in
     Tokyo hours open now; and one whose window in Tokyo is closed now, which the watcher polls slowly and never calls
-    stalled (with `sim.timestamps` "offset" or "naive", the watcher finds that zone from the API alone)."""
+    stalled (with `sim.timestamps` "offset" or "naive", the watcher finds that zone from the API alone); and one whose
+    answered share collapses while it calls (carriers flagging its numbers), then recovers."""
 
     def at(t: float) -> float:
         return t * scale
@@ -762,7 +763,26 @@ def demo_scenario(sim: Simulator, scale: float = 1.0) -> list[int]:
         collectionRate=22,
         option=option(startTime=calling_hours(sim.zone, open_now=False)),
     )
-    return [1001, 1002, 1003, 1004]
+    # Carriers start flagging the numbers of a big campaign as spam: the answered share falls from 40 % to 3 % while
+    # it keeps running and calling, then is back once the numbers are cleared. Quick calls, many of them: a window
+    # of calls fills in a few seconds of the demo. (Calls that end as they start: the call log lists a call once it
+    # has ended, and the demo's stall_after is shorter than any real call.)
+    sim.add_task(
+        1005,
+        "Insurance renewal outreach",
+        status="running",
+        progress=20,
+        total=1_000_000,
+        collectionRate=35,
+        option=option(),
+    )
+    start = sim.now()
+    per_minute = 1200 / max(scale, 0.05)
+    before = start - timedelta(seconds=20)
+    sim.dialer(1005, calls_per_minute=per_minute, answered=0.4, ring=(0, 0), duration=(0, 0), at=before)
+    sim.dialer(1005, answered=0.03, at=start + timedelta(seconds=at(6)))
+    sim.dialer(1005, answered=0.4, at=start + timedelta(seconds=at(15)))
+    return [1001, 1002, 1003, 1004, 1005]
 
 
 # Call log scenarios: each sets up its task(s) with an hour of calls already in the log (a baseline to judge from),
