@@ -106,6 +106,18 @@ async def test_check_accepts_the_example_config(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr.decode()
     assert b"OK" in result.stdout
+    assert b"call log: read every 120s" in result.stdout and b"stall_after is" not in result.stdout
+
+
+async def test_check_says_the_call_log_is_off_or_warns_of_a_stall_after_shorter_than_a_call(tmp_path: Path) -> None:
+    cfg = tmp_path / "w.toml"
+    base = '[api]\ntoken = "t"\n[watch]\ntasks = [1]\n'
+    cfg.write_text(base + 'stall_after = "1m"\n')
+    result = await run(["check", "-c", str(cfg)])
+    assert result.returncode == 0 and b"warning: watch.stall_after is 60s" in result.stdout
+    cfg.write_text(base + 'stall_after = "1m"\n[health]\ncalllog = false\n')
+    result = await run(["check", "-c", str(cfg)])
+    assert b"call log: off" in result.stdout and b"stall_after is" not in result.stdout
 
 
 async def test_check_reports_every_problem_with_exit_2_and_no_traceback(tmp_path: Path) -> None:

@@ -164,6 +164,9 @@ async def _once(config: Config) -> int:
     return EXIT_OK if polled and pending <= held else EXIT_FAILURE
 
 
+CALLLOG_SHORT_STALL = 300.0  # seconds: a stall_after below this may be shorter than a long call
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config file."""
     config = config_mod.load(config_mod.default_path(args.config))
@@ -186,6 +189,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  calling windows read in: {zone}", file=out)
     for task_id, own in sorted(watch.task_zones.items()):
         print(f"    task {task_id}: {own.key} ([[watch.task]] timezone)", file=out)
+    health = config.health
+    if health.calllog:
+        print(
+            f"  call log: read every {health.every:g}s for running tasks in their windows; answered share judged over"
+            f" {health.window} calls (from {health.min_calls}): a drop is under {health.answer_rate_floor:.0%} and"
+            f" {health.answer_rate_drop:.0%} below the task's own",
+            file=out,
+        )
+        if watch.stall_after < CALLLOG_SHORT_STALL:
+            print(
+                f"  warning: watch.stall_after is {watch.stall_after:g}s: the call log lists a call once it has ended,"
+                " so a task on long calls may look silent; keep it above your longest calls (15m is the default)",
+                file=out,
+            )
+    else:
+        print("  call log: off ([health] calllog = false): stalls rest on progress alone", file=out)
     if config.store.postgres:
         lease = config.store.lease_for(config.watch.interval)
         print(f"  store: {config.store.shown()} (PostgreSQL; replicas share the work, lease {lease:g}s)", file=out)
