@@ -133,8 +133,10 @@ async def test_campaign_health_from_the_call_log_through_the_installed_cli(recei
     (stalled,) = of(bodies, SILENT, "stalled")
     assert stalled["data"]["evidence"] == "calllog"
     late = datetime.fromisoformat(stalled["time"]) - silent_from
-    # Measured on the watcher's own clock; a second's grace for a scheduler on a busy machine.
-    assert late <= timedelta(seconds=STALL_AFTER + EVERY + 1.0), late
+    # On the watcher's own clock (the event's time), against when the dialer fell silent: within stall_after and one
+    # look, with two seconds' grace for a busy machine stretching a one-second look (the bound is what the design
+    # promises, not a speed: tests/test_calllog_daemon.py checks it exactly on a clock of its own).
+    assert late <= timedelta(seconds=STALL_AFTER + EVERY + 2.0), late
     assert len(of(bodies, BLOCKED, "answer_rate_dropped")) == 1
     assert len(of(bodies, BLOCKED, "answer_rate_recovered")) == 1
     (dropped,) = of(bodies, BLOCKED, "answer_rate_dropped")
