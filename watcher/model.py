@@ -48,6 +48,8 @@ class EventType(StrEnum):
     REAPPEARED = "voicefox.task.reappeared"
     RULE_MATCHED = "voicefox.task.rule_matched"
     RULE_RESOLVED = "voicefox.task.rule_resolved"
+    ANSWER_RATE_DROPPED = "voicefox.task.answer_rate_dropped"
+    ANSWER_RATE_RECOVERED = "voicefox.task.answer_rate_recovered"
     API_UNREACHABLE = "voicefox.watcher.api_unreachable"
     API_RECOVERED = "voicefox.watcher.api_recovered"
     RECEIVER_FAILING = "voicefox.watcher.receiver_failing"
@@ -68,6 +70,7 @@ PROBLEMS = frozenset(
         EventType.API_UNREACHABLE,
         EventType.RECEIVER_FAILING,
         EventType.RULE_MATCHED,
+        EventType.ANSWER_RATE_DROPPED,
     }
 )
 RESOLVES: dict[str, frozenset[EventType]] = {
@@ -77,6 +80,7 @@ RESOLVES: dict[str, frozenset[EventType]] = {
     EventType.API_RECOVERED: frozenset({EventType.API_UNREACHABLE}),
     EventType.RECEIVER_RECOVERED: frozenset({EventType.RECEIVER_FAILING}),
     EventType.RULE_RESOLVED: frozenset({EventType.RULE_MATCHED}),
+    EventType.ANSWER_RATE_RECOVERED: frozenset({EventType.ANSWER_RATE_DROPPED}),
 }
 
 
