@@ -561,7 +561,7 @@ def build(
             facts.append(Fact(t.gettext("No call started for"), t.duration(view.stall.seconds)))
             last_call = view.stall.last_call
             facts.append(
-                Fact(t.gettext("Last call started"), t.time(last_call, zone) if last_call else t.gettext("none seen"))
+                Fact(t.gettext("Last call started"), _at(last_call, t, zone) if last_call else t.gettext("none seen"))
             )
         elif view.stall is not None:
             facts.append(Fact(t.gettext("No progress for"), t.duration(view.stall.seconds)))
@@ -691,7 +691,7 @@ def _calls(calls: CallsView, t: Translator, zone: tzinfo | None, *, totals: bool
             )
         facts = [Fact(t.gettext("Calls"), value)]
         if calls.since is not None:
-            facts.append(Fact(t.gettext("Counted since"), t.time(calls.since, zone)))
+            facts.append(Fact(t.gettext("Counted since"), _at(calls.since, t, zone)))
         return facts
     if calls.last_hour_calls is None:
         return []
@@ -700,6 +700,15 @@ def _calls(calls: CallsView, t: Translator, zone: tzinfo | None, *, totals: bool
     if share is not None:
         value = t.say("{calls} ({share} answered)", calls=value, share=t.share(share))
     return [Fact(t.gettext("Calls in the last hour"), value)]
+
+
+def _at(when: datetime, t: Translator, zone: tzinfo | None) -> str:
+    """A time from event data as the language writes it; as ISO 8601 where the zone would carry it past the years a
+    datetime holds (a stored "9999-12-31T23:59:59+14:00" read in UTC-12)."""
+    try:
+        return t.time(when, zone)
+    except (OverflowError, ValueError):
+        return when.isoformat()
 
 
 def _headline(view: EventView, t: Translator) -> str:

@@ -29,8 +29,8 @@ result in its own format, as plain text. It sees these variables (all plain valu
   link       the task's link (`[messages] task_url`), or ""
   language   "en", "ja", "zh-Hans" or "zh-Hant"
 
-and the filters `number` (12,345), `percent` (41%, of a whole percentage) and `share` (41%, of a share from 0 to 1:
-`{{ answer_rate.after | share }}`) in the language's style. A template that fails at run time is
+and the functions `number` (12,345), `percent` (41%, of a whole percentage) and `share` (41%, of a share from 0 to 1:
+`{{ share(answer_rate.after) }}`) in the language's style. A template that fails at run time is
 never the end of an alert: the built-in message goes out instead, with one `notify.template_failed` error log line.
 """
 
