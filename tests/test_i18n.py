@@ -153,6 +153,36 @@ def rule(collection_rate: int, name: str = "low collection") -> dict[str, Any]:
     return {"name": name, "when": "progress >= 30 && collectionRate < 20", "description": "", "values": values}
 
 
+def calls(last_hour: int = 312, answered: int = 128) -> dict[str, Any]:
+    """`data.calls` of a task whose call log was read: 1,200 calls counted since 17:00 in Tokyo."""
+    return {
+        "since": "2026-11-23T08:00:00+00:00",
+        "total": 1200,
+        "answered": 812,
+        "lastHour": {"calls": last_hour, "answered": answered},
+        "answerRate": 0.41,
+        "lastCallAt": "2026-11-23T08:59:40+00:00",
+    }
+
+
+def dropped() -> dict[str, Any]:
+    """`data.answerRate` of a collapse: 41 % over 1,250 earlier calls, 3 % over the latest 100."""
+    return {"since": "2026-11-23T08:45:00+00:00", "before": 0.4128, "after": 0.03, "calls": 100, "baselineCalls": 1250}
+
+
+def recovered() -> dict[str, Any]:
+    """`data.answerRate` of the end of that collapse, 75 minutes later."""
+    return {
+        "since": "2026-11-23T07:45:00+00:00",
+        "until": "2026-11-23T09:00:00+00:00",
+        "before": 0.4128,
+        "after": 0.03,
+        "now": 0.38,
+        "calls": 100,
+        "lastedSeconds": 4500,
+    }
+
+
 def zoned(event: Event) -> Event:
     return Event(event.id, event.type, event.time, event.subject, {**event.data, "timeZone": "+09:00"})
 
@@ -195,6 +225,77 @@ def events() -> list[tuple[str, Event]]:
             "rule resolved",
             make_event(
                 EventType.RULE_RESOLVED, NOW, running, low, rule=rule(33), resolves=resolved("rule_matched", 3600)
+            ),
+        ),
+        (
+            "stalled, no call started",
+            make_event(
+                EventType.STALLED,
+                NOW,
+                running,
+                running,
+                stalledForSeconds=1500,
+                evidence="calllog",
+                lastCallAt="2026-11-23T08:35:00+00:00",
+                silentForSeconds=1500,
+                calls=calls(312, 0),
+            ),
+        ),
+        (
+            "stalled, no call seen at all",
+            make_event(
+                EventType.STALLED,
+                NOW,
+                task("running", name=""),
+                running,
+                stalledForSeconds=1200,
+                evidence="calllog",
+                lastCallAt=None,
+                silentForSeconds=1200,
+            ),
+        ),
+        (
+            "progressed, calls counted",
+            make_event(EventType.PROGRESSED, NOW, running, running, milestone=50, calls=calls()),
+        ),
+        (
+            "finished, calls counted",
+            make_event(EventType.FINISHED, NOW, task("done", progress=100), running, calls=calls()),
+        ),
+        (
+            "answer rate dropped",
+            make_event(EventType.ANSWER_RATE_DROPPED, NOW, running, running, answerRate=dropped(), calls=calls(300, 9)),
+        ),
+        (
+            "answer rate dropped, unnamed, reminder 1",
+            make_event(
+                EventType.ANSWER_RATE_DROPPED,
+                NOW,
+                task("running", name=""),
+                running,
+                answerRate=dropped(),
+                reminder=reminder(1, 3600),
+            ),
+        ),
+        (
+            "answer rate recovered",
+            make_event(
+                EventType.ANSWER_RATE_RECOVERED,
+                NOW,
+                running,
+                running,
+                answerRate=recovered(),
+                resolves=resolved("answer_rate_dropped", 4500),
+            ),
+        ),
+        (
+            "answer rate recovered, not saying for how long",
+            make_event(
+                EventType.ANSWER_RATE_RECOVERED,
+                NOW,
+                task("running", name=""),
+                running,
+                answerRate={k: v for k, v in recovered().items() if k != "lastedSeconds"},
             ),
         ),
         (

@@ -58,6 +58,8 @@ TRANSITIONS: dict[EventType, tuple[str | None, str]] = {
     EventType.REAPPEARED: ("running", "running"),
     EventType.RULE_MATCHED: ("running", "running"),
     EventType.RULE_RESOLVED: ("running", "running"),
+    EventType.ANSWER_RATE_DROPPED: ("running", "running"),
+    EventType.ANSWER_RATE_RECOVERED: ("running", "running"),
 }
 RULE = {"name": "low collection", "when": "progress >= 30 && collectionRate < 20", "description": ""}
 EXTRAS: dict[EventType, dict[str, Any]] = {
@@ -73,6 +75,31 @@ EXTRAS: dict[EventType, dict[str, Any]] = {
     EventType.RULE_RESOLVED: {
         "rule": RULE | {"values": {"progress": 60, "collectionRate": 24}},
         "resolves": {"type": "voicefox.task.rule_matched", "since": "2026-11-23T08:30:00+00:00", "lastedSeconds": 3600},
+    },
+    EventType.ANSWER_RATE_DROPPED: {
+        "answerRate": {
+            "since": "2026-11-23T08:40:00+00:00",
+            "before": 0.41,
+            "after": 0.03,
+            "calls": 100,
+            "baselineCalls": 1250,
+        }
+    },
+    EventType.ANSWER_RATE_RECOVERED: {
+        "answerRate": {
+            "since": "2026-11-23T08:40:00+00:00",
+            "until": "2026-11-23T09:00:00+00:00",
+            "before": 0.41,
+            "after": 0.03,
+            "now": 0.38,
+            "calls": 100,
+            "lastedSeconds": 1200,
+        },
+        "resolves": {
+            "type": "voicefox.task.answer_rate_dropped",
+            "since": "2026-11-23T08:40:00+00:00",
+            "lastedSeconds": 1200,
+        },
     },
 }
 # The watcher's own events about a notifier, as the dispatcher records them.

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from watcher.health import FIRST_LOOK_BACK, AnswerRateDropped, CallHealth
 from watcher.model import Event, EventType, TaskSnapshot, TaskState
-from watcher.reminders import due, remind, still_open
+from watcher.reminders import TASK_PROBLEMS, due, remind, still_open
 from watcher.store import Sent
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -105,3 +107,114 @@ def test_a_stall_is_reminded_of_from_when_it_began() -> None:
     reminder = remind(stalled, state("running", stalled=True), receiver="chat", count=1, now=T + HOUR)
     assert reminder.data["reminder"]["lastedSeconds"] == 3600 + 900
     assert reminder.data["stalledForSeconds"] == 3600 + 900  # the headline says how long, as of now
+
+
+# -- a collapsed answer rate ---------------------------------------------------------------------------------------
+
+EPISODE = AnswerRateDropped(T0 - timedelta(minutes=30), before=0.41, after=0.03, calls=100, baseline_calls=1250)
+
+
+def health(*, episode: AnswerRateDropped | None = EPISODE) -> CallHealth:
+    """A task's call health as looks left it: 40 calls (2 answered) in the minute before T0."""
+    minute = int((T0 - timedelta(minutes=1)).timestamp()) // 60 * 60
+    return CallHealth(
+        first_look=T0 - timedelta(hours=2),
+        last_look=T0,
+        last_start=T0 - timedelta(seconds=20),
+        window=(True,) * 3 + (False,) * 97,
+        episode=episode,
+        hourly=((minute, 40, 2),),
+        calls=900,
+        answered=300,
+    )
+
+
+def running(*, health_: CallHealth | None = None, missing: bool = False) -> TaskState:
+    return TaskState(
+        TaskSnapshot(id=7, status="running", progress=40), progress_since=T0, missing=missing, health=health_
+    )
+
+
+def dropped(data: dict[str, Any] | None = None) -> Event:
+    rate = {"since": EPISODE.since.isoformat(), "before": 0.41, "after": 0.03, "calls": 100, "baselineCalls": 1250}
+    default = {"task": {"id": 7, "status": "running"}, "answerRate": rate}
+    return Event("drop", EventType.ANSWER_RATE_DROPPED.value, T0, "7", default if data is None else data)
+
+
+@pytest.mark.parametrize(
+    ("task", "open_"),
+    [
+        (running(health_=health()), True),  # the call health still holds the episode
+        (running(health_=health(episode=None)), False),  # recovered
+        (running(), False),  # the call log was never read (or no longer is): nothing says it lasts
+        (running(health_=health(), missing=True), False),  # missing: that is reminded of instead
+        (dataclasses.replace(running(health_=health()), snapshot=TaskSnapshot(7, "stop.operate")), False),  # stopped
+        (None, False),  # forgotten
+    ],
+)
+def test_a_collapsed_answer_rate_is_open_while_the_call_health_holds_its_episode(
+    task: TaskState | None, open_: bool
+) -> None:
+    assert still_open(EventType.ANSWER_RATE_DROPPED.value, task) is open_
+
+
+def test_answer_rate_dropped_is_a_task_problem_reminded_of() -> None:
+    assert EventType.ANSWER_RATE_DROPPED.value in TASK_PROBLEMS
+
+
+def test_a_reminder_of_a_collapse_counts_from_its_since_and_shows_the_calls_as_they_are_now() -> None:
+    stale = {"since": "2026-11-23T07:00:00+00:00", "total": 5, "answered": 5, "lastHour": {"calls": 5, "answered": 5}}
+    event = dropped(dropped().data | {"calls": stale})
+    reminders, _ = due([sent(event, T)], {7: running(health_=health())}, {7}, receiver="chat", now=T + HOUR, every=HOUR)
+    (reminder,) = reminders
+    assert reminder.type == EventType.ANSWER_RATE_DROPPED.value
+    assert reminder.data["reminder"] == {
+        "count": 1,
+        "of": "drop",
+        "since": EPISODE.since.isoformat(),
+        "lastedSeconds": 5400,  # from the call it was judged at (30 min before the event), not the event
+    }
+    assert reminder.data["answerRate"] == event.data["answerRate"]  # what was judged stays as judged
+    assert reminder.data["calls"] == {
+        "since": (T0 - timedelta(hours=2) - FIRST_LOOK_BACK).isoformat(),  # the first look read an hour back
+        "total": 900,
+        "answered": 300,
+        "lastHour": {"calls": 0, "answered": 0},  # the calls before T0 are more than an hour old by now
+        "answerRate": 0.03,
+        "lastCallAt": (T0 - timedelta(seconds=20)).isoformat(),
+    }
+    at_once = remind(event, running(health_=health()), receiver="chat", count=1, now=T + 30)
+    assert at_once.data["calls"]["lastHour"] == {"calls": 40, "answered": 2}
+
+
+def test_a_reminder_drops_call_figures_it_cannot_bring_up_to_date() -> None:
+    event = dropped(dropped().data | {"calls": {"total": 5}})
+    assert "calls" not in remind(event, running(), receiver="chat", count=1, now=T + HOUR).data
+
+
+@pytest.mark.parametrize(
+    "rate",
+    [None, "2026-11-23", {"since": "yesterday"}, {"since": 12}, {"since": "2026-11-23T08:30:00"}],
+    ids=["absent", "not a mapping", "not a time", "not a string", "no zone"],
+)
+def test_a_collapse_whose_since_is_unreadable_counts_from_the_event(rate: Any) -> None:
+    event = dropped({"task": {"id": 7}} | ({} if rate is None else {"answerRate": rate}))
+    reminder = remind(event, running(health_=health()), receiver="chat", count=1, now=T + HOUR)
+    assert reminder.data["reminder"]["since"] == T0.isoformat()
+    assert reminder.data["reminder"]["lastedSeconds"] == 3600
+
+
+def test_a_reminder_of_a_stall_the_call_log_showed_brings_its_silence_up_to_date() -> None:
+    data = {
+        "task": {"id": 7, "status": "running"},
+        "stalledSince": "2026-11-23T08:40:00+00:00",
+        "stalledForSeconds": 1200,
+        "evidence": "calllog",
+        "silentForSeconds": 1200,
+        "lastCallAt": "2026-11-23T08:40:00+00:00",
+    }
+    event = Event("stall", EventType.STALLED.value, T0, "7", data)
+    state_ = dataclasses.replace(running(), stalled=True)
+    reminder = remind(event, state_, receiver="chat", count=1, now=T + HOUR)
+    assert reminder.data["stalledForSeconds"] == reminder.data["silentForSeconds"] == 4800
+    assert reminder.data["evidence"] == "calllog"

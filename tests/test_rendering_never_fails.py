@@ -182,3 +182,36 @@ def test_the_fallback_message_is_built_from_an_ordinary_snapshot_too() -> None:
     from watcher.notify.message import fallback
 
     assert fallback(event).footer.startswith("1 · voicefox.task.stalled")
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    type_=st.sampled_from(list(EventType)),
+    answer_rate=odd
+    | st.fixed_dictionaries(
+        {},
+        optional=dict.fromkeys(
+            ("since", "until", "before", "after", "now", "calls", "baselineCalls", "lastedSeconds"),
+            odd | st.floats(min_value=0, max_value=1),
+        ),
+    ),
+    calls=odd
+    | st.fixed_dictionaries(
+        {},
+        optional=dict.fromkeys(("since", "total", "answered", "answerRate", "lastCallAt"), odd)
+        | {"lastHour": odd | st.fixed_dictionaries({}, optional=dict.fromkeys(("calls", "answered"), odd))},
+    ),
+    stall=st.fixed_dictionaries(
+        {},
+        optional={"evidence": odd | st.sampled_from(["calllog", "progress"])}
+        | dict.fromkeys(("lastCallAt", "silentForSeconds", "stalledForSeconds"), odd),
+    ),
+    zone=st.sampled_from(["+14:00", "-12:00", "Asia/Tokyo", ""]),
+    language=st.sampled_from(LANGUAGES),
+)
+def test_whatever_call_health_data_an_event_carries_every_channel_renders_it(
+    type_: EventType, answer_rate: Any, calls: Any, stall: dict[str, Any], zone: str, language: str
+) -> None:
+    task = {"id": 1001, "status": "running", "name": "x", "progress": 5}
+    data = {"task": task, "answerRate": answer_rate, "calls": calls, "timeZone": zone} | stall
+    render_everywhere(Event(id="e1", type=type_.value, time=NOW, subject="1001", data=data), language)

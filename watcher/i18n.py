@@ -108,6 +108,17 @@ class Translator:
             return "–"
         return self.say("{value}%", value=self.number(value))
 
+    def share(self, value: float | None) -> str:
+        """A share from 0 to 1 as a percentage ("41%"; "2.5%" under 10 %, where a whole figure would hide a fall
+        from 4 % to 0.4 %), or a dash when unknown or not a share."""
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            return "–"  # (NaN fails the comparison too)
+        percent = value * 100
+        shown: float = round(percent) if percent >= 10 else round(percent, 1)
+        if shown == int(shown):
+            shown = int(shown)
+        return self.say("{value}%", value=self.number(shown))
+
     def duration(self, seconds: float) -> str:
         """ "45 sec", "15 min", "2 hr, 5 min" (en); "2 時間 5 分" (ja); "2小时5分钟" (zh-Hans): at most two units
         (and a fraction of a second only under ten seconds, as a demo's interval)."""

@@ -70,6 +70,7 @@ PROBLEMS = frozenset(
         EventType.API_UNREACHABLE,
         EventType.RECEIVER_FAILING,
         EventType.RULE_MATCHED,
+        EventType.ANSWER_RATE_DROPPED,
     }
 )
 RESOLVES: dict[str, frozenset[EventType]] = {
@@ -79,6 +80,7 @@ RESOLVES: dict[str, frozenset[EventType]] = {
     EventType.API_RECOVERED: frozenset({EventType.API_UNREACHABLE}),
     EventType.RECEIVER_RECOVERED: frozenset({EventType.RECEIVER_FAILING}),
     EventType.RULE_RESOLVED: frozenset({EventType.RULE_MATCHED}),
+    EventType.ANSWER_RATE_RECOVERED: frozenset({EventType.ANSWER_RATE_DROPPED}),
 }
 
 

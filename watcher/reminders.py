@@ -1,6 +1,7 @@
 """Reminders of problems that last: pure, from the outbox and the tasks' states.
 
-A notifier with `repeat_every` hears again of a task that stays failed, timed out, stopped, stalled or missing. The
+A notifier with `repeat_every` hears again of a task that stays failed, timed out, stopped, stalled or missing, or whose
+answer rate stays collapsed. The
 outbox is the reminders' only memory: the newest row of each (task, problem) for the receiver says when it was last
 told and how many reminders it has had, so a restart neither forgets a reminder nor sends one twice; a reminder's id
 is a function of the problem's first event, the receiver and its number, so two replicas racing to record one record
@@ -15,6 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from .detect import calls_data
 from .model import Event, EventType, Status, TaskState
 from .store import Sent
 
@@ -24,7 +26,12 @@ _STATUS_OF = {
     EventType.TIMED_OUT: Status.STOP_TIMEOUT,
     EventType.STOPPED: Status.STOP_OPERATE,
 }
-TASK_PROBLEMS: tuple[str, ...] = (*(t.value for t in _STATUS_OF), EventType.STALLED.value, EventType.MISSING.value)
+TASK_PROBLEMS: tuple[str, ...] = (
+    *(t.value for t in _STATUS_OF),
+    EventType.STALLED.value,
+    EventType.MISSING.value,
+    EventType.ANSWER_RATE_DROPPED.value,
+)
 
 _NAMESPACE = uuid.UUID("0b7d6e52-4f0c-4b8e-9f5e-2c1f5d9a7a31")
 
@@ -37,6 +44,15 @@ def still_open(problem: str, state: TaskState | None) -> bool:
         return state.stalled and not state.missing
     if problem == EventType.MISSING:
         return state.missing
+    if problem == EventType.ANSWER_RATE_DROPPED:
+        # The collapse lasts while the call health holds its episode and the task calls (a stopped task is reminded
+        # of as stopped, a missing one as missing).
+        return (
+            state.health is not None
+            and state.health.episode is not None
+            and state.snapshot.status == Status.RUNNING
+            and not state.missing
+        )
     status = _STATUS_OF.get(EventType(problem)) if problem in TASK_PROBLEMS else None
     return status is not None and state.snapshot.status == status and not state.missing
 
@@ -47,13 +63,21 @@ def _reminder_of(event: Event) -> Mapping[str, Any]:
 
 
 def _since(event: Event) -> datetime:
-    """When the problem began: as a reminder says, as a stall says, or the event's own time."""
-    for value in (_reminder_of(event).get("since"), event.data.get("stalledSince")):
+    """When the problem began: as a reminder says, as a stall says, as a collapse of the answer rate says, or the
+    event's own time."""
+    rate = event.data.get("answerRate") if event.type == EventType.ANSWER_RATE_DROPPED else None
+    for value in (
+        _reminder_of(event).get("since"),
+        event.data.get("stalledSince"),
+        rate.get("since") if isinstance(rate, Mapping) else None,
+    ):
         if isinstance(value, str):
             try:
-                return datetime.fromisoformat(value)
+                since = datetime.fromisoformat(value)
             except ValueError:
                 continue
+            if since.tzinfo is not None:  # (a time without its zone is no instant: it cannot be subtracted from now)
+                return since
     return event.time
 
 
@@ -102,6 +126,14 @@ def remind(last: Event, state: TaskState, *, receiver: str, count: int, now: flo
     lasted = max(0, int((when - since).total_seconds()))
     if "stalledForSeconds" in data:
         data["stalledForSeconds"] = lasted  # the headline's "no progress for ..." as of now
+    if "silentForSeconds" in data:
+        data["silentForSeconds"] = lasted  # (a stall the call log showed: "no call started for ...", equally)
+    # A reminder hours later must not repeat the first notice's figures as the last hour's: as the task is now.
+    calls = calls_data(state.health, when)
+    if calls is not None:
+        data["calls"] = calls
+    else:
+        data.pop("calls", None)
     data["reminder"] = {"count": count, "of": origin, "since": since.isoformat(), "lastedSeconds": lasted}
     return Event(
         id=str(uuid.uuid5(_NAMESPACE, f"{origin}|{receiver}|{count}")),

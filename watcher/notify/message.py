@@ -58,6 +58,24 @@ def _mapping(value: Any) -> Mapping[str, Any] | None:
     return value if isinstance(value, Mapping) else None
 
 
+def _count(value: Any) -> int | None:
+    count = _int(value)
+    return count if count is not None and count >= 0 else None  # a count of calls: never negative
+
+
+def _share(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0.0 <= value <= 1.0 else None  # a share of calls (NaN fails the comparison too)
+
+
+def _ratio(part: int | None, whole: int | None) -> float | None:
+    """`part` of `whole` as a share; None when either is unknown, `whole` is 0 or the part is larger."""
+    if part is None or whole is None or whole == 0 or part > whole:
+        return None
+    return part / whole
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskView:
     """The task as the event carries it (only what is safe to show)."""
@@ -95,6 +113,74 @@ class StallView:
     windows_placed: bool = True  # False: the zone was unknown, so its calling windows were not used
     windows_doubted: bool = False  # it was seen calling outside them, so they were not relied on
     fix: str = "watch.timezone"
+    # What showed the stall: "calllog" (no call started for `seconds`) or "progress" (progress flat; older events).
+    evidence: str = "progress"
+    last_call: datetime | None = None  # calllog: when the latest call started (None: none was seen)
+
+    @property
+    def by_calls(self) -> bool:
+        """Whether the call log showed the stall (no call started), rather than flat progress."""
+        return self.evidence == "calllog"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AnswerRateView:
+    """The answered share of a task's calls that collapsed, or recovered (`data.answerRate`); None where unknown."""
+
+    since: datetime | None  # the call at which the collapse was judged
+    until: datetime | None  # recovered: the call at which the recovery was judged
+    before: float | None  # the task's own earlier share, 0..1
+    after: float | None  # the share over the window that collapsed
+    now: float | None  # recovered: the share now
+    calls: int | None  # calls in the window `after` (or `now`) rests on
+    baseline_calls: int | None  # calls `before` rests on
+    seconds: int | None  # recovered: how long the share was low
+
+    @classmethod
+    def of(cls, d: Mapping[str, Any]) -> AnswerRateView:
+        """From an event's `data.answerRate`."""
+        lasted = _int(d.get("lastedSeconds"))
+        return cls(
+            since=_time(d.get("since")),
+            until=_time(d.get("until")),
+            before=_share(d.get("before")),
+            after=_share(d.get("after")),
+            now=_share(d.get("now")),
+            calls=_count(d.get("calls")),
+            baseline_calls=_count(d.get("baselineCalls")),
+            seconds=max(0, lasted) if lasted is not None else None,
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallsView:
+    """What the call log showed of the task (`data.calls`): counts and times only; None where unknown."""
+
+    since: datetime | None  # from when the watcher counted
+    total: int | None
+    answered: int | None
+    last_hour_calls: int | None
+    last_hour_answered: int | None
+    rate: float | None  # the answered share over the recent window of calls
+    last_call: datetime | None
+
+    @classmethod
+    def of(cls, d: Mapping[str, Any]) -> CallsView:
+        """From an event's `data.calls`."""
+        hour = _mapping(d.get("lastHour")) or {}
+        total, answered = _count(d.get("total")), _count(d.get("answered"))
+        hour_calls, hour_answered = _count(hour.get("calls")), _count(hour.get("answered"))
+        return cls(
+            since=_time(d.get("since")),
+            total=total,
+            answered=answered if total is None or answered is None or answered <= total else None,
+            last_hour_calls=hour_calls,
+            last_hour_answered=hour_answered
+            if hour_calls is None or hour_answered is None or hour_answered <= hour_calls
+            else None,
+            rate=_share(d.get("answerRate")),
+            last_call=_time(d.get("lastCallAt")),
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -200,6 +286,7 @@ def _cel(value: Any) -> str:
 
 _RECEIVER_EVENTS = (EventType.RECEIVER_FAILING, EventType.RECEIVER_RECOVERED)
 _RULE_EVENTS = (EventType.RULE_MATCHED, EventType.RULE_RESOLVED)
+_ANSWER_RATE_EVENTS = (EventType.ANSWER_RATE_DROPPED, EventType.ANSWER_RATE_RECOVERED)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -222,6 +309,8 @@ class EventView:
     reminder: ReminderView | None = None  # set when this event tells a lasting problem again
     receiver: ReceiverView | None = None  # for receiver_failing and receiver_recovered
     rule: RuleView | None = None  # for rule_matched and rule_resolved
+    answer_rate: AnswerRateView | None = None  # for answer_rate_dropped and answer_rate_recovered
+    calls: CallsView | None = None  # when the call log was read for the event's task
 
     @classmethod
     def of(cls, event: Any) -> EventView:
@@ -233,11 +322,17 @@ class EventView:
         stall = None
         if event.type == EventType.STALLED:
             w = windows if isinstance(windows, Mapping) else {}
+            by_calls = data.get("evidence") == "calllog"
+            seconds = _int(data.get("stalledForSeconds"))
+            if seconds is None and by_calls:
+                seconds = _int(data.get("silentForSeconds"))
             stall = StallView(
-                seconds=_int(data.get("stalledForSeconds")) or 0,
+                seconds=seconds or 0,
                 windows_placed=w.get("placed") is not False,
                 windows_doubted=w.get("doubted") is True,
                 fix=_str(w.get("fix")) or "watch.timezone",
+                evidence="calllog" if by_calls else "progress",
+                last_call=_time(data.get("lastCallAt")) if by_calls else None,
             )
         outage = None
         if event.type in (EventType.API_UNREACHABLE, EventType.API_RECOVERED):
@@ -245,6 +340,8 @@ class EventView:
             outage = OutageView(seconds=_int(seconds) or 0, cause=_str(data.get("cause")))
         resolves, reminder = _mapping(data.get("resolves")), _mapping(data.get("reminder"))
         rule = _mapping(data.get("rule")) if event.type in _RULE_EVENTS else None
+        answer_rate = _mapping(data.get("answerRate")) or {}
+        calls = _mapping(data.get("calls"))
         subject = event.subject if isinstance(event.subject, str) else ""
         return cls(
             id=event.id,
@@ -263,6 +360,8 @@ class EventView:
             reminder=ReminderView.of(reminder) if reminder is not None else None,
             receiver=ReceiverView.of(data, subject) if event.type in _RECEIVER_EVENTS else None,
             rule=RuleView.of(rule if rule is not None else {}) if event.type in _RULE_EVENTS else None,
+            answer_rate=AnswerRateView.of(answer_rate) if event.type in _ANSWER_RATE_EVENTS else None,
+            calls=CallsView.of(calls) if calls is not None and isinstance(task, Mapping) else None,
         )
 
 
@@ -313,6 +412,8 @@ _SEVERITY = {
     EventType.REAPPEARED: Severity.GOOD,
     EventType.RULE_MATCHED: Severity.WARNING,
     EventType.RULE_RESOLVED: Severity.GOOD,
+    EventType.ANSWER_RATE_DROPPED: Severity.DANGER,
+    EventType.ANSWER_RATE_RECOVERED: Severity.GOOD,
     EventType.API_UNREACHABLE: Severity.DANGER,
     EventType.API_RECOVERED: Severity.GOOD,
     EventType.RECEIVER_FAILING: Severity.DANGER,
@@ -368,7 +469,20 @@ _HEADLINES: dict[str, tuple[str, str]] = {
         N_("Campaign “{name}” (task {id}): rule “{rule}” no longer holds, after {duration}"),
         N_("Task {id}: rule “{rule}” no longer holds, after {duration}"),
     ),
+    EventType.ANSWER_RATE_DROPPED: (
+        N_("Campaign “{name}” (task {id}): answer rate fell from {before} to {after}"),
+        N_("Task {id}: answer rate fell from {before} to {after}"),
+    ),
+    EventType.ANSWER_RATE_RECOVERED: (
+        N_("Campaign “{name}” (task {id}): answer rate is back to {now} after {duration}"),
+        N_("Task {id}: answer rate is back to {now} after {duration}"),
+    ),
 }
+# A stall the call log showed (no call started) is told as such: flat progress alone is the weaker sign.
+_STALLED_BY_CALLS = (
+    N_("Campaign “{name}” (task {id}) is stalled: no call started for {duration}"),
+    N_("Task {id} is stalled: no call started for {duration}"),
+)
 # An end of a problem that does not say how long it lasted (`data.resolves`) is told without a duration.
 _UNTIMED = {
     EventType.UNSTALLED: (
@@ -378,6 +492,10 @@ _UNTIMED = {
     EventType.RULE_RESOLVED: (
         N_("Campaign “{name}” (task {id}): rule “{rule}” no longer holds"),
         N_("Task {id}: rule “{rule}” no longer holds"),
+    ),
+    EventType.ANSWER_RATE_RECOVERED: (
+        N_("Campaign “{name}” (task {id}): answer rate is back to {now}"),
+        N_("Task {id}: answer rate is back to {now}"),
     ),
 }
 
@@ -391,6 +509,7 @@ _LASTED = {
     EventType.API_UNREACHABLE: N_("Unreachable for"),
     EventType.RECEIVER_FAILING: N_("Failing for"),
     EventType.RULE_MATCHED: N_("Held for"),
+    EventType.ANSWER_RATE_DROPPED: N_("Low for"),
 }
 
 # VoiceFox's statuses in each language's own words (the raw status is kept beside an unknown one).
@@ -438,8 +557,20 @@ def build(
             Fact(t.gettext("Numbers"), t.number(task.total) if task.total is not None else "–"),
             Fact(t.gettext("Collection rate"), t.percent(task.collection_rate)),
         ]
-        if view.stall is not None:
+        if view.stall is not None and view.stall.by_calls:
+            facts.append(Fact(t.gettext("No call started for"), t.duration(view.stall.seconds)))
+            last_call = view.stall.last_call
+            facts.append(
+                Fact(t.gettext("Last call started"), _at(last_call, t, zone) if last_call else t.gettext("none seen"))
+            )
+        elif view.stall is not None:
             facts.append(Fact(t.gettext("No progress for"), t.duration(view.stall.seconds)))
+        if view.answer_rate is not None:
+            answer_facts, answer_details = _answer_rate(view, view.answer_rate, t)
+            facts += answer_facts
+            details += answer_details
+        if view.calls is not None:
+            facts += _calls(view.calls, t, zone, totals=view.type == EventType.FINISHED)
         if view.type in _TERMINAL:
             if task.summary:
                 details.append(Fact(t.gettext("Summary"), task.summary))
@@ -474,6 +605,8 @@ def build(
     if view.resolves is not None:
         label = _LASTED.get(view.resolves.type, N_("Lasted"))  # type: ignore[call-overload]
         facts.append(Fact(t.gettext(label), t.duration(view.resolves.seconds)))
+    elif view.type == EventType.ANSWER_RATE_RECOVERED and view.answer_rate and view.answer_rate.seconds is not None:
+        facts.append(Fact(t.gettext(_LASTED[EventType.ANSWER_RATE_DROPPED]), t.duration(view.answer_rate.seconds)))
     receiver = view.receiver
     if receiver is not None:
         facts.append(Fact(t.gettext("Notifier kind"), receiver.kind or "–"))
@@ -510,6 +643,72 @@ def build(
         link_text=t.gettext("Open the task"),
         language=language,
     )
+
+
+def _answer_rate(view: EventView, rate: AnswerRateView, t: Translator) -> tuple[list[Fact], list[Fact]]:
+    """The facts of an answer-rate event (the shares with the calls behind them), and what to check."""
+    facts = [Fact(t.gettext("Usual answer rate"), _share_of(rate.before, rate.baseline_calls, t, latest=False))]
+    if view.type == EventType.ANSWER_RATE_DROPPED:
+        facts.append(Fact(t.gettext("Answer rate now"), _share_of(rate.after, rate.calls, t, latest=True)))
+        hint = t.gettext(
+            "The campaign keeps running, so its status shows nothing. A fall this sharp usually means that carriers "
+            "are labelling the calling numbers as spam: check the caller IDs and their number reputation (with the "
+            "carrier, or with a test call to a phone of your own), and replace or register the numbers that are "
+            "flagged."
+        )
+        return facts, [Fact(t.gettext("What to check"), hint)]
+    facts += [
+        Fact(t.gettext("Answer rate during the drop"), t.share(rate.after)),
+        Fact(t.gettext("Answer rate now"), _share_of(rate.now, rate.calls, t, latest=True)),
+    ]
+    return facts, []
+
+
+def _share_of(share: float | None, calls: int | None, t: Translator, *, latest: bool) -> str:
+    """ "41% of 1,250 earlier calls", "3% of the latest 100 calls"; the share alone when the count is unknown."""
+    if share is None or calls is None:
+        return t.share(share)
+    if latest:
+        return t.say_n(
+            "{share} of the latest {count} call", "{share} of the latest {count} calls", calls, share=t.share(share)
+        )
+    return t.say_n("{share} of {count} earlier call", "{share} of {count} earlier calls", calls, share=t.share(share))
+
+
+def _calls(calls: CallsView, t: Translator, zone: tzinfo | None, *, totals: bool) -> list[Fact]:
+    """What the call log showed: the calls of the last hour, or (`totals`, a finished campaign) every call the
+    watcher counted and since when."""
+    if totals:
+        if calls.total is None:
+            return []
+        value = t.number(calls.total)
+        if calls.answered is not None and calls.total:
+            value = t.say(
+                "{calls}, {answered} answered ({share})",
+                calls=value,
+                answered=t.number(calls.answered),
+                share=t.share(_ratio(calls.answered, calls.total)),
+            )
+        facts = [Fact(t.gettext("Calls"), value)]
+        if calls.since is not None:
+            facts.append(Fact(t.gettext("Counted since"), _at(calls.since, t, zone)))
+        return facts
+    if calls.last_hour_calls is None:
+        return []
+    value = t.number(calls.last_hour_calls)
+    share = _ratio(calls.last_hour_answered, calls.last_hour_calls)
+    if share is not None:
+        value = t.say("{calls} ({share} answered)", calls=value, share=t.share(share))
+    return [Fact(t.gettext("Calls in the last hour"), value)]
+
+
+def _at(when: datetime, t: Translator, zone: tzinfo | None) -> str:
+    """A time from event data as the language writes it; as ISO 8601 where the zone would carry it past the years a
+    datetime holds (a stored "9999-12-31T23:59:59+14:00" read in UTC-12)."""
+    try:
+        return t.time(when, zone)
+    except (OverflowError, ValueError):
+        return when.isoformat()
 
 
 def _headline(view: EventView, t: Translator) -> str:
@@ -558,8 +757,12 @@ def _what_happened(view: EventView, t: Translator) -> str:
         )
     task = view.task
     named, unnamed = _HEADLINES.get(view.type, ("", ""))
-    if view.type in _UNTIMED and view.resolves is None:
+    rate = view.answer_rate
+    lasted = view.resolves.seconds if view.resolves else rate.seconds if rate else None
+    if view.type in _UNTIMED and lasted is None:
         named, unnamed = _UNTIMED[view.type]  # type: ignore[index]
+    if view.stall is not None and view.stall.by_calls:
+        named, unnamed = _STALLED_BY_CALLS
     if not named:
         return t.say("{type} for task {id}", type=view.type, id=view.subject)
     milestone = view.milestone if view.milestone is not None else (task.progress if task else None)
@@ -570,11 +773,10 @@ def _what_happened(view: EventView, t: Translator) -> str:
         "milestone": t.percent(milestone),
         "previous": status_text(view.previous_status, t) if view.previous_status else "–",
         "status": status_text(task.status, t) if task else "–",
-        "duration": t.duration(view.stall.seconds)
-        if view.stall
-        else t.duration(view.resolves.seconds)
-        if view.resolves
-        else "",
+        "duration": t.duration(view.stall.seconds) if view.stall else t.duration(lasted) if lasted is not None else "",
+        "before": t.share(rate.before if rate else None),
+        "after": t.share(rate.after if rate else None),
+        "now": t.share(rate.now if rate else None),
     }
     headline = t.say(named if task and task.name else unnamed, **fields)
     if view.first_sight:
@@ -629,6 +831,8 @@ _COUNTED: dict[str, tuple[str, str]] = {
     EventType.REAPPEARED: NP_("{count} found again", "{count} found again"),
     EventType.RULE_MATCHED: NP_("{count} rule matched", "{count} rules matched"),
     EventType.RULE_RESOLVED: NP_("{count} rule resolved", "{count} rules resolved"),
+    EventType.ANSWER_RATE_DROPPED: NP_("{count} answer rate fell", "{count} answer rates fell"),
+    EventType.ANSWER_RATE_RECOVERED: NP_("{count} answer rate recovered", "{count} answer rates recovered"),
     EventType.API_UNREACHABLE: NP_("{count} API outage", "{count} API outages"),
     EventType.API_RECOVERED: NP_("{count} API recovery", "{count} API recoveries"),
     EventType.RECEIVER_FAILING: NP_("{count} notifier failing", "{count} notifiers failing"),

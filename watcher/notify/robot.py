@@ -37,6 +37,8 @@ EMOJI = {
     "reappeared": "🔎",
     "rule_matched": "🚩",
     "rule_resolved": "☑️",
+    "answer_rate_dropped": "📉",
+    "answer_rate_recovered": "📞",
     "api_unreachable": "📡",
     "api_recovered": "📡",
     "receiver_failing": "📭",

@@ -76,7 +76,9 @@ def render(msg: Message) -> dict[str, Any]:
             for fact in msg.facts
             for f in ({"type": "mrkdwn", "text": f"*{_escape(fact.label)}*"}, _plain(_cut(fact.value, _MAX_FIELD)))
         ]
-        blocks.append({"type": "section", "fields": fields[:10]})  # Slack takes ten fields at most
+        # Slack takes ten fields (five facts) a section: more facts go on in further sections, not dropped (an
+        # answer-rate event's own figures come after the task's four).
+        blocks += [{"type": "section", "fields": fields[i : i + 10]} for i in range(0, len(fields), 10)]
     for detail in msg.details:
         if detail.label:  # (a template's body comes without one)
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*{_escape(detail.label)}*"}})

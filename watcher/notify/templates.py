@@ -10,6 +10,13 @@ result in its own format, as plain text. It sees these variables (all plain valu
   previous   the previous status in the language's words ("" when none)
   milestone  the progress milestone of a `progressed` event (else None)
   stalled_for / down_for   how long, in the language's words ("15 min", "15 分") (else "")
+  stalled_by "calllog" (no call started) or "progress" (progress flat) for a `stalled` event (else "")
+  answer_rate  for answer_rate_dropped / answer_rate_recovered: before (the task's usual share), after (the share
+             that fell), now (recovered: the share now), as shares from 0 to 1 (None when unknown); calls (in the
+             window judged), baseline_calls (behind `before`), since, until, lasted; else None
+  calls      when the call log was read for the task: total, answered (counted since `since`), last_hour_calls,
+             last_hour_answered, answer_rate (0 to 1, the latest calls), since, last_call; each None or "" when
+             unknown; else None
   resolves   for an event that ends a problem (resumed, unstalled, reappeared): type (the problem's event type),
              kind ("stalled"), since (when it began, in the campaigns' zone), lasted ("40 min"); else None
   reminder   for a problem told again while it lasts: count (1 for the first reminder), of (the id of the event
@@ -22,7 +29,8 @@ result in its own format, as plain text. It sees these variables (all plain valu
   link       the task's link (`[messages] task_url`), or ""
   language   "en", "ja", "zh-Hans" or "zh-Hant"
 
-and the filters `number` (12,345) and `percent` (41%) in the language's style. A template that fails at run time is
+and the functions `number` (12,345), `percent` (41%, of a whole percentage) and `share` (41%, of a share from 0 to 1:
+`{{ share(answer_rate.after) }}`) in the language's style. A template that fails at run time is
 never the end of an alert: the built-in message goes out instead, with one `notify.template_failed` error log line.
 """
 
@@ -136,6 +144,7 @@ def _variables(message: Message, view: EventView, t: Translator) -> dict[str, An
         return t.time(moment, zone) if moment is not None else ""
 
     resolves, reminder, receiver, rule = view.resolves, view.reminder, view.receiver, view.rule
+    rate, calls = view.answer_rate, view.calls
     return {
         "event": {
             "id": view.id,
@@ -162,6 +171,30 @@ def _variables(message: Message, view: EventView, t: Translator) -> dict[str, An
         "milestone": view.milestone,
         "stalled_for": t.duration(view.stall.seconds) if view.stall else "",
         "down_for": t.duration(view.outage.seconds) if view.outage else "",
+        "stalled_by": view.stall.evidence if view.stall else "",
+        "answer_rate": None
+        if rate is None
+        else {
+            "before": rate.before,
+            "after": rate.after,
+            "now": rate.now,
+            "calls": rate.calls,
+            "baseline_calls": rate.baseline_calls,
+            "since": when(rate.since),
+            "until": when(rate.until),
+            "lasted": t.duration(rate.seconds) if rate.seconds is not None else "",
+        },
+        "calls": None
+        if calls is None
+        else {
+            "total": calls.total,
+            "answered": calls.answered,
+            "last_hour_calls": calls.last_hour_calls,
+            "last_hour_answered": calls.last_hour_answered,
+            "answer_rate": calls.rate,
+            "since": when(calls.since),
+            "last_call": when(calls.last_call),
+        },
         "resolves": None
         if resolves is None
         else {
@@ -203,6 +236,7 @@ def _variables(message: Message, view: EventView, t: Translator) -> dict[str, An
         "language": message.language,
         "number": t.number,
         "percent": t.percent,
+        "share": t.share,
     }
 
 
@@ -224,9 +258,25 @@ def samples() -> list[Any]:
     def resolves(problem: EventType) -> dict[str, Any]:
         return {"resolves": {"type": problem.value, "since": since, "lastedSeconds": 3600}}
 
+    calls = {
+        "calls": {
+            "since": since,
+            "total": 1200,
+            "answered": 410,
+            "lastHour": {"calls": 312, "answered": 12},
+            "answerRate": 0.03,
+            "lastCallAt": "2026-11-23T08:59:30+00:00",
+        }
+    }
+    dropped = {"since": since, "before": 0.41, "after": 0.03, "calls": 100, "baselineCalls": 1100}
+    recovered = {"since": since, "until": "2026-11-23T09:00:00+00:00", "before": 0.41, "after": 0.03, "now": 0.38}
     extras: Mapping[EventType, dict[str, Any]] = {
         EventType.PROGRESSED: {"milestone": 50},
         EventType.STALLED: {"stalledForSeconds": 1200},
+        EventType.ANSWER_RATE_DROPPED: {"answerRate": dropped} | calls,
+        EventType.ANSWER_RATE_RECOVERED: {"answerRate": recovered | {"calls": 100, "lastedSeconds": 3600}}
+        | resolves(EventType.ANSWER_RATE_DROPPED)
+        | calls,
         EventType.RESUMED: resolves(EventType.FAILED),
         EventType.UNSTALLED: resolves(EventType.STALLED),
         EventType.REAPPEARED: resolves(EventType.MISSING),
@@ -253,6 +303,11 @@ def samples() -> list[Any]:
         else:
             current = done if type_ is EventType.FINISHED else task
             out.append(make_event(type_, now, current, task, **extras.get(type_, {})))
+    # A stall the call log showed carries more (what showed it, the latest call), and so does a finished campaign
+    # whose calls were counted.
+    silent = {"evidence": "calllog", "lastCallAt": "2026-11-23T08:40:00+00:00", "silentForSeconds": 1200}
+    out.append(make_event(EventType.STALLED, now, task, task, stalledForSeconds=1200, **silent, **calls))
+    out.append(make_event(EventType.FINISHED, now, done, task, **calls))
     origin = next(event.id for event in out if event.type == EventType.FAILED.value)
     reminder = {"count": 2, "of": origin, "since": since, "lastedSeconds": 3600}
     failed = dataclasses.replace(task, status="stop.abnormal")
