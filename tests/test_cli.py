@@ -295,7 +295,8 @@ async def test_the_demo_plays_a_campaign_day_and_exits_0() -> None:
     result = await anyio.run_process([WATCHER, "demo", "--scale", "0.25"], check=False)
     out = result.stdout.decode()
     assert result.returncode == 0, out + result.stderr.decode()
-    for needle in ("finished", "stopped abnormally", "stalled", "resumed", "0 duplicates", "0 bad signatures"):
+    needles = ("finished", "stopped abnormally", "stalled", "resumed", "0 duplicates", "0 bad signatures")
+    for needle in (*needles, "answer rate fell from", "answer rate is back to"):
         assert needle in out, needle
 
 
@@ -304,9 +305,16 @@ async def test_the_demo_plays_a_campaign_day_and_exits_0() -> None:
     [
         (
             "ja",
-            ("が完了しました", "が異常停止しました", "が停滞しています", "タスクのタイムゾーン: +09:00", "重複 0 件"),
+            (
+                "が完了しました",
+                "が異常停止しました",
+                "が停滞しています",
+                "応答率が低下しました",
+                "タスクのタイムゾーン: +09:00",
+                "重複 0 件",
+            ),
         ),
-        ("zh-Hans", ("已完成", "异常停止", "停滞", "任务时区：+09:00", "重复 0 个")),
+        ("zh-Hans", ("已完成", "异常停止", "停滞", "接通率骤降", "任务时区：+09:00", "重复 0 个")),
     ],
 )
 async def test_the_demo_speaks_the_language_asked_for(language: str, needles: tuple[str, ...]) -> None:

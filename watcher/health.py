@@ -273,10 +273,12 @@ def silent_for(
         return None
     if now - health.last_look > STALE_LOOKS * rules.every:
         return None
-    quiet_since = health.last_start or health.first_look or health.last_look
+    # The API writes and reads whole seconds: a look asked up to its last whole second, and saw no call after it.
+    looked = health.last_look.replace(microsecond=0)
+    quiet_since = health.last_start or health.first_look or looked
     if since is not None:
         quiet_since = max(quiet_since, since)
-    return max(timedelta(0), health.last_look - quiet_since)
+    return max(timedelta(0), looked - quiet_since)
 
 
 def calls_last_hour(health: CallHealth | None, now: datetime) -> tuple[int, int]:
