@@ -19,6 +19,7 @@ from watcher.calllog import CallRecord
 from watcher.client import VoiceFoxClient
 from watcher.errors import PermissionDenied
 from watcher.health import (
+    FIRST_LOOK_BACK,
     AnswerRateDropped,
     AnswerRateRecovered,
     CallHealth,
@@ -301,11 +302,14 @@ def test_silence_is_measured_from_the_latest_call_to_the_latest_look() -> None:
     )
 
 
-def test_no_call_ever_seen_is_silence_since_the_first_look() -> None:
+def test_no_call_ever_seen_is_silence_since_as_far_back_as_the_first_look_read() -> None:
     state, _ = observe(None, [], T0, RULES)
     state, _ = observe(state, [], T0 + timedelta(minutes=16), RULES)
     assert calling_since(state) is None
-    assert silent_for(state, T0 + timedelta(minutes=16), RULES) == timedelta(minutes=16)
+    now = T0 + timedelta(minutes=16)
+    assert silent_for(state, now, RULES) == timedelta(minutes=16) + FIRST_LOOK_BACK  # the first look read an hour
+    # ...but never before the task could call (it became running, or its window opened, at `since`).
+    assert silent_for(state, now, RULES, since=T0 - timedelta(minutes=2)) == timedelta(minutes=18)
 
 
 @pytest.mark.parametrize(

@@ -262,8 +262,8 @@ def calling_since(health: CallHealth | None) -> datetime | None:
 def silent_for(
     health: CallHealth | None, now: datetime, rules: HealthRules, *, since: datetime | None = None
 ) -> timedelta | None:
-    """How long the looks have shown no call starting (from the latest call, or from the first look if none was
-    seen, and not before `since`: when the task last became running or its window opened); None when the call log
+    """How long the looks have shown no call starting (from the latest call, or if none was seen from as far back
+    as the first look read, and not before `since`: when the task last became running or its window opened); None when the call log
     cannot tell (off, never read, or its latest look older than `STALE_LOOKS` looks), so the progress rule stands.
 
     Measured to the latest look, not to now, and a call is listed only once it has ended: a dialer is seen silent
@@ -275,7 +275,9 @@ def silent_for(
         return None
     # The API writes and reads whole seconds: a look asked up to its last whole second, and saw no call after it.
     looked = health.last_look.replace(microsecond=0)
-    quiet_since = health.last_start or health.first_look or looked
+    # No call seen at all: none since as far back as the first look read (an hour), bounded below by `since`.
+    first = health.first_look - FIRST_LOOK_BACK if health.first_look is not None else looked
+    quiet_since = health.last_start or first
     if since is not None:
         quiet_since = max(quiet_since, since)
     return max(timedelta(0), looked - quiet_since)
