@@ -179,6 +179,13 @@ class Daemon:
                 state = self.states.get(task_id)
                 yield state.snapshot.status if state is not None else "unknown"
 
+    def call_health(self) -> Iterator[TaskState]:
+        """The state of every task this daemon watches whose call log has been read (for the call gauges; replicas
+        each give their own tasks)."""
+        for task_id in self.config.watch.ids:
+            if self._owns(task_id) and (state := self.states.get(task_id)) is not None and state.health is not None:
+                yield state
+
     def _owns(self, task_id: int) -> bool:
         return self._owned is None or task_id in self._owned
 
