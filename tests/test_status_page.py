@@ -417,6 +417,8 @@ def test_a_task_whose_call_log_was_read_shows_its_calls_and_a_collapsed_answer_r
         "warning",
     )
     assert card.answer_drop == "40% → 4% since Nov 23, 2026, 5:50:00\u202fPM (UTC+09:00)"
+    failed = dataclasses.replace(dropped, snapshot=TaskSnapshot(id=1, status="stop.abnormal", name="A", progress=5))
+    assert shown_board(facts(states={1: failed})).tasks[0].tone == "danger"  # a failure's colour is not softened
     stalled = shown_board(facts(states={1: dataclasses.replace(dropped, stalled=True)})).tasks[0]
     assert stalled.flag == "stalled" and stalled.answer_drop  # the stall says more; the collapse is still shown
     ja = shown_board(facts(states={1: dropped}), "ja").tasks[0]

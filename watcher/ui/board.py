@@ -257,7 +257,8 @@ def _task(task_id: int, facts: Facts, paces: Paces, t: Translator) -> TaskCard:
     elif state.stalled:
         flag, tone = t.gettext("stalled"), "warning"
     elif state.health is not None and state.health.episode is not None:
-        flag, tone = t.gettext("answer rate dropped"), "warning"
+        # Kept after the task stopped (the last the call log showed); a stop that reads as danger stays so.
+        flag, tone = t.gettext("answer rate dropped"), "danger" if tone == "danger" else "warning"
     eta = paces.eta(state)
     return TaskCard(
         id=task_id,
