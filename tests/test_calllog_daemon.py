@@ -138,6 +138,8 @@ async def test_a_creeping_campaign_that_keeps_calling_is_not_stalled(receiver: R
     assert run.told(EventType.STALLED) == []
     assert first is not None and last is not None and last - first <= 3  # 1 % per 20 minutes: flat past stall_after
     assert sim.calllog_requests >= run.looks >= 30  # a look of 10 tasks may read several pages (the first: an hour)
+    ok = run.daemon.metrics.registry.get_sample_value("voicefox_watcher_calllog_looks_total", {"outcome": "ok"})
+    assert ok == run.looks
 
 
 async def test_without_the_call_log_the_same_campaign_is_a_false_stall(receiver: Receiver, tmp_path: Path) -> None:
@@ -204,6 +206,8 @@ async def test_a_403_for_the_call_log_turns_it_off_with_one_line_and_no_alert(
     forbidden = [e for e in logs if e["event"] == "calllog.forbidden"]
     assert len(forbidden) == 1 and "calllog = false" in forbidden[0]["hint"]
     assert sim.calllog_requests == 1  # then off (tried again an hour later)
+    registry = run.daemon.metrics.registry
+    assert registry.get_sample_value("voicefox_watcher_calllog_looks_total", {"outcome": "forbidden"}) == 1
     assert {b["type"] for b in receiver.bodies()} <= {EventType.OBSERVED.value, EventType.STALLED.value}
     stalls = run.told(EventType.STALLED)  # its progress is flat: the progress rule stands, and says so
     assert len(stalls) == 1 and stalls[0]["data"]["evidence"] == "progress"

@@ -481,6 +481,46 @@ async def test_status_with_the_zone_unknown_says_so_and_shows_utc(tmp_path: Path
     assert "2026-11-23 09:00:00 +00:00" in text
 
 
+async def test_status_shows_each_tasks_calls_in_the_last_hour_and_a_collapsed_answer_rate(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from watcher.model import TaskSnapshot, TaskState
+    from watcher.store import Store
+
+    from .callhealth import collapsed, steady
+
+    cfg = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", "t", "http://127.0.0.1:9/h", [1, 2, 3])
+    store = Store.open(tmp_path / "state.db")
+    now = datetime.now(UTC)
+    store.record(TaskState(TaskSnapshot(id=1, status="running", progress=40), now, health=collapsed(now)), [], 0.0)
+    store.record(TaskState(TaskSnapshot(id=2, status="running", progress=10), now, health=steady(now)), [], 0.0)
+    store.record(TaskState(TaskSnapshot(id=3, status="running", progress=5), now), [], 0.0)  # call log not read
+    store.close()
+    lines = (await run(["status", "-c", str(cfg)])).stdout.decode().splitlines()
+    below = {line.split()[0]: lines[i + 1] for i, line in enumerate(lines[:-1]) if line.strip()[:1].isdigit()}
+    assert "[answer rate dropped]" in next(line for line in lines if line.strip().startswith("1 "))
+    assert below["1"].strip() == (
+        "calls in the last hour: 312, 41 answered · answer rate 3% (latest 100 calls)"
+        f" · answer rate dropped: 40% → 4% since {now - timedelta(minutes=10):%Y-%m-%d %H:%M:%S} +00:00"
+    )
+    assert below["2"].strip() == "calls in the last hour: 120, 48 answered · answer rate 40% (latest 100 calls)"
+    assert sum(line.strip().startswith("calls") for line in lines) == 2  # nothing of task 3's calls: never read
+    doc = json.loads((await run(["status", "-c", str(cfg), "--json"])).stdout)
+    calls = {t["id"]: t["calls"] for t in doc["tasks"]}
+    assert calls[1] == {
+        "lastHour": {"calls": 312, "answered": 41},
+        "answerRate": 0.03,
+        "answerRateCalls": 100,
+        "total": 500,
+        "answered": 163,
+        "lastCallAt": (now - timedelta(seconds=30)).isoformat(),
+        "lastLookAt": now.isoformat(),
+        "answerRateDropped": {"before": 0.4, "after": 0.04, "since": (now - timedelta(minutes=10)).isoformat()},
+    }
+    assert calls[2]["answerRateDropped"] is None and calls[2]["answerRate"] == 0.4
+    assert calls[3] is None
+
+
 def outbox_rows_in(db: Path, states: list[str], receiver: str = "hook") -> list[int]:
     """Add one delivery to `receiver` in each of these states (pending, dead, delivered) to a store; return its seqs."""
     store = Store.open(db)

@@ -345,3 +345,47 @@ async def test_on_a_terminal_a_bar_moves_as_the_task_progresses_then_the_exit_st
         assert int(rc.read_text()) == code
     finally:
         await anyio.run_process([tmux, "-L", screen.socket, "kill-server"], check=False)
+
+
+# -- calls, from a store -------------------------------------------------------------------------------------------
+
+
+async def test_from_a_store_each_task_shows_its_calls_in_the_last_hour_and_a_collapsed_answer_rate(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from watcher.detect import Rules
+    from watcher.follow import SqliteReader, StoreSource, Tracked, calls_cell, line, status_cell
+    from watcher.i18n import translator
+    from watcher.model import TaskSnapshot, TaskState
+    from watcher.notify.message import Severity
+    from watcher.store import Store
+    from watcher.zone import ZoneResolver
+
+    from .callhealth import collapsed, steady
+
+    now = datetime.now(UTC)
+    store = Store.open(tmp_path / "state.db")
+    store.record(TaskState(TaskSnapshot(id=1, status="running", progress=40), now, health=collapsed(now)), [], 0.0)
+    store.record(TaskState(TaskSnapshot(id=2, status="running", progress=10), now, health=steady(now)), [], 0.0)
+    store.record(TaskState(TaskSnapshot(id=3, status="running", progress=5), now), [], 0.0)
+    store.close()
+    reader = SqliteReader(tmp_path / "state.db")
+    try:
+        readings = await StoreSource(reader).read_all([1, 2, 3])
+    finally:
+        reader.close()
+    en, ja = translator("en"), translator("ja")
+    tasks = [Tracked(task_id) for task_id in (1, 2, 3)]
+    for task in tasks:
+        task.take(readings[task.id], now, Rules(), ZoneResolver(), en)
+    dropped, calling, unread = tasks
+    assert line(dropped, en) == (
+        "Task 1: running · answer rate dropped · 40% · 312 calls in the last hour, 41 answered · answer rate 3% (was 40%)"
+    )
+    assert status_cell(dropped, en)[1] is Severity.WARNING
+    assert line(calling, en) == "Task 2: running · 10% · 120 calls in the last hour, 48 answered · answer rate 40%"
+    assert line(unread, en) == "Task 3: running · 5%"  # its call log not read yet: nothing said of calls
+    assert calls_cell(dropped, ja) == "直近1時間の発信 312 件、応答 41 件 · 応答率 3%（低下前 40%）"
+    assert status_cell(dropped, ja)[0] == "実行中 · 応答率が低下"

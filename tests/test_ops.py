@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import signal
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -19,6 +21,7 @@ from watcher.httpserver import Response
 from watcher.ops import OpsServer
 from watcher.simulator import Simulator
 
+from .callhealth import collapsed, steady
 from .conftest import Receiver
 from .test_cli import WATCHER, env, write_config
 from .test_daemon import FAST_RETRY, make_config
@@ -144,6 +147,36 @@ async def test_metrics_parse_and_count_polls_events_deliveries_and_state(ops: Op
     assert 'voicefox_watcher_timezone_info{source="api",zone="+09:00"} 1.0' in text
 
 
+def with_health(ops: Ops) -> None:
+    """Task 1's call log read (its answered share collapsed), task 2's not yet."""
+    daemon = ops.parts.daemon
+    daemon.states[1] = dataclasses.replace(daemon.states[1], health=collapsed(datetime.now(UTC)))
+
+
+async def test_metrics_give_each_tasks_calls_in_the_last_hour_and_answer_rate(ops: Ops) -> None:
+    daemon = ops.parts.daemon
+    assert await daemon.poll(1)
+    assert await daemon.poll(2)
+    text = (await get(ops.url + "/metrics")).text
+    assert "task_calls_last_hour{" not in text  # no call log read yet: nothing to say
+    with_health(ops)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families((await get(ops.url + "/metrics")).text)
+        for s in family.samples
+    }
+    p, one = "voicefox_watcher_task_", (("task_id", "1"),)
+    assert samples[(p + "calls_last_hour", one)] == 312
+    assert samples[(p + "answered_last_hour", one)] == 41
+    assert samples[(p + "answer_rate", one)] == 0.03
+    assert samples[(p + "answer_rate_dropped", one)] == 1
+    assert not [key for key in samples if key[1] == (("task_id", "2"),)]
+    daemon.states[1] = dataclasses.replace(daemon.states[1], health=steady(datetime.now(UTC)))
+    text = (await get(ops.url + "/metrics")).text
+    assert 'voicefox_watcher_task_answer_rate_dropped{task_id="1"} 0.0' in text
+    assert 'voicefox_watcher_task_answer_rate{task_id="1"} 0.4' in text
+
+
 async def test_unknown_paths_and_methods_are_refused(ops: Ops) -> None:
     assert (await get(ops.url + "/nope")).status_code == 404
     async with httpx.AsyncClient() as http:
@@ -153,6 +186,7 @@ async def test_unknown_paths_and_methods_are_refused(ops: Ops) -> None:
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
 async def test_promtool_finds_nothing_to_complain_about(ops: Ops, tmp_path: Path) -> None:
     await ops.parts.daemon.poll(1)
+    with_health(ops)
     text = (await get(ops.url + "/metrics")).content
     result = await anyio.run_process(["promtool", "check", "metrics"], input=text, check=False)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()

@@ -234,3 +234,32 @@ async def test_a_task_added_through_one_replica_is_watched_once_by_the_replicas_
     async with await psycopg.AsyncConnection.connect(pg) as conn:
         cursor = await conn.execute("SELECT task_id, labels FROM voicefox_watcher.added_tasks")
         assert await cursor.fetchall() == [(3, {"team": "sales"})]
+
+
+async def test_a_schema_3_database_gains_call_health_and_keeps_its_tasks(pg: str) -> None:
+    """A database as schema 3 left it (no call health) is migrated on open; its tasks load with none."""
+    from datetime import UTC, datetime
+
+    from watcher.model import TaskSnapshot, TaskState
+    from watcher.postgres import SCHEMA_VERSION, PostgresStore
+
+    from .callhealth import collapsed
+
+    t0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    store = await PostgresStore.open(pg, shown="pg")
+    await store.record(TaskState(TaskSnapshot(id=7, status="running", progress=40), t0), [], now=1.0)
+    await store.close()
+    async with await psycopg.AsyncConnection.connect(pg, autocommit=True) as conn:  # back to schema 3
+        await conn.execute("ALTER TABLE voicefox_watcher.tasks DROP COLUMN health")
+        await conn.execute("UPDATE voicefox_watcher.meta SET value = '3' WHERE key = 'schema_version'")
+    store = await PostgresStore.open(pg, shown="pg")
+    try:
+        old = (await store.load_states())[7]
+        assert old.snapshot.progress == 40 and old.health is None
+        await store.record(TaskState(old.snapshot, t0, health=collapsed(t0)), [], now=2.0)
+        assert (await store.load_states())[7].health == collapsed(t0)
+    finally:
+        await store.close()
+    async with await psycopg.AsyncConnection.connect(pg) as conn:
+        cursor = await conn.execute("SELECT value FROM voicefox_watcher.meta WHERE key = 'schema_version'")
+        assert await cursor.fetchone() == (str(SCHEMA_VERSION),)

@@ -12,15 +12,18 @@ docs/status-page.png (desktop) and docs/status-page-phone.png (a phone's width).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import queue
 import shutil
 import socket
+import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -28,6 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from .callhealth import collapsed, steady
 from .test_cli import WATCHER
 
 DOCS = Path(__file__).parent.parent / "docs"
@@ -225,6 +229,20 @@ def test_the_page_follows_the_campaigns_live_in_a_real_browser(
     wait.until(lambda _: any("冬のキャンペーン" in li.text for li in browser.find_elements(By.CSS_SELECTOR, finished)))
     assert browser.execute_script("return window.stillTheSamePage === true"), "the page was reloaded"
     assert browser.find_element(By.CSS_SELECTOR, "#task-1001 .eta").text != "–"  # 20 % → 60 %: a pace, an ETA
+
+    # What the call log showed (as the daemon stores it): a finished campaign's calls, and a stopped one whose
+    # answered share had collapsed. Both campaigns stand still, so the daemon writes their rows no more.
+    now = datetime.now(UTC)
+    with contextlib.closing(sqlite3.connect(tmp_path / "state.db", timeout=SAFETY)) as db, db:
+        for task_id, health in ((1003, steady(now)), (1004, collapsed(now))):
+            db.execute("UPDATE tasks SET health = ? WHERE task_id = ?", (json.dumps(health.to_dict()), task_id))
+    wait.until(lambda _: browser.find_elements(By.CSS_SELECTOR, "#task-1004 .answer-drop"))
+    assert browser.find_element(By.CSS_SELECTOR, "#task-1004 .calls").text == "312 (41 answered)"
+    assert browser.find_element(By.CSS_SELECTOR, "#task-1004 .answer-rate").text == "3%"
+    assert browser.find_element(By.CSS_SELECTOR, "#task-1004 .answer-drop").text.startswith("40% → 4% since")
+    assert "answer rate dropped" in browser.find_element(By.CSS_SELECTOR, "#task-1004 .badge").text
+    assert browser.find_element(By.CSS_SELECTOR, "#task-1003 .calls").text == "120 (48 answered)"
+    assert not browser.find_elements(By.CSS_SELECTOR, "#task-1001 .calls")  # its call log not read: nothing said
 
     # The failing notifier, as the screenshot should show it.
     wait.until(lambda _: "failing" in browser.find_element(By.ID, "receiver-2").text)

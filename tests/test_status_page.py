@@ -30,6 +30,7 @@ from watcher.ui import StatusPage
 from watcher.ui.board import ApiHealth, Board, Facts, Paces, Scrubber, board
 from watcher.zone import Source, Zone
 
+from .callhealth import collapsed, steady
 from .conftest import Receiver
 from .test_daemon import FAST_RETRY, make_config
 
@@ -398,3 +399,48 @@ def test_stalled_and_missing_tasks_say_so() -> None:
         assert (card.flag, card.tone) == (flag, tone)
     ja = shown_board(facts(states={1: stalled}), "ja").tasks[0]
     assert (ja.status, ja.flag, ja.changed) == ("実行中", "停滞中", "2026/11/23 18:00:00 (UTC+09:00)")
+
+
+def test_a_task_whose_call_log_was_read_shows_its_calls_and_a_collapsed_answer_rate() -> None:
+    task = TaskState(TaskSnapshot(id=1, status="running", name="A", progress=5), progress_since=T0)
+    unread = shown_board(facts(states={1: task})).tasks[0]
+    assert (unread.calls, unread.answer_rate, unread.answer_drop, unread.flag) == ("", "", "", "")
+    steady_card = shown_board(facts(states={1: dataclasses.replace(task, health=steady(T0))})).tasks[0]
+    assert (steady_card.calls, steady_card.answer_rate, steady_card.answer_drop) == ("120 (48 answered)", "40%", "")
+    assert (steady_card.flag, steady_card.tone) == ("", "info")
+    dropped = dataclasses.replace(task, health=collapsed(T0))
+    card = shown_board(facts(states={1: dropped})).tasks[0]
+    assert (card.calls, card.answer_rate, card.flag, card.tone) == (
+        "312 (41 answered)",
+        "3%",
+        "answer rate dropped",
+        "warning",
+    )
+    assert card.answer_drop == "40% → 4% since Nov 23, 2026, 5:50:00\u202fPM (UTC+09:00)"
+    failed = dataclasses.replace(dropped, snapshot=TaskSnapshot(id=1, status="stop.abnormal", name="A", progress=5))
+    assert shown_board(facts(states={1: failed})).tasks[0].tone == "danger"  # a failure's colour is not softened
+    stalled = shown_board(facts(states={1: dataclasses.replace(dropped, stalled=True)})).tasks[0]
+    assert stalled.flag == "stalled" and stalled.answer_drop  # the stall says more; the collapse is still shown
+    ja = shown_board(facts(states={1: dropped}), "ja").tasks[0]
+    assert (ja.calls, ja.flag) == ("312（応答 41）", "応答率が低下")
+    assert ja.answer_drop == "2026/11/23 17:50:00 (UTC+09:00) から 40% → 4%"
+
+
+async def test_the_page_shows_the_calls_the_store_keeps(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    sim, _ = simulator
+    sim.add_task(1, "Renewals", status="running", progress=40)
+    sim.add_task(2, "Surveys", status="running", progress=10)
+    async with site(simulator, receiver.url, tmp_path, tasks=[1, 2]) as s:
+        await s.poll_once()
+        now = datetime.now(UTC)
+        state = s.parts.daemon.states[1]
+        await s.parts.store.record(dataclasses.replace(state, health=collapsed(now)), [], now=now.timestamp())
+        html = (await s.get("/ui/live")).text
+        card = html[html.index('id="task-1"') : html.index('id="task-2"')]
+        assert "Calls in the last hour" in card and "312 (41 answered)" in card and "3%" in card
+        assert "answer rate dropped" in card and "40% → 4% since" in card
+        assert "Calls in the last hour" not in html[html.index('id="task-2"') :]  # its call log not read yet
+        doc = json.loads((await s.get("/ui/status.json")).text)
+        assert [(t["calls"], t["answer_rate"]) for t in doc["tasks"]] == [("312 (41 answered)", "3%"), ("", "")]

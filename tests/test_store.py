@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,8 +13,11 @@ import pytest
 
 from watcher.detect import Rules, detect
 from watcher.errors import StoreError
+from watcher.health import CallHealth
 from watcher.model import Event, TaskSnapshot, TaskState
 from watcher.store import SCHEMA_VERSION, Store, StoreLock
+
+from .callhealth import collapsed
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -213,6 +218,51 @@ def test_a_store_from_schema_1_is_migrated_and_keeps_its_state_and_outbox(tmp_pa
     store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+
+
+# The schema as version 4 wrote it (rules and tasks added at run time, no call health).
+SCHEMA_V4 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tasks (task_id INTEGER PRIMARY KEY, snapshot TEXT NOT NULL, progress_since TEXT NOT NULL,
+    stalled INTEGER NOT NULL DEFAULT 0, missing INTEGER NOT NULL DEFAULT 0, changed_at TEXT NOT NULL,
+    windows_doubted_at TEXT, updated_while_closed_at TEXT, rules TEXT);
+CREATE TABLE added_tasks (task_id INTEGER PRIMARY KEY, labels TEXT NOT NULL, added_at TEXT NOT NULL);
+CREATE TABLE unseen (task_id INTEGER PRIMARY KEY, reason TEXT NOT NULL, since TEXT NOT NULL);
+CREATE TABLE events (id TEXT PRIMARY KEY, task_id INTEGER NOT NULL, type TEXT NOT NULL, time TEXT NOT NULL,
+    body TEXT NOT NULL);
+CREATE INDEX events_by_task ON events (task_id, time);
+CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL REFERENCES events (id),
+    receiver TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
+    created_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, last_error TEXT,
+    done_at REAL, last_attempt_at REAL, UNIQUE (event_id, receiver));
+CREATE INDEX outbox_queue ON outbox (receiver, state, seq);
+INSERT INTO meta VALUES ('schema_version', '4');
+INSERT INTO tasks VALUES (7, '{"id":7,"name":"Old","status":"running","progress":40,"total":10,"collectionRate":1,"summary":"","suggestion":"","updatedAt":""}', '2026-11-01T09:00:00+00:00', 0, 0, '2026-11-01T09:00:00+00:00', NULL, NULL, '{"slow":"2026-11-01T09:05:00+00:00"}');
+"""
+
+
+def test_a_store_from_schema_4_gains_call_health_and_keeps_its_tasks(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(SCHEMA_V4)
+    store = Store.open(path)
+    old = store.load_states()[7]
+    assert old.snapshot.progress == 40 and [name for name, _ in old.rules] == ["slow"] and old.health is None
+    health = collapsed(T0)
+    store.record(dataclasses.replace(old, health=health), [], now=1.0)
+    assert store.load_states()[7].health == health
+    store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+
+
+def test_a_stored_health_that_is_not_json_reads_as_empty() -> None:
+    store = Store.open(":memory:")
+    state, _ = detect(None, TaskSnapshot(id=1, status="running"), T0, Rules())
+    store.record(dataclasses.replace(state, health=collapsed(T0)), [], now=1.0)
+    store._db.execute('UPDATE tasks SET health = \'{"window": "10\' WHERE task_id = 1')  # cut short
+    assert store.load_states()[1].health == CallHealth()
+    assert store.dump().tasks[0].health == {}  # and a copy carries it as that
 
 
 def test_dead_letters_can_be_requeued_or_dropped() -> None:

@@ -3,7 +3,9 @@ started by the tests) answer the same calls the same way."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,9 +15,12 @@ import pytest
 
 from watcher.detect import Rules, detect
 from watcher.errors import StoreError
+from watcher.health import CallHealth
 from watcher.model import Event, EventType, TaskSnapshot, TaskState
 from watcher.store import Store
 from watcher.stores import StateStore, ThreadedStore
+
+from .callhealth import collapsed, looked
 
 pytestmark = pytest.mark.anyio
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -210,6 +215,53 @@ async def test_the_rules_holding_for_a_task_round_trip(store: StateStore) -> Non
     holding = (("low collection", T0 + timedelta(minutes=1)), ("slow", T0 + timedelta(minutes=2)))
     await store.record(dataclasses.replace(state, rules=holding), [], now=1000.0)
     assert (await store.load_states())[3].rules == holding
+
+
+async def test_a_tasks_call_health_round_trips_and_none_stays_none(store: StateStore) -> None:
+    state, _ = detect(None, TaskSnapshot(id=3, status="running", progress=40), T0, Rules())
+    await store.record(state, [], now=1000.0)
+    assert (await store.load_states())[3].health is None
+    observed = looked(T0, [i % 5 < 2 for i in range(120)])
+    assert observed.seen and observed.hourly and observed.calls == 120  # every part of it is written and read
+    for health in (observed, collapsed(T0)):
+        await store.record(dataclasses.replace(state, health=health), [], now=1001.0)
+        assert (await store.load_states())[3].health == health
+    await store.record(state, [], now=1002.0)
+    assert (await store.load_states([3]))[3].health is None
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        ('"not a health"', CallHealth()),
+        ("[1, 2]", CallHealth()),
+        # What can be read is kept; the odd values are taken as absent.
+        (
+            '{"window": 7, "counted": [10, 4], "episode": {"since": "then"}, "lastLook": "2026-11-23T09:00:00+00:00"}',
+            CallHealth(last_look=T0, calls=10, answered=4),
+        ),
+    ],
+)
+async def test_a_damaged_stored_health_is_read_as_far_as_it_can_be(
+    store: StateStore, request: pytest.FixtureRequest, stored: str, expected: CallHealth
+) -> None:
+    state, _ = detect(None, TaskSnapshot(id=3, status="running"), T0, Rules())
+    await store.record(dataclasses.replace(state, health=collapsed(T0)), [], now=1000.0)
+    await _overwrite_health(store, request, 3, stored)
+    loaded = (await store.load_states())[3]
+    assert loaded.health == expected and loaded.snapshot == state.snapshot
+
+
+async def _overwrite_health(store: StateStore, request: pytest.FixtureRequest, task_id: int, stored: str) -> None:
+    """Put a JSON value in a task's health column behind the store's back, as damage would."""
+    if isinstance(store, ThreadedStore):
+        with contextlib.closing(sqlite3.connect(store.sync.path)) as db, db:
+            db.execute("UPDATE tasks SET health = ? WHERE task_id = ?", (stored, task_id))
+        return
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(request.getfixturevalue("postgres_url"), autocommit=True) as conn:
+        await conn.execute("UPDATE voicefox_watcher.tasks SET health = %s::jsonb WHERE task_id = %s", (stored, task_id))
 
 
 async def test_recent_events_are_the_newest_first_of_every_task_and_the_watcher(store: StateStore) -> None:

@@ -30,6 +30,7 @@ from watcher.simulator import Simulator
 from watcher.store import Store, StoreDump
 from watcher.stores import StateStore, ThreadedStore
 
+from .callhealth import collapsed
 from .conftest import Receiver, use_postgres
 from .test_cli import WATCHER, env, run, write_config
 
@@ -61,6 +62,7 @@ def fill(path: Path) -> Store:
             windows_doubted_at=T0 + timedelta(minutes=5),
             updated_while_closed_at=T0 + timedelta(minutes=6),
             rules=(("low collection", T0 + timedelta(minutes=7)),),
+            health=collapsed(T0),
         ),
         [(event(1), ["a", "b"]), (event(2), ["a", "b"])],
         now=1000.0,
@@ -158,6 +160,8 @@ def test_a_copy_to_postgresql_and_back_keeps_everything_but_delivered_history(
         (6, "b", "pending", 0),
     ]
     assert kept.tasks[0].stalled and kept.tasks[0].snapshot["name"] == "東京キャンペーン"
+    assert kept.tasks[0].health == collapsed(T0).to_dict() and kept.tasks[1].health is None
+    assert call(pg, "load_states")[1].health == call(tmp_path / "b.db", "load_states")[1].health == collapsed(T0)
     assert kept.unseen == ((9, "404", datetime.fromtimestamp(1004.0, UTC)),)
     assert dict(kept.meta).keys() == {"zone", "zone.learned"}
 

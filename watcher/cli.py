@@ -31,6 +31,7 @@ from .config import Config
 from .daemon import knobs, with_added
 from .errors import ConfigError, DeliveryError, StoreError, StoreNotEmpty, UsageError, WatcherError
 from .fields import NotifierBase
+from .health import CallHealth, calls_last_hour
 from .i18n import DEFAULT_LANGUAGE, LANGUAGES, translator
 from .matchers import check_labels, matches
 from .model import RESOLVES, Event, EventType, TaskState
@@ -401,6 +402,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "zone": zones.for_task(tid).to_dict(),
                     "windowsDoubted": doubted(s),
                     "windowsDoubtedAt": s.windows_doubted_at.isoformat() if s.windows_doubted_at else None,
+                    "calls": _calls_doc(s.health, now),
                     **({"polledBy": polled_by(tid)} if members is not None else {}),
                 }
                 for tid, s in sorted(states.items())
@@ -436,9 +438,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             flags += f" [windows in {own.name}]"
         if members is not None and tid not in dropped:
             flags += f" [polled by {polled_by(tid) or 'no replica now'}]"
+        flags += " [answer rate dropped]" if state.health is not None and state.health.episode is not None else ""
         progress = f"{snapshot.progress}%" if snapshot.progress is not None else "–"
         since = _timestamp(state.progress_since, shown)
         print(f"{tid:>8}  {snapshot.status:<14}{progress:>9}  {since:<25}  {snapshot.name}{flags}", file=out)
+        if state.health is not None:
+            print(f"{'':>8}  {_calls_line(state.health, now, shown)}", file=out)
     for tid in sorted(set(states) - watched):
         print(f"{tid:>8}  (no longer in watch.tasks)", file=out)
     if counts:
@@ -448,6 +453,42 @@ def cmd_status(args: argparse.Namespace) -> int:
     if members is not None:
         _print_replicas(members, out)
     return EXIT_OK
+
+
+def _calls_doc(health: CallHealth | None, now: datetime) -> dict[str, object] | None:
+    """What the call log showed of a task (`status --json`): counts, shares and times, never a number called."""
+    if health is None:
+        return None
+    calls, answered = calls_last_hour(health, now)
+    episode = health.episode
+    return {
+        "lastHour": {"calls": calls, "answered": answered},
+        "answerRate": health.rate,  # the answered share of the latest calls (the judged window)
+        "answerRateCalls": len(health.window),
+        "total": health.calls,  # since the first look
+        "answered": health.answered,
+        "lastCallAt": health.last_start.isoformat() if health.last_start else None,
+        "lastLookAt": health.last_look.isoformat() if health.last_look else None,
+        "answerRateDropped": (
+            {"before": episode.before, "after": episode.after, "since": episode.since.isoformat()}
+            if episode is not None
+            else None
+        ),
+    }
+
+
+def _calls_line(health: CallHealth, now: datetime, zone: tzinfo) -> str:
+    """ "calls in the last hour: 312, 41 answered · answer rate 3% (latest 100 calls)", and a collapse if ongoing."""
+    calls, answered = calls_last_hour(health, now)
+    text = f"calls in the last hour: {calls}, {answered} answered"
+    if health.rate is not None:
+        text += f" · answer rate {health.rate:.0%} (latest {len(health.window)} calls)"
+    if (episode := health.episode) is not None:
+        text += (
+            f" · answer rate dropped: {episode.before:.0%} → {episode.after:.0%}"
+            f" since {_timestamp(episode.since, zone)}"
+        )
+    return text
 
 
 def _replicas_doc(members: Membership) -> list[dict[str, object]]:

@@ -170,7 +170,13 @@ async def open_components(
             ttl = config.store.lease_for(config.watch.interval)
             coordinator = Coordinator(replicas, daemon, dispatcher, ttl=ttl, metrics=metrics, monotonic=monotonic)
             daemon.on_tasks_changed = coordinator.poke  # a task added or removed here: trade leases now
-        metrics.watch_state(store, lambda: daemon.watched_statuses(), zone=daemon.zone_summary, replicas=coordinator)
+        metrics.watch_state(
+            store,
+            lambda: daemon.watched_statuses(),
+            zone=daemon.zone_summary,
+            replicas=coordinator,
+            call_health=lambda: daemon.call_health(),
+        )
         yield Components(daemon, dispatcher, store, http, metrics, sqlite, coordinator)
 
 

@@ -167,7 +167,6 @@ class Daemon:
         self._calllog_off_until = 0.0
         self._calllog_refused = False
         self._calllog_unzoned: set[int] = set()
-        self.calllog_requests = 0  # looks asked of the API (each of up to 10 tasks; a look may read several pages)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver what is pending, then poll every task on its schedule until cancelled."""
@@ -200,6 +199,13 @@ class Daemon:
             if self._owns(task_id):
                 state = self.states.get(task_id)
                 yield state.snapshot.status if state is not None else "unknown"
+
+    def call_health(self) -> Iterator[TaskState]:
+        """The state of every task this daemon watches whose call log has been read (for the call gauges; replicas
+        each give their own tasks)."""
+        for task_id in self.config.watch.ids:
+            if self._owns(task_id) and (state := self.states.get(task_id)) is not None and state.health is not None:
+                yield state
 
     def _owns(self, task_id: int) -> bool:
         return self._owned is None or task_id in self._owned
@@ -668,10 +674,11 @@ class Daemon:
         zone = self.windows.zone_for(task_ids[0])
         assert zone.tz is not None  # calllog_tasks() keeps only tasks of a known zone
         until = self._clock()
-        self.calllog_requests += 1
+        looks = self.metrics.calllog_looks
         try:
             log = await self._client.call_log(task_ids, since, until, tz=zone.tz, pace=self._pace)
         except PermissionDenied as exc:
+            looks.labels("forbidden").inc()
             self._calllog_off_until = self._monotonic() + CALLLOG_FORBIDDEN_RETRY
             if not self._calllog_refused:
                 self._calllog_refused = True
@@ -684,6 +691,7 @@ class Daemon:
                 )
             return False
         except RateLimited as exc:
+            looks.labels("rate_limited").inc()
             self.rate.backoff()
             self.gate.rate_limited = 0 if exc.retry_after is not None else self.gate.rate_limited + 1
             pause = rate_limit_pause(exc.retry_after, self.gate.rate_limited)
@@ -691,11 +699,14 @@ class Daemon:
             self._log_failure(0, "rate_limited", str(exc), retry_in=round(pause, 1))
             return False
         except AuthenticationError:
+            looks.labels("failed").inc()
             return False  # the task polls pause on a refused token and say so
         except ApiError as exc:
+            looks.labels("failed").inc()
             # Until it answers again the looks grow stale, and stalls rest on progress (health.silent_for).
             self._log_failure(0, "calllog", str(exc), tasks=len(task_ids))
             return False
+        looks.labels("ok").inc()
         if self._calllog_refused:
             self._calllog_refused = False
             _log.info("calllog.allowed", hint="the call log answers again: stalls and answer rates use it")

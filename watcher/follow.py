@@ -35,6 +35,7 @@ from .config import Config
 from .daemon import MISSING_AFTER_404S, knobs
 from .detect import Rules, detect, detect_missing
 from .errors import ApiError, AuthenticationError, RateLimited, StoreError, TaskNotFound, UsageError
+from .health import CallHealth, calls_last_hour
 from .i18n import Translator, translator
 from .model import Event, Status, TaskSnapshot, TaskState
 from .notify.message import Severity, build, status_text
@@ -219,6 +220,10 @@ class Tracked:
     waiting: bool = False
     mark: PaceMark | None = None
     eta: float | None = None  # seconds to 100 % at the pace kept since it ran
+    # What the watcher's call log showed of it (a store's reading only: the API's task answer holds no calls), and
+    # when that was read: the last hour is counted back from then.
+    health: CallHealth | None = None
+    health_read: datetime | None = None
 
     @property
     def snapshot(self) -> TaskSnapshot | None:
@@ -252,6 +257,8 @@ class Tracked:
                 # A store's task the watcher already knows to be missing: told as the watcher told it.
                 self.state = dataclasses.replace(reading.stored, missing=False)
             return news + self._missing(now, t)
+        if reading.stored is not None:
+            self.health, self.health_read = reading.stored.health, now
         if reading.snapshot is None:
             return news
         snapshot = reading.snapshot
@@ -329,6 +336,9 @@ def status_cell(task: Tracked, t: Translator) -> tuple[str, Severity]:
     if task.state is not None and task.state.stalled:
         words.append(t.gettext("stalled"))
         severity = Severity.DANGER
+    if task.outcome is None and task.health is not None and task.health.episode is not None:
+        words.append(t.gettext("answer rate dropped"))
+        severity = Severity.DANGER if severity is Severity.DANGER else Severity.WARNING
     if task.problem or task.not_found:
         words.append(t.gettext("no answer now") if task.problem else t.gettext("404, asking again"))
         severity = Severity.DANGER if severity is Severity.DANGER else Severity.WARNING
@@ -341,6 +351,34 @@ def rate_cell(task: Tracked, t: Translator) -> str:
     if snapshot is None or snapshot.collection_rate is None:
         return ""
     return t.say("collection rate {rate}", rate=t.percent(snapshot.collection_rate))
+
+
+def calls_cell(task: Tracked, t: Translator) -> str:
+    """ "312 calls in the last hour, 41 answered · answer rate 3% (was 40%)" once the watcher read the call log,
+    else ""."""
+    health = task.health
+    if health is None or task.health_read is None:
+        return ""
+    calls, answered = calls_last_hour(health, task.health_read)
+    parts = [
+        t.say_n(
+            "{count} call in the last hour, {answered} answered",
+            "{count} calls in the last hour, {answered} answered",
+            calls,
+            answered=t.number(answered),
+        )
+    ]
+    if health.rate is not None:
+        rate = _share(health.rate, t)
+        if health.episode is not None:
+            parts.append(t.say("answer rate {rate} (was {before})", rate=rate, before=_share(health.episode.before, t)))
+        else:
+            parts.append(t.say("answer rate {rate}", rate=rate))
+    return " · ".join(parts)
+
+
+def _share(value: float, t: Translator) -> str:
+    return t.percent(round(value * 100))
 
 
 def eta_cell(task: Tracked, t: Translator) -> str:
@@ -357,7 +395,7 @@ def line(task: Tracked, t: Translator) -> str:
     parts = [status]
     if snapshot is not None:
         parts.append(t.percent(snapshot.progress))
-    parts += [cell for cell in (rate_cell(task, t), eta_cell(task, t)) if cell]
+    parts += [cell for cell in (rate_cell(task, t), calls_cell(task, t), eta_cell(task, t)) if cell]
     return t.say("{task}: {state}", task=label(task, t), state=" · ".join(parts))
 
 
@@ -435,7 +473,8 @@ class _Cell(ProgressColumn):
 
 
 class LiveView:
-    """A rich progress bar per task (status, collection rate, ETA), the news printed above the bars as it comes."""
+    """A rich progress bar per task (status, collection rate, calls, ETA), the news printed above the bars as it
+    comes."""
 
     def __init__(self, out: TextIO, t: Translator, language: str) -> None:
         self._t, self._language = t, language
@@ -446,6 +485,7 @@ class LiveView:
             TaskProgressColumn(),
             _Cell("status"),
             _Cell("rate"),
+            _Cell("calls"),
             _Cell("eta"),
             console=self._console,
             refresh_per_second=4,
@@ -471,6 +511,7 @@ class LiveView:
                 status=status,
                 status_style=_STYLES[severity],
                 rate=rate_cell(task, self._t),
+                calls=calls_cell(task, self._t),
                 eta=eta_cell(task, self._t),
             )
         self._progress.refresh()

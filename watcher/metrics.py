@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -12,8 +13,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .health import calls_last_hour
 
 if TYPE_CHECKING:
+    from .model import TaskState
     from .replicas import Coordinator
     from .store import OutboxCount
     from .stores import StateStore
@@ -48,6 +51,13 @@ class Metrics:
             registry=r,
         )
         self.events = Counter(f"{PREFIX}_events", "Events detected, by type.", ["type"], registry=r)
+        self.calllog_looks = Counter(
+            f"{PREFIX}_calllog_looks",
+            "Looks at the call log (of up to 10 tasks each; a look may read several pages), by outcome"
+            " (ok, forbidden, rate_limited, failed).",
+            ["outcome"],
+            registry=r,
+        )
         self.deliveries = Counter(
             f"{PREFIX}_deliveries", "Delivery attempts, by notifier and outcome.", ["notifier", "outcome"], registry=r
         )
@@ -89,11 +99,15 @@ class Metrics:
         *,
         zone: Callable[[], tuple[str, str, int]] | None = None,
         replicas: Coordinator | None = None,
+        call_health: Callable[[], Iterator[TaskState]] | None = None,
     ) -> None:
         """Export outbox depth, age and dead letters (as of the last `refresh`), watched tasks by status, the
-        campaigns' zone (name, source, tasks whose windows are in doubt), and this replica's share and leases."""
+        campaigns' zone (name, source, tasks whose windows are in doubt), this replica's share and leases, and the
+        calls of each task whose call log was read (`call_health`: those tasks' states)."""
         self._store = store
         self.registry.register(_StateCollector(self, task_statuses, clock, zone))
+        if call_health is not None:
+            self.registry.register(_CallCollector(call_health, clock))
         if replicas is not None:
             self.registry.register(_ReplicaCollector(replicas))
 
@@ -158,6 +172,49 @@ class _StateCollector(Collector):
                 "Tasks seen changing inside a calling window believed closed: polled as if their windows were open.",
                 value=doubted,
             )
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+
+class _CallCollector(Collector):
+    """Each task's calls as its call log last showed them: counts and shares only."""
+
+    def __init__(self, states: Callable[[], Iterator[TaskState]], clock: Callable[[], float]) -> None:
+        self._states = states
+        self._clock = clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        calls = GaugeMetricFamily(
+            f"{PREFIX}_task_calls_last_hour",
+            "Calls the task started in the last hour (that ended).",
+            labels=["task_id"],
+        )
+        answered = GaugeMetricFamily(
+            f"{PREFIX}_task_answered_last_hour", "Of those, the calls answered.", labels=["task_id"]
+        )
+        rate = GaugeMetricFamily(
+            f"{PREFIX}_task_answer_rate",
+            "Answered share of the task's latest calls (the judged window; absent while it holds none).",
+            labels=["task_id"],
+        )
+        dropped = GaugeMetricFamily(
+            f"{PREFIX}_task_answer_rate_dropped",
+            "1 while the task's answered share has collapsed against its own earlier share (not yet recovered).",
+            labels=["task_id"],
+        )
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        for state in self._states():
+            if (health := state.health) is None:
+                continue
+            task = [str(state.snapshot.id)]
+            n, k = calls_last_hour(health, now)
+            calls.add_metric(task, n)
+            answered.add_metric(task, k)
+            if (share := health.rate) is not None:
+                rate.add_metric(task, share)
+            dropped.add_metric(task, 0 if health.episode is None else 1)
+        yield from (calls, answered, rate, dropped)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())

@@ -36,6 +36,8 @@ from .store import (
     Sent,
     StoreDump,
     TaskRow,
+    health_from,
+    health_to,
     held_query,
     not_empty,
     rules_from,
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     from .replicas import Membership
 
 SCHEMA = "voicefox_watcher"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _CREATE = f"""
 CREATE TABLE IF NOT EXISTS {SCHEMA}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -125,6 +127,8 @@ MIGRATIONS: dict[int, list[str]] = {
             added_at TIMESTAMPTZ NOT NULL
         )""",
     ],
+    # 4: what the call log has shown of each task (watcher/health.py); NULL while it has not been read.
+    3: [f"ALTER TABLE {SCHEMA}.tasks ADD COLUMN health JSONB"],
 }
 
 # Only one watcher may create or migrate the schema at a time (a rolling deploy starts several at once).
@@ -263,7 +267,7 @@ class PostgresStore:
         """Every task's last known state (or these tasks'), remembering the version read of each."""
         sql = (
             "SELECT task_id, version, snapshot, progress_since, stalled, missing, windows_doubted_at,"
-            f" updated_while_closed_at, rules FROM {SCHEMA}.tasks"
+            f" updated_while_closed_at, rules, health FROM {SCHEMA}.tasks"
         )
         params: tuple[Any, ...] = ()
         if task_ids is not None:
@@ -273,7 +277,7 @@ class PostgresStore:
             for task_id in task_ids:
                 self._versions.pop(task_id, None)  # a task with no row yet: the next write inserts it
         states = {}
-        for task_id, version, snapshot, since, stalled, missing, doubted, updated, rules in await self._read(
+        for task_id, version, snapshot, since, stalled, missing, doubted, updated, rules, health in await self._read(
             sql, params
         ):
             self._versions[task_id] = version
@@ -285,6 +289,7 @@ class PostgresStore:
                 windows_doubted_at=doubted,
                 updated_while_closed_at=updated,
                 rules=rules_from(rules),
+                health=health_from(health),
             )
         return states
 
@@ -304,20 +309,22 @@ class PostgresStore:
             state.windows_doubted_at,
             state.updated_while_closed_at,
             Jsonb(rules_to(state.rules)) if state.rules else None,
+            Jsonb(health_to(state.health)) if state.health is not None else None,
         )
         async with self._transaction() as conn:
             if read is None:
                 cursor = await conn.execute(
                     f"INSERT INTO {SCHEMA}.tasks (snapshot, progress_since, stalled, missing, changed_at,"
-                    " windows_doubted_at, updated_while_closed_at, rules, task_id, version)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 1) ON CONFLICT (task_id) DO NOTHING RETURNING version",
+                    " windows_doubted_at, updated_while_closed_at, rules, health, task_id, version)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 1) ON CONFLICT (task_id) DO NOTHING"
+                    " RETURNING version",
                     (*values, task_id),
                 )
             else:
                 cursor = await conn.execute(
                     f"UPDATE {SCHEMA}.tasks SET snapshot = %s, progress_since = %s, stalled = %s, missing = %s,"
                     " changed_at = %s, windows_doubted_at = %s, updated_while_closed_at = %s, rules = %s,"
-                    " version = version + 1"
+                    " health = %s, version = version + 1"
                     " WHERE task_id = %s AND version = %s RETURNING version",
                     (*values, task_id, read),
                 )
@@ -692,7 +699,7 @@ class PostgresStore:
                     TaskRow(*row)
                     for row in await rows(
                         "SELECT task_id, snapshot, progress_since, stalled, missing, changed_at, windows_doubted_at,"
-                        f" updated_while_closed_at, rules FROM {SCHEMA}.tasks ORDER BY task_id"
+                        f" updated_while_closed_at, rules, health FROM {SCHEMA}.tasks ORDER BY task_id"
                     )
                 ),
                 added=tuple(
@@ -738,7 +745,8 @@ class PostgresStore:
                 await cursor.executemany(f"INSERT INTO {SCHEMA}.meta (key, value) VALUES (%s, %s)", dump.meta)
                 await cursor.executemany(
                     f"INSERT INTO {SCHEMA}.tasks (task_id, snapshot, progress_since, stalled, missing, changed_at,"
-                    " windows_doubted_at, updated_while_closed_at, rules) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    " windows_doubted_at, updated_while_closed_at, rules, health)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     [
                         (
                             t.task_id,
@@ -750,6 +758,7 @@ class PostgresStore:
                             t.windows_doubted_at,
                             t.updated_while_closed_at,
                             Jsonb(t.rules) if t.rules else None,
+                            Jsonb(t.health) if t.health is not None else None,
                         )
                         for t in dump.tasks
                     ],

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import IO, Any, ClassVar
 
 from .errors import StoreError, StoreNotEmpty
+from .health import CallHealth
 from .model import Event, TaskSnapshot, TaskState
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     changed_at     TEXT NOT NULL,
     windows_doubted_at TEXT,
     updated_while_closed_at TEXT,
-    rules          TEXT
+    rules          TEXT,
+    health         TEXT
 );
 CREATE TABLE IF NOT EXISTS added_tasks (
     task_id  INTEGER PRIMARY KEY,
@@ -85,6 +87,8 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE tasks ADD COLUMN rules TEXT",
         "CREATE TABLE IF NOT EXISTS added_tasks (task_id INTEGER PRIMARY KEY, labels TEXT NOT NULL, added_at TEXT NOT NULL)",
     ],
+    # 5: what the call log has shown of each task (watcher/health.py), as JSON; NULL while it has not been read.
+    4: ["ALTER TABLE tasks ADD COLUMN health TEXT"],
 }
 
 
@@ -125,6 +129,27 @@ def rules_from(stored: Any) -> tuple[tuple[str, datetime], ...]:
         except (TypeError, ValueError):
             continue
     return tuple(sorted(out))
+
+
+def health_to(health: CallHealth | None) -> dict[str, Any] | None:
+    """A task's call health, as stored (None while the call log has not been read)."""
+    return health.to_dict() if health is not None else None
+
+
+def health_from(stored: Any) -> CallHealth | None:
+    """Inverse of `health_to`, tolerant: a damaged value is read as far as it can be (`CallHealth.from_dict`), so it
+    costs history, never the task's state."""
+    return CallHealth.from_dict(stored) if stored is not None else None
+
+
+def json_or_damaged(text: str | None) -> Any:
+    """A JSON column's value; None for NULL, and a value `health_from` reads as empty for text that is not JSON."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -287,14 +312,14 @@ class Store(_Database):
         """Every task's last known state (or these tasks')."""
         sql = (
             "SELECT task_id, snapshot, progress_since, stalled, missing, windows_doubted_at, updated_while_closed_at,"
-            " rules FROM tasks"
+            " rules, health FROM tasks"
         )
         params: list[int] = []
         if task_ids is not None:
             params = list(task_ids)
             sql += f" WHERE task_id IN ({', '.join('?' * len(params))})"
         states = {}
-        for task_id, snapshot, since, stalled, missing, doubted, updated, rules in self._read(sql, params):
+        for task_id, snapshot, since, stalled, missing, doubted, updated, rules, health in self._read(sql, params):
             states[task_id] = TaskState(
                 snapshot=TaskSnapshot.from_dict(json.loads(snapshot)),
                 progress_since=datetime.fromisoformat(since),
@@ -303,6 +328,7 @@ class Store(_Database):
                 windows_doubted_at=datetime.fromisoformat(doubted) if doubted else None,
                 updated_while_closed_at=datetime.fromisoformat(updated) if updated else None,
                 rules=rules_from(json.loads(rules) if rules else None),
+                health=health_from(json_or_damaged(health)),
             )
         return states
 
@@ -320,11 +346,12 @@ class Store(_Database):
         with self._transaction(durable=bool(deliveries)) as db:
             db.execute(
                 "INSERT INTO tasks (task_id, snapshot, progress_since, stalled, missing, changed_at, windows_doubted_at,"
-                " updated_while_closed_at, rules) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET"
+                " updated_while_closed_at, rules, health) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (task_id) DO UPDATE SET"
                 " snapshot=excluded.snapshot, progress_since=excluded.progress_since, stalled=excluded.stalled,"
                 " missing=excluded.missing, changed_at=excluded.changed_at,"
                 " windows_doubted_at=excluded.windows_doubted_at, updated_while_closed_at=excluded.updated_while_closed_at,"
-                " rules=excluded.rules",
+                " rules=excluded.rules, health=excluded.health",
                 (
                     state.snapshot.id,
                     json.dumps(state.snapshot.to_dict(), separators=(",", ":")),
@@ -335,6 +362,7 @@ class Store(_Database):
                     state.windows_doubted_at.isoformat() if state.windows_doubted_at else None,
                     state.updated_while_closed_at.isoformat() if state.updated_while_closed_at else None,
                     _json(rules_to(state.rules)) if state.rules else None,
+                    json.dumps(health_to(state.health), separators=(",", ":")) if state.health is not None else None,
                 ),
             )
             db.execute("DELETE FROM unseen WHERE task_id = ?", (state.snapshot.id,))
@@ -581,10 +609,11 @@ class Store(_Database):
                         datetime.fromisoformat(doubted) if doubted else None,
                         datetime.fromisoformat(updated) if updated else None,
                         json.loads(rules) if rules else None,
+                        json_or_damaged(health),
                     )
-                    for task_id, snap, since, stalled, missing, changed, doubted, updated, rules in self._read(
+                    for task_id, snap, since, stalled, missing, changed, doubted, updated, rules, health in self._read(
                         "SELECT task_id, snapshot, progress_since, stalled, missing, changed_at, windows_doubted_at,"
-                        " updated_while_closed_at, rules FROM tasks ORDER BY task_id"
+                        " updated_while_closed_at, rules, health FROM tasks ORDER BY task_id"
                     )
                 ),
                 added=tuple(self.added_tasks().values()),
@@ -626,7 +655,7 @@ class Store(_Database):
             db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", dump.meta)
             db.executemany(
                 "INSERT INTO tasks (task_id, snapshot, progress_since, stalled, missing, changed_at,"
-                " windows_doubted_at, updated_while_closed_at, rules) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " windows_doubted_at, updated_while_closed_at, rules, health) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         t.task_id,
@@ -638,6 +667,7 @@ class Store(_Database):
                         _iso(t.windows_doubted_at),
                         _iso(t.updated_while_closed_at),
                         _json(t.rules) if t.rules else None,
+                        json.dumps(t.health, separators=(",", ":")) if t.health is not None else None,
                     )
                     for t in dump.tasks
                 ],
@@ -801,6 +831,7 @@ class TaskRow:
     windows_doubted_at: datetime | None
     updated_while_closed_at: datetime | None
     rules: dict[str, str] | None = None  # as `rules_to` stores them
+    health: Any = None  # as `health_to` stores it (a damaged value is carried as it was read)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -132,7 +132,7 @@ async def _open(location: Location, *, existing: bool) -> _Side:
 
 
 async def copy(source: Location, target: Location, *, replace: bool = False) -> Copied:
-    """Copy every task state, the tasks never seen, the remembered values and the pending and dead deliveries (with
+    """Copy every task state (call health included), the tasks never seen, the remembered values and the pending and dead deliveries (with
     their events) from `source` into `target`, in one transaction on the target. StoreError, and nothing written, if
     the source is not a store, either is held by a running watcher, or the target holds state already (StoreNotEmpty)
     and `replace` is false; UsageError if both are one store. A SQLite target is created if need be."""

@@ -28,11 +28,13 @@ class StateStore(Protocol):
     path: str
 
     async def load_states(self, task_ids: Iterable[int] | None = None) -> dict[int, TaskState]:
-        """Every task's last known state (or these tasks')."""
+        """Every task's last known state (or these tasks'), its call health too: None if never stored, and a damaged
+        stored value read as far as it can be (`CallHealth.from_dict`), never an error."""
         ...
 
     async def record(self, state: TaskState, deliveries: Sequence[tuple[Event, Sequence[str]]], now: float) -> None:
-        """In one transaction: a task's new state, its events, and one outbox row per (event, receiver)."""
+        """In one transaction: a task's new state (its call health included), its events, and one outbox row per
+        (event, receiver). Every call writes the task's row: callers record a state only when it changed."""
         ...
 
     async def record_event(self, event: Event, receivers: Iterable[str], now: float) -> None:

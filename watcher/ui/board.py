@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 
 from ..config import Config
+from ..health import CallHealth, calls_last_hour
 from ..i18n import N_, Translator, translator
 from ..logs import Redact
 from ..model import Event, Status, TaskState
@@ -36,6 +37,9 @@ WORDS = {
     "collection_rate": N_("Collection rate"),
     "eta": N_("Time left at this pace"),
     "last_change": N_("Last change"),
+    "calls_hour": N_("Calls in the last hour"),
+    "answer_rate": N_("Answer rate"),
+    "answer_drop": N_("Answer rate dropped"),
     "notifier": N_("Notifier"),
     "kind": N_("Notifier kind"),
     "pending": N_("Pending"),
@@ -70,6 +74,11 @@ class TaskCard:
     collection_rate: str
     eta: str  # the time left at the pace kept since it started running, or a dash
     changed: str  # when progress or status last changed, in the campaigns' zone
+    # From the call log, "" until it was read: calls in the last hour (and answered), the answered share of the
+    # latest calls (a dash while none ended), and an ongoing collapse of that share (before → after, since when).
+    calls: str = ""
+    answer_rate: str = ""
+    answer_drop: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -247,6 +256,9 @@ def _task(task_id: int, facts: Facts, paces: Paces, t: Translator) -> TaskCard:
         flag, tone = t.gettext("missing"), "danger"
     elif state.stalled:
         flag, tone = t.gettext("stalled"), "warning"
+    elif state.health is not None and state.health.episode is not None:
+        # Kept after the task stopped (the last the call log showed); a stop that reads as danger stays so.
+        flag, tone = t.gettext("answer rate dropped"), "danger" if tone == "danger" else "warning"
     eta = paces.eta(state)
     return TaskCard(
         id=task_id,
@@ -259,7 +271,33 @@ def _task(task_id: int, facts: Facts, paces: Paces, t: Translator) -> TaskCard:
         collection_rate=t.percent(snapshot.collection_rate),
         eta=t.duration(eta) if eta is not None else _DASH,
         changed=t.time(state.progress_since, zone),
+        **(_calls(state.health, facts.now, zone, t) if state.health is not None else {}),
     )
+
+
+def _calls(health: CallHealth, now: datetime, zone: tzinfo | None, t: Translator) -> dict[str, str]:
+    """A task's calls as its card shows them (counts and shares only)."""
+    calls, answered = calls_last_hour(health, now)
+    episode = health.episode
+    return {
+        "calls": t.say("{calls} ({answered} answered)", calls=t.number(calls), answered=t.number(answered)),
+        "answer_rate": share(health.rate, t),
+        "answer_drop": (
+            t.say(
+                "{before} → {after} since {time}",
+                before=share(episode.before, t),
+                after=share(episode.after, t),
+                time=t.time(episode.since, zone),
+            )
+            if episode is not None
+            else ""
+        ),
+    }
+
+
+def share(value: float | None, t: Translator) -> str:
+    """A share (0 to 1) as a whole percentage in the reader's language, or a dash when unknown."""
+    return t.percent(None if value is None else round(value * 100))
 
 
 def _event(event: Event, facts: Facts, language: str) -> EventLine:
