@@ -253,3 +253,27 @@ async def test_tasks_outside_their_windows_or_of_an_unknown_zone_are_not_read(
             await run.play(4, tasks)  # static timestamps, no watch.timezone: the zone is never known
     assert sim.calllog_requests == 0
     assert len([e for e in logs if e["event"] == "calllog.no_zone"]) == 1
+
+
+async def test_a_restart_keeps_the_call_health_and_tells_a_collapse_once(receiver: Receiver, tmp_path: Path) -> None:
+    wall = Wall()
+    sim = Simulator(wall_clock=wall)
+    tasks = blocked_numbers(sim, blocked_after=timedelta(minutes=10))
+    async with sim.serving() as url:
+        config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", tasks, "Asia/Tokyo")
+        for minutes in (16, 10, 10):  # the collapse is told in the first run; the watcher restarts twice during it
+            async with open_components(config, api_retry=FAST_RETRY) as parts:
+                real = parts.daemon
+                assert minutes == 16 or real.states[tasks[0]].health is not None  # as the store kept it
+                daemon = Daemon(
+                    config,
+                    client=real._client,
+                    store=real._store,
+                    states=real.states,
+                    dispatcher=real._dispatcher,
+                    clock=wall,
+                )
+                run = Run(daemon, parts.dispatcher, wall, receiver, tmp_path / "s.db")
+                await run.play(minutes, tasks)
+    assert len(run.told(EventType.ANSWER_RATE_DROPPED)) == 1
+    assert run.told(EventType.ANSWER_RATE_RECOVERED) == []
