@@ -277,3 +277,25 @@ async def test_a_restart_keeps_the_call_health_and_tells_a_collapse_once(receive
                 await run.play(minutes, tasks)
     assert len(run.told(EventType.ANSWER_RATE_DROPPED)) == 1
     assert run.told(EventType.ANSWER_RATE_RECOVERED) == []
+
+
+async def test_a_429_from_the_call_log_pauses_every_request_and_a_5xx_costs_one_look(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    async with watching(creeping_campaign, receiver, tmp_path) as (run, sim, tasks):
+        await run.play(1, tasks)  # first sight and a first look
+        daemon, registry = run.daemon, run.daemon.metrics.registry
+        sim.inject("429", endpoint="calllog", retry_after="120")
+        run.wall.now += STEP
+        await daemon.look_at_calls()
+        # One budget: the task polls wait for Retry-After too.
+        assert daemon.gate.not_before - daemon._monotonic() > 100
+        assert registry.get_sample_value("voicefox_watcher_calllog_looks_total", {"outcome": "rate_limited"}) == 1
+        daemon.gate.not_before = 0.0  # (the test does not wait two minutes)
+        sim.inject("500", times=3, endpoint="calllog")  # every try of one look (FAST_RETRY: 3)
+        with capture_logs() as logs:
+            await daemon.look_at_calls()
+        assert [e["cause"] for e in logs if e["event"] == "poll.failed"] == ["calllog"]
+        assert registry.get_sample_value("voicefox_watcher_calllog_looks_total", {"outcome": "failed"}) == 1
+        await run.play(4, tasks)  # the faults are spent: looks succeed again
+    assert run.told(EventType.STALLED) == []  # a failed look is no evidence of anything
