@@ -79,9 +79,16 @@ async def test_campaigns_in_tokyo_hours_watched_from_a_utc_host(
         env = {**os.environ, "TEST_VOICEFOX_TOKEN": sim.token, "TZ": "UTC"}
         env.pop("WATCHER_CONFIG", None)
         async with await anyio.open_process([WATCHER, "run", "-c", str(cfg)], env=env) as proc:
+            read_all = anyio.Event()
 
             async def read_logs(stream: anyio.abc.ByteReceiveStream) -> None:
                 buffer = b""
+                try:
+                    await read_lines(stream, buffer)
+                finally:
+                    read_all.set()
+
+            async def read_lines(stream: anyio.abc.ByteReceiveStream, buffer: bytes) -> None:
                 async for chunk in stream:
                     buffer += chunk
                     *lines, buffer = buffer.split(b"\n")
@@ -118,6 +125,7 @@ async def test_campaigns_in_tokyo_hours_watched_from_a_utc_host(
             proc.send_signal(signal.SIGTERM)
             with anyio.fail_after(15):
                 assert await proc.wait() == 0
+                await read_all.wait()  # to the end of its output: the stream closes when the process block ends
         tg.cancel_scope.cancel()
     status = await anyio.run_process(
         [WATCHER, "status", "-c", str(cfg)], env={**os.environ, "TEST_VOICEFOX_TOKEN": "x", "TZ": "UTC"}, check=False

@@ -314,7 +314,8 @@ class HealthConfig(_Section):
 
     # Read the call log at all (counts and times only: never a phone number). false: stalls rest on progress alone.
     calllog: Annotated[bool, Field(strict=True)] = True
-    # How often the call log is read for the running tasks inside their windows (10 tasks per request).
+    # How often the call log is read for the running tasks inside their windows (10 tasks per request); at least
+    # twice per `[watch] stall_after` whatever this says.
     every: Annotated[Duration, Field(ge=1)] = 120.0
     # A drop is an answered share below both `answer_rate_floor` and the task's own earlier share cut by this fraction.
     answer_rate_drop: Annotated[float, Field(gt=0, lt=1)] = 0.5

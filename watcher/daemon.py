@@ -66,7 +66,9 @@ def knobs(config: Config) -> tuple[Rules, Cadence]:
         stall_after=timedelta(seconds=watch.stall_after),
         task_rules=compile_rules((r.name, r.when, r.description) for r in config.rules),
         health=HealthRules(
-            every=timedelta(seconds=health.every),
+            # At least twice per stall_after: the call log's evidence is never older than half of it (a stall_after
+            # of seconds, as in tests and the demo, is not judged on a look minutes old).
+            every=timedelta(seconds=min(health.every, watch.stall_after / 2)),
             stall_after=timedelta(seconds=watch.stall_after),
             calllog=health.calllog,
             window=health.window,
@@ -606,7 +608,7 @@ class Daemon:
         while True:
             started = self._monotonic()
             await self.look_at_calls()
-            every = self.config.health.every
+            every = self._rules.health.every.total_seconds()
             if any(self._owns(t) and t not in self.states for t in self.config.watch.ids):
                 # Tasks not polled yet (just started, or just added): their first look follows their first poll,
                 # not a whole `every` later.
