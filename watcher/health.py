@@ -21,6 +21,11 @@ and the baseline hold at least `min_calls` calls each:
 - recovered, when the share has been at or above `before × (1 − answer_rate_drop)` (above both lines whenever the
   floor is the lower one) after every one of a full window of new calls: one `AnswerRateRecovered`, no flapping.
 
+Calls are listed once they have ended, and an answered call ends after an unanswered one that started with it, so
+a call is judged only once the longest call seen lately (at most `lookback`) has passed since it started: judged as
+listed, the newest calls of a busy campaign would be mostly unanswered ones at every look. Younger calls tell
+liveness at once and are judged at a later look, which reads them again.
+
 Judging call by call makes the outcome independent of how the calls were split into looks. A look asks for
 `look_range`: it reaches `lookback` into the previous one, for calls that ended after it; calls seen before are
 recognised by `CallRecord.key` (start, end, duration, answered: no personal data) and counted once.
@@ -220,6 +225,12 @@ def observe(
     work = _Work(state, rules)
     # Calls older than this were in an earlier look's range, or are too old to matter: never counted again.
     watermark = state.last_start - rules.lookback if state.last_start is not None else None
+    # Calls are listed once they have ended, and an answered call ends later than an unanswered one that started
+    # with it: a look's newest calls are mostly the unanswered ones, and judged at once they would make a busy
+    # campaign's share collapse at every look. So only calls that started at least the longest call seen lately
+    # (at most `lookback`) before the look are judged; the younger ones tell liveness now, and are judged at a later
+    # look, which reads them again.
+    settled = now - settle_time(state, calls, rules)
     ordered = sorted(calls, key=lambda c: (c.started_at, c.key))
     multiplicity: dict[str, int] = {}
     for call in ordered:
@@ -230,7 +241,7 @@ def observe(
         if work.last_start is None or call.started_at > work.last_start:
             work.last_start = call.started_at
         # A call still under way counts for liveness only: its record will change (end, answer) when it ends.
-        if call.ended_at is None or call.key not in multiplicity:
+        if call.ended_at is None or call.key not in multiplicity or call.started_at > settled:
             continue
         # The same call in two looks has one key; two calls alike to the second have one key too, and a look of a
         # time range holds both: what is new is how many more this look holds than any look before.
@@ -243,6 +254,19 @@ def observe(
             if (finding := work.add(call)) is not None:
                 findings.append(finding)
     return work.freeze(now), findings
+
+
+def settle_time(state: CallHealth, calls: Sequence[CallRecord], rules: HealthRules) -> timedelta:
+    """How long after its start a call is judged: the longest call of this look and of those recognised lately,
+    at most `lookback` (a call longer than that is judged as it was listed)."""
+    longest = max(
+        (int((c.ended_at - c.started_at).total_seconds()) for c in calls if c.ended_at is not None), default=0
+    )
+    for key, _ in state.seen:
+        start, end, *_ = key.split("/")
+        if end != "-":
+            longest = max(longest, int(end) - int(start))
+    return min(rules.lookback, timedelta(seconds=longest))
 
 
 def look_range(health: CallHealth | None, now: datetime, rules: HealthRules) -> tuple[datetime, datetime]:
