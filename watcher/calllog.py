@@ -40,13 +40,14 @@ class CallRecord:
     answered: bool
     ended_at: datetime | None = None  # None: not ended yet (or the API did not say)
     duration: int | None = None
+    # What tells this call from another without personal data: start, end, duration and answer (computed once: a
+    # look reads it several times per record).
+    key: str = dataclasses.field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """What tells this call from another without personal data: start, end, duration and answer."""
+    def __post_init__(self) -> None:
         end = "-" if self.ended_at is None else str(int(self.ended_at.timestamp()))
         duration = "-" if self.duration is None else str(self.duration)
-        return f"{int(self.started_at.timestamp())}/{end}/{duration}/{int(self.answered)}"
+        object.__setattr__(self, "key", f"{int(self.started_at.timestamp())}/{end}/{duration}/{int(self.answered)}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
