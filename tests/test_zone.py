@@ -329,6 +329,15 @@ def test_what_contradicts_the_windows(
     assert contradicts(before, after, previous_look, now, NEW_YORK.tz) is evidence, case
 
 
+def test_progress_just_after_a_window_closed_is_no_evidence_of_calling_outside_it() -> None:
+    # New York's (believed) window closes at 23:00 UTC: the calls under way then end, and complete progress, after it.
+    closed = NOW.replace(day=22, hour=23, minute=0)
+    just_after = (closed + timedelta(minutes=2), closed + timedelta(minutes=7))
+    assert contradicts(snap(progress=10), snap(progress=12), *just_after, NEW_YORK.tz) is NONE
+    later = (closed + timedelta(minutes=15), closed + timedelta(minutes=20))
+    assert contradicts(snap(progress=10), snap(progress=12), *later, NEW_YORK.tz) is CALLING
+
+
 def test_no_contradiction_without_a_placed_schedule() -> None:
     looked = NOW - timedelta(minutes=5)
     assert contradicts(snap(progress=1), snap(progress=2), looked, NOW, None) is NONE
