@@ -383,6 +383,9 @@ def make_dialers(n: int, rng: random.Random) -> list[Dialer]:
         if len(dialer.starts) >= numbers:  # every number called: done when the last call ends
             done = float(max(dialer.ends))
             dialer.changes = [c for c in dialer.changes if c[0] < done] + [(done, "done")]
+        # Campaigns that ended before their scripted silence or block never had one.
+        dialer.silences = [(s, e) for s, e in dialer.silences if dialer.status_at(s) == "running"]
+        dialer.blocks = [(b0, b1) for b0, b1 in dialer.blocks if dialer.status_at(b0) == "running"]
         # A silence counts as a true stall until the dialer calls again or the status changes.
         for s, e in dialer.silences:
             after = [when for when, _ in dialer.changes if when > s]
