@@ -423,6 +423,7 @@ class Watched:
     pages_from_last_look: int = 0  # the pages had each range started at the batch's previous look (no lookback)
     truncated: int = 0  # looks that held more than the client's page limit
     records: int = 0  # records read
+    closed_looks: int = 0  # tasks looked at while their real windows were closed (windows in doubt)
     events: dict[int, list[tuple[float, str, str]]] = field(default_factory=dict)  # task -> (t, type, evidence)
     stalled_at: dict[int, list[tuple[float, bool]]] = field(default_factory=dict)  # task -> stalled state changes
     counted: int = 0  # ended calls the looks counted (health.calls at the end of the day)
@@ -493,6 +494,8 @@ def simulate_health(dialers: list[Dialer], cadence: Cadence, rules: Rules, rng: 
             if zone.known and calling_windows(known, now, zone.tz).open:
                 due.append((look_range(known.health, now, rules.health)[0], task_id))
         due.sort()
+        if calling_seconds(t, t + 1) == 0:
+            watched.closed_looks += len(due)
         for i in range(0, len(due), MAX_TASKS_PER_REQUEST):
             batch = due[i : i + MAX_TASKS_PER_REQUEST]
             since = (batch[0][0] - DAY).total_seconds()
@@ -673,7 +676,8 @@ def health_main(args: argparse.Namespace) -> None:
                 f" ({w.look_seconds:.1f} s in detect_calls); {w.records:,} records read for {w.counted:,} calls counted "
                 f"of {calls:,} made ({1 - w.counted / calls:.2%} never counted); {w.records / max(1, w.counted):.1f} "
                 f"reads per call; pages had each range begun at its previous look: {w.pages_from_last_look:,}; "
-                f"looks over {CALLLOG_MAX_PAGES} pages: {w.truncated}",
+                f"looks over {CALLLOG_MAX_PAGES} pages: {w.truncated}; tasks looked at while their windows were closed: "
+                f"{w.closed_looks:,}",
                 end="",
             )
         if j.false_by_kind:
