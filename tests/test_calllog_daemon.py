@@ -299,3 +299,70 @@ async def test_a_429_from_the_call_log_pauses_every_request_and_a_5xx_costs_one_
         assert registry.get_sample_value("voicefox_watcher_calllog_looks_total", {"outcome": "failed"}) == 1
         await run.play(4, tasks)  # the faults are spent: looks succeed again
     assert run.told(EventType.STALLED) == []  # a failed look is no evidence of anything
+
+
+async def test_the_call_log_is_read_in_the_workspaces_zone_not_a_campaigns_own(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    # A campaign calling in Bangkok hours ([[watch.task]] timezone) of a workspace whose API writes Tokyo time: its
+    # windows are read in Bangkok, its call log in Tokyo. Read in Bangkok, calls of two hours ago would pass for
+    # calls of now, and the silent dialer would look alive.
+    wall = Wall()
+    sim = Simulator(wall_clock=wall)
+    task = 2002
+    sim.add_task(task, "Clinic reminder calls", status="running", total=50_000, progress=12)
+    sim.dialer(task, calls_per_minute=12, at=T0 - timedelta(hours=4))  # calling all morning...
+    sim.dialer(task, calls_per_minute=0, at=T0 + timedelta(minutes=10))  # ...then silent, still `running`
+    async with sim.serving() as url:
+        config = config_mod.validate(
+            {
+                "api": {"base_url": url, "token": sim.token, "timeout": "2s"},
+                "watch": {
+                    "task": [{"id": task, "timezone": "Asia/Bangkok"}],
+                    "interval": "1m",
+                    "stall_after": "15m",
+                    "timezone": "Asia/Tokyo",
+                },
+                "store": {"path": str(tmp_path / "s.db")},
+                "notifiers": [{"kind": "webhook", "name": "hook", "url": receiver.url}],
+            },
+            source="test",
+        )
+        async with open_components(config, api_retry=FAST_RETRY) as parts:
+            real = parts.daemon
+            daemon = Daemon(
+                config,
+                client=real._client,
+                store=real._store,
+                states=real.states,
+                dispatcher=real._dispatcher,
+                clock=wall,
+            )
+            run = Run(daemon, parts.dispatcher, wall, receiver, tmp_path / "s.db")
+            await run.play(30, [task])
+    (stalled,) = run.told(EventType.STALLED)
+    assert stalled["data"]["evidence"] == "calllog"
+    assert datetime.fromisoformat(stalled["time"]) <= T0 + timedelta(minutes=10 + 15 + 2)
+
+
+async def test_a_look_cut_short_by_the_page_limit_tells_only_what_it_read(receiver: Receiver, tmp_path: Path) -> None:
+    def busy(sim: Simulator) -> list[int]:
+        sim.add_task(5001, status="running", total=1_000_000, progress=40)
+        sim.dialer(5001, calls_per_minute=60, at=T0 - timedelta(hours=1))  # an hour back: 36 pages of 100
+        return [5001]
+
+    async with watching(busy, receiver, tmp_path) as (run, _sim, tasks):
+        run.daemon.calllog_max_pages = 5
+        await run.play(1, tasks)
+        health = run.daemon.states[tasks[0]].health
+        assert health is not None and health.last_look is not None and health.last_start is not None
+        # The look read the oldest 500 calls (the simulator's order): it saw no further, and says so.
+        assert health.last_look <= health.last_start + timedelta(minutes=1) < T0 - timedelta(minutes=40)
+        first = health.last_look
+        await run.play(40, tasks)  # each look reads on from there (less its lookback), faster than time passes
+        health = run.daemon.states[tasks[0]].health
+        assert health is not None and health.last_look is not None
+        assert health.last_look - first >= timedelta(minutes=60)
+    # A look cut short is no evidence of silence: while the looks lag, the call log tells nothing of liveness, and
+    # the progress rule judges this flat percentage as before.
+    assert all(s["data"]["evidence"] == "progress" for s in run.told(EventType.STALLED))

@@ -514,3 +514,19 @@ def test_a_busy_campaigns_newest_calls_do_not_make_a_collapse_of_their_own() -> 
     state, findings = play(calls)
     assert findings == []
     assert state.calls == 6000  # each judged once, none lost for being held back
+
+
+def test_a_call_in_the_future_is_no_call() -> None:
+    # A row read in the wrong zone (or broken) must not hold the latest start ahead of every look: that would say
+    # "calling" for ever, silencing every stall, and keep every later call from being counted.
+    calls = records(even(100, 0.4))
+    now = T0 + timedelta(minutes=6)
+    ahead = now + timedelta(hours=2)
+    state, _ = observe(None, [*calls, CallRecord(1, ahead, True, ahead + timedelta(seconds=30), 30)], now, RULES)
+    assert state.last_start == calls[-1].started_at and state.calls == 100
+    later = now + timedelta(minutes=4)
+    fresh = [c for c in records(even(40, 0.4), start=now) if c.ended_at is not None and c.ended_at <= later]
+    state, _ = observe(state, fresh, later, RULES)
+    assert state.last_start == fresh[-1].started_at
+    stored = {**state.to_dict(), "lastStart": ahead.isoformat()}
+    assert CallHealth.from_dict(stored).last_start == state.last_look

@@ -158,6 +158,15 @@ def test_a_collapsed_answer_rate_is_open_while_the_call_health_holds_its_episode
     assert still_open(EventType.ANSWER_RATE_DROPPED.value, task) is open_
 
 
+def test_a_collapse_no_look_has_confirmed_for_half_an_hour_is_not_reminded_of() -> None:
+    # The call log refused, switched off or failing: nobody measures the answer rate, so nobody is reminded of it.
+    state = running(health_=health())  # last looked at T0
+    assert still_open(EventType.ANSWER_RATE_DROPPED.value, state, T0 + timedelta(minutes=30))
+    assert not still_open(EventType.ANSWER_RATE_DROPPED.value, state, T0 + timedelta(minutes=31))
+    reminders, _ = due([sent(dropped(), T)], {7: state}, {7}, receiver="chat", now=T + HOUR, every=HOUR)
+    assert reminders == []
+
+
 def test_answer_rate_dropped_is_a_task_problem_reminded_of() -> None:
     assert EventType.ANSWER_RATE_DROPPED.value in TASK_PROBLEMS
 
@@ -165,7 +174,8 @@ def test_answer_rate_dropped_is_a_task_problem_reminded_of() -> None:
 def test_a_reminder_of_a_collapse_counts_from_its_since_and_shows_the_calls_as_they_are_now() -> None:
     stale = {"since": "2026-11-23T07:00:00+00:00", "total": 5, "answered": 5, "lastHour": {"calls": 5, "answered": 5}}
     event = dropped(dropped().data | {"calls": stale})
-    reminders, _ = due([sent(event, T)], {7: running(health_=health())}, {7}, receiver="chat", now=T + HOUR, every=HOUR)
+    looked = dataclasses.replace(health(), last_look=T0 + timedelta(hours=1))  # a look confirms it lasts
+    reminders, _ = due([sent(event, T)], {7: running(health_=looked)}, {7}, receiver="chat", now=T + HOUR, every=HOUR)
     (reminder,) = reminders
     assert reminder.type == EventType.ANSWER_RATE_DROPPED.value
     assert reminder.data["reminder"] == {

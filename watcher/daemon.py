@@ -15,7 +15,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .calllog import MAX_TASKS_PER_REQUEST
-from .client import VoiceFoxClient
+from .client import CALLLOG_MAX_PAGES, VoiceFoxClient
 from .config import Config, TaskConfig
 from .detect import Rules, detect, detect_calls, detect_missing, make_event
 from .dispatch import Dispatcher
@@ -169,6 +169,7 @@ class Daemon:
         self._calllog_off_until = 0.0
         self._calllog_refused = False
         self._calllog_unzoned: set[int] = set()
+        self.calllog_max_pages = CALLLOG_MAX_PAGES  # pages one look reads at most (the rest: at the next look)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver what is pending, then poll every task on its schedule until cancelled."""
@@ -246,8 +247,11 @@ class Daemon:
     def _forget(self, task_id: int) -> None:
         """Take a task off the schedule and out of this daemon's per-task memory."""
         self._timetable.remove(task_id)
-        for memory in (self._failures, self._not_found, self._marks, self._hints, self._planned, self._task_locks):
+        for memory in (self._failures, self._not_found, self._marks, self._hints, self._planned):
             memory.pop(task_id, None)
+        lock = self._task_locks.get(task_id)
+        if lock is not None and not lock.locked():
+            del self._task_locks[task_id]  # (a held one stays: its holder and a next poll must share it)
         self._calllog_unzoned.discard(task_id)
         self.dropped.discard(task_id)
 
@@ -531,9 +535,11 @@ class Daemon:
             # a row, so a single bad answer never announces every task as gone.
             self._not_found[task_id] = self._not_found.get(task_id, 0) + 1
             if self._not_found[task_id] >= MISSING_AFTER_404S:
-                state, events = detect_missing(previous, self._clock())
-                if state is not None and state != previous:
-                    await self._record(task_id, state, events)
+                async with self._lock(task_id):
+                    previous = self.states.get(task_id)  # (a look may have recorded a newer state meanwhile)
+                    state, events = detect_missing(previous, self._clock())
+                    if state is not None and state != previous:
+                        await self._record(task_id, state, events)
             return True
         except AuthenticationError as exc:
             self.metrics.polls.labels("auth_refused").inc()
@@ -609,7 +615,10 @@ class Daemon:
             started = self._monotonic()
             await self.look_at_calls()
             every = self._rules.health.every.total_seconds()
-            if any(self._owns(t) and t not in self.states for t in self.config.watch.ids):
+            if any(
+                self._owns(t) and t not in self.states and t not in self._failures and t not in self._unseen_noted
+                for t in self.config.watch.ids
+            ):
                 # Tasks not polled yet (just started, or just added): their first look follows their first poll,
                 # not a whole `every` later.
                 every = min(every, self.config.watch.interval)
@@ -630,10 +639,10 @@ class Daemon:
                 or task_id in self.dropped
             ):
                 continue
-            zone = self.windows.zone_for(task_id)
-            if not zone.known:
-                # The call log's times are naive local times of the workspace: read in an unknown zone they could
-                # be hours off, and would place calls wrongly. Progress alone judges this task's stalls.
+            if not self.zones.zone().known:
+                # The call log's times are naive local times of the workspace (the zone of watch.timezone or of the
+                # API's timestamps; a [[watch.task]] timezone places a campaign's windows, not the API's clock): read
+                # in an unknown zone they could be hours off. Progress alone judges this task's stalls meanwhile.
                 if task_id not in self._calllog_unzoned:
                     self._calllog_unzoned.add(task_id)
                     _log.info(
@@ -642,6 +651,7 @@ class Daemon:
                         hint="the campaigns' time zone is not known yet: set watch.timezone to read its call log now",
                     )
                 continue
+            zone = self.windows.zone_for(task_id)
             if not calling_windows(state, now, zone.tz).open:
                 continue
             out.append((look_range(state.health, now, rules)[0], task_id))
@@ -652,17 +662,14 @@ class Daemon:
         shared budget; return how many requests were made (0 when the call log is off)."""
         if not self._rules.health.calllog or self._monotonic() < self._calllog_off_until:
             return 0
-        by_zone: dict[str, list[tuple[datetime, int]]] = {}
-        for since, task_id in self.calllog_tasks(self._clock()):
-            by_zone.setdefault(self.windows.zone_for(task_id).name, []).append((since, task_id))
+        # Sorted by the start of their ranges: tasks read for the first time (an hour back) go together.
+        items = self.calllog_tasks(self._clock())
         asked = 0
-        for items in by_zone.values():
-            # Sorted by the start of their ranges: tasks read for the first time (an hour back) go together.
-            for i in range(0, len(items), MAX_TASKS_PER_REQUEST):
-                batch = items[i : i + MAX_TASKS_PER_REQUEST]
-                asked += 1
-                if not await self._look(batch[0][0], [task_id for _, task_id in batch]):
-                    return asked
+        for i in range(0, len(items), MAX_TASKS_PER_REQUEST):
+            batch = items[i : i + MAX_TASKS_PER_REQUEST]
+            asked += 1
+            if not await self._look(batch[0][0], [task_id for _, task_id in batch]):
+                return asked
         return asked
 
     async def _pace(self) -> None:
@@ -673,12 +680,14 @@ class Daemon:
     async def _look(self, since: datetime, task_ids: list[int]) -> bool:
         """Read the calls of up to 10 tasks since `since` and judge each task's; False if the call log gave no
         answer (the rest of this round is not asked)."""
-        zone = self.windows.zone_for(task_ids[0])
-        assert zone.tz is not None  # calllog_tasks() keeps only tasks of a known zone
+        workspace = self.zones.zone().tz
+        assert workspace is not None  # calllog_tasks() reads nothing while it is unknown
         until = self._clock()
         looks = self.metrics.calllog_looks
         try:
-            log = await self._client.call_log(task_ids, since, until, tz=zone.tz, pace=self._pace)
+            log = await self._client.call_log(
+                task_ids, since, until, tz=workspace, pace=self._pace, max_pages=self.calllog_max_pages
+            )
         except PermissionDenied as exc:
             looks.labels("forbidden").inc()
             self._calllog_off_until = self._monotonic() + CALLLOG_FORBIDDEN_RETRY
@@ -712,21 +721,31 @@ class Daemon:
         if self._calllog_refused:
             self._calllog_refused = False
             _log.info("calllog.allowed", hint="the call log answers again: stalls and answer rates use it")
+        looked = until
         if not log.complete:
+            # Cut short by the page limit: this look saw the calls up to the latest start it read, no further (the
+            # order of the pages is the API's): that is as far as it tells, and where the next look goes on from.
+            looked = min(until, max((r.started_at for r in log.records), default=since))
             self._log_failure(
                 0,
                 "calllog_truncated",
                 f"the call log of tasks {','.join(map(str, task_ids))} held more than {log.pages} pages since"
-                f" {since.isoformat()}: the rest is read at the next look",
+                f" {since.isoformat()}: read up to {looked.isoformat()}, the rest at the next look",
                 level="info",
             )
         for task_id in task_ids:
             async with self._lock(task_id):
                 previous = self.states.get(task_id)
-                if previous is None or previous.snapshot.status != Status.RUNNING:
-                    continue  # polled meanwhile: it stopped (its calls are read again if it resumes)
+                if (
+                    previous is None
+                    or previous.snapshot.status != Status.RUNNING
+                    or previous.missing
+                    or not self._owns(task_id)
+                    or task_id in self.dropped
+                ):
+                    continue  # changed meanwhile: stopped, missing, handed to another replica (read again later)
                 zone = self.windows.zone_for(task_id)
-                state, events = detect_calls(previous, log.for_task(task_id), until, self._rules, zone=zone)
+                state, events = detect_calls(previous, log.for_task(task_id), looked, self._rules, zone=zone)
                 if events or _worth_writing(previous, state):
                     await self._record(task_id, state, events)
                 else:

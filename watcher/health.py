@@ -47,6 +47,10 @@ from typing import Any
 from .calllog import CallRecord
 
 SIGNIFICANCE = 1e-4  # a window this unlikely at the baseline's share is not chance
+CLOCK_SKEW = timedelta(minutes=5)  # a call that started later than this after a look is no call: never counted
+# A collapse no look has confirmed for this long (the call log refused, off, failing, or the task outside its
+# windows) is not reminded of: nobody is measuring it.
+UNCONFIRMED_AFTER = timedelta(minutes=30)
 FIRST_LOOK_BACK = timedelta(hours=1)  # the first look (or one after a long gap) reads this much: a baseline at once
 STALE_LOOKS = 3  # looks older than this many `every`s: the call log is failing, so it tells nothing of liveness
 MAX_WINDOW = 10_000
@@ -200,10 +204,13 @@ class CallHealth:
             for m, c, a in [(_count(h[0]), _count(h[1]), _count(h[2]))]
             if m is not None and c is not None and a is not None and a <= c
         ]
+        last_look, last_start = _time(d.get("lastLook")), _time(d.get("lastStart"))
+        if last_start is not None and (last_look is None or last_start > last_look):
+            last_start = last_look  # (a start after the latest look is no call: see `observe`)
         return cls(
             first_look=_time(d.get("firstLook")),
-            last_look=_time(d.get("lastLook")),
-            last_start=_time(d.get("lastStart")),
+            last_look=last_look,
+            last_start=last_start,
             window=flags,
             baseline_calls=calls,
             baseline_answered=answered,
@@ -238,8 +245,12 @@ def observe(
             multiplicity[call.key] = multiplicity.get(call.key, 0) + 1
     findings: list[Finding] = []
     for call in ordered:
+        if call.started_at > now + CLOCK_SKEW:
+            # In the future: a row read in the wrong zone, or broken. Taken as a call, it would hold the latest start
+            # ahead of every look (silencing every stall) and the watermark with it (counting no call again).
+            continue
         if work.last_start is None or call.started_at > work.last_start:
-            work.last_start = call.started_at
+            work.last_start = min(call.started_at, now)
         # A call still under way counts for liveness only: its record will change (end, answer) when it ends.
         if call.ended_at is None or call.key not in multiplicity or call.started_at > settled:
             continue
@@ -276,6 +287,11 @@ def look_range(health: CallHealth | None, now: datetime, rules: HealthRules) -> 
     if health is not None and health.last_look is not None:
         since = max(since, min(now, health.last_look) - rules.lookback)
     return since, now
+
+
+def confirmed(health: CallHealth | None, now: datetime) -> bool:
+    """Whether a look has confirmed the task's call health lately (`UNCONFIRMED_AFTER`)."""
+    return health is not None and health.last_look is not None and now - health.last_look <= UNCONFIRMED_AFTER
 
 
 def calling_since(health: CallHealth | None) -> datetime | None:

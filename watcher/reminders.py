@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .detect import calls_data
+from .health import confirmed
 from .model import Event, EventType, Status, TaskState
 from .store import Sent
 
@@ -36,8 +37,9 @@ TASK_PROBLEMS: tuple[str, ...] = (
 _NAMESPACE = uuid.UUID("0b7d6e52-4f0c-4b8e-9f5e-2c1f5d9a7a31")
 
 
-def still_open(problem: str, state: TaskState | None) -> bool:
-    """Whether a task is still in the problem an event of type `problem` announced."""
+def still_open(problem: str, state: TaskState | None, now: datetime | None = None) -> bool:
+    """Whether a task is still in the problem an event of type `problem` announced (as of `now`, when given: a
+    collapse of the answer rate lasts while looks at the call log keep confirming it)."""
     if state is None:
         return False
     if problem == EventType.STALLED:
@@ -52,6 +54,7 @@ def still_open(problem: str, state: TaskState | None) -> bool:
             and state.health.episode is not None
             and state.snapshot.status == Status.RUNNING
             and not state.missing
+            and (now is None or confirmed(state.health, now))
         )
     status = _STATUS_OF.get(EventType(problem)) if problem in TASK_PROBLEMS else None
     return status is not None and state.snapshot.status == status and not state.missing
@@ -99,7 +102,11 @@ def due(
     upcoming: list[float] = []
     for last in latest:
         task_id = int(last.event.subject) if last.event.subject.isdigit() else None
-        if task_id is None or task_id not in watched or not still_open(last.event.type, states.get(task_id)):
+        if (
+            task_id is None
+            or task_id not in watched
+            or not still_open(last.event.type, states.get(task_id), datetime.fromtimestamp(now, UTC))
+        ):
             continue
         if last.state == "pending" or last.done_at is None:
             continue  # not out yet (held, retrying): the next reminder counts from when it went out
