@@ -13,8 +13,7 @@ evidence rule.
     .venv/bin/python bench/campaign_day.py [--tasks 300] [--interval 30] [--adaptive-interval 45] [--seed 1]
 
 With `--calllog` (issue 14: campaign health from the call log), the same day with a dialer behind each task (150 tasks
-by default: `detect_calls` costs ~20 µs per record read, and the day holds ~0.75 million calls read 3-4 times each;
-about 75 s a seed): lines that ring (answered or not), talk (answered: a log-normal of median 50 s, up to 15 min) and
+by default: the day holds ~0.7 million calls, each read 3-4 times; about 30 s a seed): lines that ring (answered or not), talk (answered: a log-normal of median 50 s, up to 15 min) and
 dial again, so that calls per minute vary by task (small campaigns of 1,000-8,000 numbers; big ones of 20,000-60,000,
 most of them creeping below 1 % per `stall_after`, i.e. calling with their percentage flat); an answered share of
 25-45 %; progress is the share of numbers whose call has ended. Scripted truths: silent dialers (status `running`, no
