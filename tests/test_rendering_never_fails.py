@@ -20,7 +20,7 @@ from watcher.model import Event, EventType, TaskSnapshot, parse_task_body
 from watcher.notify import Context, apprise, dingtalk, email, feishu, slack, teams, wecom
 from watcher.notify.message import build, build_digest
 from watcher.notify.slack import SlackNotifierConfig
-from watcher.notify.webhook import cloudevent
+from watcher.notify.webhook import body_of, cloudevent
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 # Any character, lone surrogates included (JSON allows "\ud800"; hypothesis's own text() never makes one).
@@ -39,7 +39,9 @@ def render_everywhere(event: Event, language: str) -> None:
         msg, subject_of=event.subject, sender="w@example.com", to=["o@example.com"], cc=[], now=NOW
     ).as_bytes()
     apprise.render(msg)[1].encode()
-    json.dumps(cloudevent(event, language=language), ensure_ascii=False).encode()
+    assert (
+        json.loads(body_of(cloudevent(event, language=language)))["id"] == event.id
+    )  # (valid JSON, whatever it holds)
     # And as an item of a digest, beside an ordinary event.
     other = make_event(EventType.FINISHED, NOW, TaskSnapshot(id=8, status="done"), TaskSnapshot(id=8, status="running"))
     digest = build_digest([event, other], language=language, task_url="https://console.example/tasks/{id}")

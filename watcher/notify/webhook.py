@@ -56,6 +56,13 @@ def cloudevent(
     }
 
 
+def body_of(document: Any) -> bytes:
+    """The JSON a webhook posts, as UTF-8. Event data is the machine's and is sent as it is: a lone surrogate in it
+    (which no UTF-8 can hold) is written as its JSON escape (`\\ud800`), so that no value can make an alert
+    unsendable (retried until dead-lettered)."""
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
+
+
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The Standard Webhooks `webhook-signature` value: v1,<base64 HMAC-SHA256 of "id.timestamp.body">."""
     key = base64.b64decode(secret.removeprefix("whsec_"))
@@ -119,7 +126,7 @@ class WebhookNotifier:
         await self._post(batch, digest_id(event.id for event in events), BATCH_CONTENT_TYPE)
 
     async def _post(self, document: Any, msg_id: str, content_type: str) -> None:
-        body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+        body = body_of(document)
         timestamp = int(self._clock())
         headers = {
             "Content-Type": content_type,
