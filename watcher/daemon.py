@@ -553,11 +553,7 @@ class Daemon:
             return False
         except RateLimited as exc:
             self.metrics.polls.labels("rate_limited").inc()
-            self.rate.backoff()
-            self.gate.rate_limited = 0 if exc.retry_after is not None else self.gate.rate_limited + 1
-            pause = rate_limit_pause(exc.retry_after, self.gate.rate_limited)
-            self.gate.pause(pause)
-            self._log_failure(0, "rate_limited", str(exc), retry_in=round(pause, 1))
+            self._rate_limited(exc)
             return False
         except TransientApiError as exc:
             self.metrics.polls.labels("failed").inc()
@@ -600,6 +596,15 @@ class Daemon:
             if state != previous:
                 await self._record(task_id, state, events)
         return True
+
+    def _rate_limited(self, exc: RateLimited) -> None:
+        """A 429, to a task poll or a look at the call log: one budget, so every request pauses for Retry-After
+        (doubling without one) and the rate in use is halved."""
+        self.rate.backoff()
+        self.gate.rate_limited = 0 if exc.retry_after is not None else self.gate.rate_limited + 1
+        pause = rate_limit_pause(exc.retry_after, self.gate.rate_limited)
+        self.gate.pause(pause)
+        self._log_failure(0, "rate_limited", str(exc), retry_in=round(pause, 1))
 
     def _lock(self, task_id: int) -> anyio.Lock:
         lock = self._task_locks.get(task_id)
@@ -704,11 +709,7 @@ class Daemon:
             return False
         except RateLimited as exc:
             looks.labels("rate_limited").inc()
-            self.rate.backoff()
-            self.gate.rate_limited = 0 if exc.retry_after is not None else self.gate.rate_limited + 1
-            pause = rate_limit_pause(exc.retry_after, self.gate.rate_limited)
-            self.gate.pause(pause)
-            self._log_failure(0, "rate_limited", str(exc), retry_in=round(pause, 1))
+            self._rate_limited(exc)
             return False
         except AuthenticationError:
             looks.labels("failed").inc()

@@ -285,8 +285,10 @@ def calls_data(health: CallHealth | None, now: datetime) -> dict[str, Any] | Non
 
 def _with_calls(events: list[Event], health: CallHealth | None, now: datetime) -> list[Event]:
     """The events with what is known of the task's calls (`data.calls`); not part of an event's id."""
+    if not events:
+        return events  # (most polls: nothing to tell, nothing to count)
     calls = calls_data(health, now)
-    if calls is None or not events:
+    if calls is None:
         return events
     return [dataclasses.replace(e, data={**e.data, "calls": calls}) for e in events]
 
