@@ -25,7 +25,7 @@ from watcher.model import EventType
 from watcher.simulator import Simulator, blocked_numbers, calllog_forbidden, creeping_campaign, silent_dialer
 
 from .conftest import Receiver
-from .test_daemon import FAST_RETRY
+from .test_daemon import FAST_RETRY, rebuilt
 
 pytestmark = pytest.mark.anyio
 
@@ -104,6 +104,13 @@ def make_config(
 
 
 @asynccontextmanager
+async def started(config: Config, receiver: Receiver, wall: Wall, db: Path) -> AsyncIterator[Run]:
+    """The daemon's real wiring (API retries that do not wait), on the test's clock."""
+    async with open_components(config, api_retry=FAST_RETRY) as parts:
+        yield Run(rebuilt(parts.daemon, config, clock=wall), parts.dispatcher, wall, receiver, db)
+
+
+@asynccontextmanager
 async def watching(
     scenario: Callable[[Simulator], list[int]],
     receiver: Receiver,
@@ -116,17 +123,8 @@ async def watching(
     tasks = scenario(sim)
     async with sim.serving() as url:
         config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", tasks, timezone, **health)
-        async with open_components(config, api_retry=FAST_RETRY) as parts:
-            real = parts.daemon
-            daemon = Daemon(
-                config,
-                client=real._client,
-                store=real._store,
-                states=real.states,
-                dispatcher=real._dispatcher,
-                clock=wall,
-            )
-            yield Run(daemon, parts.dispatcher, wall, receiver, tmp_path / "s.db"), sim, tasks
+        async with started(config, receiver, wall, tmp_path / "s.db") as run:
+            yield run, sim, tasks
 
 
 async def test_a_creeping_campaign_that_keeps_calling_is_not_stalled(receiver: Receiver, tmp_path: Path) -> None:
@@ -262,18 +260,8 @@ async def test_a_restart_keeps_the_call_health_and_tells_a_collapse_once(receive
     async with sim.serving() as url:
         config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", tasks, "Asia/Tokyo")
         for minutes in (16, 10, 10):  # the collapse is told in the first run; the watcher restarts twice during it
-            async with open_components(config, api_retry=FAST_RETRY) as parts:
-                real = parts.daemon
-                assert minutes == 16 or real.states[tasks[0]].health is not None  # as the store kept it
-                daemon = Daemon(
-                    config,
-                    client=real._client,
-                    store=real._store,
-                    states=real.states,
-                    dispatcher=real._dispatcher,
-                    clock=wall,
-                )
-                run = Run(daemon, parts.dispatcher, wall, receiver, tmp_path / "s.db")
+            async with started(config, receiver, wall, tmp_path / "s.db") as run:
+                assert minutes == 16 or run.daemon.states[tasks[0]].health is not None  # as the store kept it
                 await run.play(minutes, tasks)
     assert len(run.told(EventType.ANSWER_RATE_DROPPED)) == 1
     assert run.told(EventType.ANSWER_RATE_RECOVERED) == []
@@ -328,17 +316,7 @@ async def test_the_call_log_is_read_in_the_workspaces_zone_not_a_campaigns_own(
             },
             source="test",
         )
-        async with open_components(config, api_retry=FAST_RETRY) as parts:
-            real = parts.daemon
-            daemon = Daemon(
-                config,
-                client=real._client,
-                store=real._store,
-                states=real.states,
-                dispatcher=real._dispatcher,
-                clock=wall,
-            )
-            run = Run(daemon, parts.dispatcher, wall, receiver, tmp_path / "s.db")
+        async with started(config, receiver, wall, tmp_path / "s.db") as run:
             await run.play(30, [task])
     (stalled,) = run.told(EventType.STALLED)
     assert stalled["data"]["evidence"] == "calllog"

@@ -11,7 +11,6 @@ import os
 import signal
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -22,6 +21,7 @@ from watcher.simulator import Simulator
 from .conftest import Receiver
 from .test_calllog_daemon import PHONE, dump
 from .test_cli import WATCHER
+from .test_zone_e2e import of, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -66,16 +66,6 @@ url = "{hook_url}"
     return path
 
 
-def of(bodies: list[dict[str, Any]], task: int, type_: str) -> list[dict[str, Any]]:
-    return [b for b in bodies if b["subject"] == str(task) and b["type"] == f"voicefox.task.{type_}"]
-
-
-async def wait_until(receiver: Receiver, done: Any, within: float = 90.0) -> None:
-    with anyio.fail_after(within):
-        while not done(receiver.bodies()):
-            await receiver.wait_for(len(receiver.requests) + 1, within=within)
-
-
 async def test_campaign_health_from_the_call_log_through_the_installed_cli(receiver: Receiver, tmp_path: Path) -> None:
     sim = Simulator(timestamps="offset")
     before = sim.now() - timedelta(minutes=2)  # two minutes of calls already in the log: a baseline to judge from
@@ -105,7 +95,9 @@ async def test_campaign_health_from_the_call_log_through_the_installed_cli(recei
             tg.start_soon(read, proc.stdout)
             tg.start_soon(read, proc.stderr)
             try:
-                await wait_until(receiver, lambda b: all(of(b, t, "observed") for t in (CREEPING, SILENT, BLOCKED)))
+                await wait_until(
+                    receiver, lambda b: all(of(b, t, "observed") for t in (CREEPING, SILENT, BLOCKED)), within=90
+                )
                 # The watcher is up and has its baselines: now the day turns.
                 now = sim.now()
                 silent_from = now + timedelta(seconds=3)
@@ -113,11 +105,12 @@ async def test_campaign_health_from_the_call_log_through_the_installed_cli(recei
                 sim.dialer(BLOCKED, answered=0.03, at=now + timedelta(seconds=3))  # carriers flag the numbers
                 sim.dialer(BLOCKED, answered=0.4, at=now + timedelta(seconds=15))  # ...and clear them
                 await wait_until(
-                    receiver, lambda b: of(b, SILENT, "stalled") and of(b, BLOCKED, "answer_rate_recovered")
+                    receiver, lambda b: of(b, SILENT, "stalled") and of(b, BLOCKED, "answer_rate_recovered"), within=90
                 )
-                # The creeping campaign has sat on its percentage for several stall_after by now; a little longer.
+                # The creeping campaign has sat on its percentage for several stall_after by now; one more stall_after
+                # of watching for a stall that must not come (the outer deadline is the one that ends the wait).
                 with anyio.move_on_after(STALL_AFTER):
-                    await wait_until(receiver, lambda b: of(b, CREEPING, "stalled"), within=STALL_AFTER)
+                    await wait_until(receiver, lambda b: of(b, CREEPING, "stalled"), within=2 * STALL_AFTER)
                 proc.send_signal(signal.SIGTERM)
                 with anyio.fail_after(20):
                     assert await proc.wait() == 0

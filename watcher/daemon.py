@@ -633,6 +633,7 @@ class Daemon:
         """The tasks whose calls the next look reads, each with the start of its range: watched here, running, and
         inside their calling windows (or windows that cannot be placed: unsure, the call log is read)."""
         rules = self._rules.health
+        workspace_known = self.zones.zone().known
         out: list[tuple[datetime, int]] = []
         for task_id in self.config.watch.ids:
             state = self.states.get(task_id)
@@ -644,7 +645,7 @@ class Daemon:
                 or task_id in self.dropped
             ):
                 continue
-            if not self.zones.zone().known:
+            if not workspace_known:
                 # The call log's times are naive local times of the workspace (the zone of watch.timezone or of the
                 # API's timestamps; a [[watch.task]] timezone places a campaign's windows, not the API's clock): read
                 # in an unknown zone they could be hours off. Progress alone judges this task's stalls meanwhile.
