@@ -56,6 +56,15 @@ WINDOWS = (("09:00", "12:00"), ("14:00", "18:00"))
 FINAL = {"done", "stop.abnormal"}
 
 
+def status_at(changes: list[tuple[float, str]], t: float) -> str:
+    """The status at `t` of a campaign whose status changes are these (sorted): pending before the first."""
+    status = "pending"
+    for when, s in changes:
+        if when <= t:
+            status = s
+    return status
+
+
 @dataclass
 class Task:
     """The truth: a task's status changes over the day, and how fast it calls inside its windows."""
@@ -67,11 +76,7 @@ class Task:
     finals: dict[str, float] = field(default_factory=dict)  # status -> when it happened
 
     def status_at(self, t: float) -> str:
-        status = "pending"
-        for when, s in self.changes:
-            if when <= t:
-                status = s
-        return status
+        return status_at(self.changes, t)
 
     def progress_at(self, t: float) -> int:
         called = 0.0
@@ -269,11 +274,7 @@ class Dialer:
     stalls: list[tuple[float, float]] = field(default_factory=list)
 
     def status_at(self, t: float) -> str:
-        status = "pending"
-        for when, s in self.changes:
-            if when <= t:
-                status = s
-        return status
+        return status_at(self.changes, t)
 
     def progress_at(self, t: float) -> int:
         return min(100, 100 * bisect.bisect_right(self.sorted_ends, t) // self.numbers) if self.numbers else 0
