@@ -102,7 +102,7 @@ class AnswerRateDropped:
         if not isinstance(d, Mapping):
             return None
         since = _time(d.get("since"))
-        before, after = _share(d.get("before")), _share(d.get("after"))
+        before, after = as_share(d.get("before")), as_share(d.get("after"))
         calls, baseline = _count(d.get("calls")), _count(d.get("baselineCalls"))
         if since is None or before is None or after is None or calls is None or baseline is None:
             return None
@@ -472,7 +472,8 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**15 else None
 
 
-def _share(value: Any) -> float | None:
+def as_share(value: Any) -> float | None:
+    """A share of calls read from JSON: a number from 0 to 1, else None (NaN, a bool, anything out of range)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if 0.0 <= value <= 1.0 else None

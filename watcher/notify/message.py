@@ -17,6 +17,7 @@ from datetime import datetime, tzinfo
 from enum import StrEnum
 from typing import Any
 
+from ..health import as_share
 from ..i18n import DEFAULT_LANGUAGE, N_, NP_, Translator, translator
 from ..model import EventType, Status, clean_text
 from ..zone import Zone
@@ -61,12 +62,6 @@ def _mapping(value: Any) -> Mapping[str, Any] | None:
 def _count(value: Any) -> int | None:
     count = _int(value)
     return count if count is not None and count >= 0 else None  # a count of calls: never negative
-
-
-def _share(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if 0.0 <= value <= 1.0 else None  # a share of calls (NaN fails the comparison too)
 
 
 def _ratio(part: int | None, whole: int | None) -> float | None:
@@ -143,9 +138,9 @@ class AnswerRateView:
         return cls(
             since=_time(d.get("since")),
             until=_time(d.get("until")),
-            before=_share(d.get("before")),
-            after=_share(d.get("after")),
-            now=_share(d.get("now")),
+            before=as_share(d.get("before")),
+            after=as_share(d.get("after")),
+            now=as_share(d.get("now")),
             calls=_count(d.get("calls")),
             baseline_calls=_count(d.get("baselineCalls")),
             seconds=max(0, lasted) if lasted is not None else None,
@@ -178,7 +173,7 @@ class CallsView:
             last_hour_answered=hour_answered
             if hour_calls is None or hour_answered is None or hour_answered <= hour_calls
             else None,
-            rate=_share(d.get("answerRate")),
+            rate=as_share(d.get("answerRate")),
             last_call=_time(d.get("lastCallAt")),
         )
 
