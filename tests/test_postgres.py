@@ -254,7 +254,7 @@ async def test_a_schema_3_database_gains_call_health_and_keeps_its_tasks(pg: str
         await conn.execute("UPDATE voicefox_watcher.meta SET value = '3' WHERE key = 'schema_version'")
     store = await PostgresStore.open(pg, shown="pg")
     try:
-        old = (await store.load_states())[7]
+        old = (await store.load_states(claim=True))[7]
         assert old.snapshot.progress == 40 and old.health is None
         await store.record(TaskState(old.snapshot, t0, health=collapsed(t0)), [], now=2.0)
         assert (await store.load_states())[7].health == collapsed(t0)

@@ -54,7 +54,7 @@ async def test_a_task_is_written_only_over_the_version_its_writer_read(
     with pytest.raises(StaleState):
         await b.record(late, [(e, ["hook"]) for e in late_events], now=2.0)
     # Having read what A wrote, B writes the next change; then A, behind, is refused in turn.
-    fresh = await b.load_states([1])
+    fresh = await b.load_states([1], claim=True)
     done, done_events = detect(fresh[1], TaskSnapshot(id=1, status="done", progress=100), T0.replace(minute=2), rules)
     await b.record(done, [(e, ["hook"]) for e in done_events], now=3.0)
     again, again_events = detect(first, TaskSnapshot(id=1, status="done", progress=100), T0.replace(minute=3), rules)
@@ -62,6 +62,9 @@ async def test_a_task_is_written_only_over_the_version_its_writer_read(
         await a.record(again, [(e, ["hook"]) for e in again_events], now=4.0)
     assert await outbox_ids(pg) == [("hook", first_events[0].id), ("hook", done_events[0].id)]
     assert (await a.load_states())[1].snapshot.status == "done"
+    # A mere read (the status page, reminders) claims nothing: A, still behind, is refused after it too.
+    with pytest.raises(StaleState):
+        await a.record(again, [(e, ["hook"]) for e in again_events], now=5.0)
 
 
 async def test_a_delivery_is_marked_only_by_the_replica_that_claimed_it_last(

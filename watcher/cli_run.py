@@ -156,7 +156,7 @@ async def open_components(
             config,
             client=client,
             store=store,
-            states=await store.load_states(),
+            states=await store.load_states(claim=True),
             remembered_zone=await store.meta("zone.learned"),
             added={task_id: task.labels for task_id, task in (await store.added_tasks()).items()},
             dispatcher=dispatcher,

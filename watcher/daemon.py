@@ -848,7 +848,7 @@ class Daemon:
 
     async def _reread(self, task_id: int) -> None:
         try:
-            fresh = await self._store.load_states([task_id])
+            fresh = await self._store.load_states([task_id], claim=True)
         except StoreError as exc:
             _log.error("store.read_failed", task_id=task_id, error=str(exc))
             return

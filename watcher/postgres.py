@@ -263,8 +263,10 @@ class PostgresStore:
 
     # -- the contract ------------------------------------------------------------------------------------------
 
-    async def load_states(self, task_ids: Iterable[int] | None = None) -> dict[int, TaskState]:
-        """Every task's last known state (or these tasks'), remembering the version read of each."""
+    async def load_states(self, task_ids: Iterable[int] | None = None, *, claim: bool = False) -> dict[int, TaskState]:
+        """Every task's last known state (or these tasks'). `claim`: this process will write these states, so the
+        version read of each is remembered, and a write is made only over it (`record`). A mere reader (the status
+        page, reminders) does not claim: else it would move the guard past another replica's write."""
         sql = (
             "SELECT task_id, version, snapshot, progress_since, stalled, missing, windows_doubted_at,"
             f" updated_while_closed_at, rules, health FROM {SCHEMA}.tasks"
@@ -274,13 +276,15 @@ class PostgresStore:
             task_ids = list(task_ids)
             sql += " WHERE task_id = ANY(%s)"
             params = (task_ids,)
-            for task_id in task_ids:
-                self._versions.pop(task_id, None)  # a task with no row yet: the next write inserts it
+            if claim:
+                for task_id in task_ids:
+                    self._versions.pop(task_id, None)  # a task with no row yet: the next write inserts it
         states = {}
         for task_id, version, snapshot, since, stalled, missing, doubted, updated, rules, health in await self._read(
             sql, params
         ):
-            self._versions[task_id] = version
+            if claim:
+                self._versions[task_id] = version
             states[task_id] = TaskState(
                 snapshot=TaskSnapshot.from_dict(snapshot),
                 progress_since=since,

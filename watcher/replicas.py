@@ -114,7 +114,9 @@ class ReplicaStore(Protocol):
     replica: str
 
     async def renew(self, ttl: float, want: Mapping[str, Collection[str]]) -> Membership: ...
-    async def load_states(self, task_ids: Iterable[int] | None = None) -> dict[int, TaskState]: ...
+    async def load_states(
+        self, task_ids: Iterable[int] | None = None, *, claim: bool = False
+    ) -> dict[int, TaskState]: ...
     async def notify(self, payload: str) -> None: ...
     def listen(self, listening: Callable[[], object] | None = None) -> AsyncIterator[str]: ...
 
@@ -252,7 +254,7 @@ class Coordinator:
         if gained:
             # Another replica may have written these tasks since this one last read them.
             try:
-                fresh = await self._store.load_states(gained)
+                fresh = await self._store.load_states(gained, claim=True)
             except StoreError as exc:
                 _log.error("replica.load_failed", replica=self.me, error=str(exc))
                 tasks -= gained

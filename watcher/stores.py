@@ -27,9 +27,10 @@ class StateStore(Protocol):
 
     path: str
 
-    async def load_states(self, task_ids: Iterable[int] | None = None) -> dict[int, TaskState]:
+    async def load_states(self, task_ids: Iterable[int] | None = None, *, claim: bool = False) -> dict[int, TaskState]:
         """Every task's last known state (or these tasks'), its call health too: None if never stored, and a damaged
-        stored value read as far as it can be (`CallHealth.from_dict`), never an error."""
+        stored value read as far as it can be (`CallHealth.from_dict`), never an error. `claim`: the caller will
+        record these states (where replicas share the store, a write is made only over the version so read)."""
         ...
 
     async def record(self, state: TaskState, deliveries: Sequence[tuple[Event, Sequence[str]]], now: float) -> None:
@@ -127,8 +128,8 @@ class ThreadedStore:
         # transaction commits or rolls back as a whole), and only the result is abandoned.
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._one_at_a_time)
 
-    async def load_states(self, task_ids: Iterable[int] | None = None) -> dict[int, TaskState]:
-        """Every task's last known state (or these tasks')."""
+    async def load_states(self, task_ids: Iterable[int] | None = None, *, claim: bool = False) -> dict[int, TaskState]:
+        """Every task's last known state (or these tasks'); one daemon per SQLite file, so `claim` changes nothing."""
         return await self._call(self.sync.load_states, None if task_ids is None else list(task_ids))
 
     async def record(self, state: TaskState, deliveries: Sequence[tuple[Event, Sequence[str]]], now: float) -> None:
