@@ -369,16 +369,12 @@ def calls_cell(task: Tracked, t: Translator) -> str:
         )
     ]
     if health.rate is not None:
-        rate = _share(health.rate, t)
+        rate = t.share(health.rate)
         if health.episode is not None:
-            parts.append(t.say("answer rate {rate} (was {before})", rate=rate, before=_share(health.episode.before, t)))
+            parts.append(t.say("answer rate {rate} (was {before})", rate=rate, before=t.share(health.episode.before)))
         else:
             parts.append(t.say("answer rate {rate}", rate=rate))
     return " · ".join(parts)
-
-
-def _share(value: float, t: Translator) -> str:
-    return t.percent(round(value * 100))
 
 
 def eta_cell(task: Tracked, t: Translator) -> str:

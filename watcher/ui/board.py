@@ -19,7 +19,7 @@ from ..i18n import N_, Translator, translator
 from ..logs import Redact
 from ..model import Event, Status, TaskState
 from ..notify.message import Severity, build, status_text
-from ..schedule import PaceMark, completion_eta
+from ..schedule import PaceMark, pace
 from ..store import DeliveryReport, OutboxCount
 from ..zone import HOW, Zone
 
@@ -163,17 +163,15 @@ class Paces:
 
     def eta(self, state: TaskState) -> float | None:
         """Seconds to 100 % at the pace kept since the mark, or None while that is unknown (or the task not running)."""
-        snapshot = state.snapshot
-        if snapshot.status != Status.RUNNING or snapshot.progress is None:
-            self._marks.pop(snapshot.id, None)
-            return None
-        mark = self._marks.get(snapshot.id)
-        if mark is None or snapshot.progress < mark[0]:
-            # Marked when the task reached its present progress (not when the page first looked), so the first step
-            # seen after it already gives a pace; a progress that went back starts a new run.
-            mark = self._marks[snapshot.id] = (snapshot.progress, state.progress_since)
-        # At the pace up to the latest step, not up to now: a task between two steps is not slowing down.
-        return completion_eta(mark[0], mark[1], snapshot.progress, state.progress_since)
+        # Marked when the task reached its present progress (not when the page first looked), so the first step seen
+        # after it already gives a pace; at the pace up to the latest step, not up to now (a task between two steps
+        # is not slowing down).
+        mark, eta = pace(self._marks.get(state.snapshot.id), state.snapshot, state.progress_since)
+        if mark is None:
+            self._marks.pop(state.snapshot.id, None)
+        else:
+            self._marks[state.snapshot.id] = mark
+        return eta
 
     def forget(self, keep: Iterable[int]) -> None:
         """Drop the marks of tasks no longer watched."""
@@ -281,23 +279,18 @@ def _calls(health: CallHealth, now: datetime, zone: tzinfo | None, t: Translator
     episode = health.episode
     return {
         "calls": t.say("{calls} ({answered} answered)", calls=t.number(calls), answered=t.number(answered)),
-        "answer_rate": share(health.rate, t),
+        "answer_rate": t.share(health.rate),
         "answer_drop": (
             t.say(
                 "{before} → {after} since {time}",
-                before=share(episode.before, t),
-                after=share(episode.after, t),
+                before=t.share(episode.before),
+                after=t.share(episode.after),
                 time=t.time(episode.since, zone),
             )
             if episode is not None
             else ""
         ),
     }
-
-
-def share(value: float | None, t: Translator) -> str:
-    """A share (0 to 1) as a whole percentage in the reader's language, or a dash when unknown."""
-    return t.percent(None if value is None else round(value * 100))
 
 
 def _event(event: Event, facts: Facts, language: str) -> EventLine:
