@@ -533,3 +533,38 @@ async def test_with_push_adopt_a_push_for_an_unknown_task_adds_it_and_announces_
     assert [b["type"] for b in seven] == ["voicefox.task.observed", "voicefox.task.finished"]
     assert seven[1]["data"]["firstSight"] is True and seven[1]["data"]["adopted"] is True
     assert seven[1]["data"]["voicefox"]["taskProgress"]["called_answered_num"] == 210
+
+
+@pytest.mark.anyio
+async def test_no_id_that_is_not_a_task_id_is_adopted_stored_or_removed(
+    simulator: tuple[Simulator, str], receiver: Receiver, tmp_path: Path
+) -> None:
+    """A push (adopt on) or a DELETE with an id that no task can have is refused with 400, nothing is stored, and a
+    row an older version stored so is left out at the next start with an error line, not a traceback."""
+    sim, url = simulator
+    sim.add_task(1, "Renewals", status="running", progress=90)
+    config = make_config(url, sim.token, receiver.url, tmp_path / "s.db", [1], interval="60s")
+    config = config.model_copy(
+        update={
+            "push": config.push.model_validate({"path": "/voicefox/push", "secret": PUSH_SECRET, "adopt": True}),
+            "http": config.http.model_validate({"listen": "127.0.0.1:0"}),  # (loopback: /tasks needs no token)
+        }
+    )
+    async with open_components(config, api_retry=FAST_RETRY) as parts, anyio.create_task_group() as tg:
+        port = await tg.start(OpsServer(parts.daemon, parts.store, parts.metrics).serve, "127.0.0.1", 0)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            for bad in (0, -5, 1.9, 10**30, "x"):
+                push = {**TASK_END, "event_data": {**TASK_END["event_data"], "task_id": bad}}  # type: ignore[dict-item]
+                answer = await http.post("/voicefox/push", json=push, headers={"X-Webhook-Secret": PUSH_SECRET})
+                assert answer.status_code == 400, bad
+            for tail in ("100000000000000000000", "0", "abc", "１２"):
+                assert (await http.delete(f"/tasks/{tail}")).status_code == 400, tail
+        assert await parts.store.added_tasks() == {}
+        with pytest.raises(ValueError, match="not a task id"):
+            await parts.daemon.add_task(0, {})
+        await parts.store.add_task(0, {}, 1.0)  # as a version without the check could have stored it
+        tg.cancel_scope.cancel()
+    with capture_logs() as logs:
+        async with open_components(config, api_retry=FAST_RETRY) as parts:
+            assert parts.daemon.config.watch.ids == [1]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["tasks.unusable"]

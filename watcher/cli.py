@@ -269,9 +269,10 @@ def _event_type(text: str) -> str:
 
 
 def _task_id(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 2**63:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a task id (a positive integer)")
-    return int(text)
+    try:
+        return config_mod.task_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _label(text: str) -> tuple[str, str]:

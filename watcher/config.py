@@ -63,6 +63,17 @@ MAX_CONCURRENCY = 1000  # polls in flight at most, whatever [watch] concurrency 
 
 
 TaskId = Annotated[int, Field(strict=True, gt=0, lt=2**63)]
+MAX_TASK_ID = 2**63 - 1
+
+
+def task_id(value: object) -> int:
+    """A task id from JSON or a command line (an int, or a string of decimal digits); ValueError naming what is
+    wrong otherwise. The one check of every id that comes from outside the config file (which `TaskId` checks)."""
+    if isinstance(value, str) and value.isascii() and value.isdecimal():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_TASK_ID:
+        raise ValueError(f"{str(value)[:40]!r} is not a task id (a positive integer)")
+    return value
 
 
 class TaskConfig(_Section):

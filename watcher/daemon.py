@@ -17,6 +17,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .calllog import MAX_TASKS_PER_REQUEST
 from .client import CALLLOG_MAX_PAGES, VoiceFoxClient
 from .config import Config, TaskConfig
+from .config import task_id as task_id_checked
 from .detect import Rules, detect, detect_calls, detect_missing, make_event
 from .dispatch import Dispatcher
 from .errors import (
@@ -114,7 +115,7 @@ class Daemon:
         # The tasks added at run time (`watcher tasks add`, kept in the store) sit beside the config file's: `config`
         # is the file's with them as [[watch.task]] entries, so everything downstream sees one list.
         self.file_config = config
-        self._added: dict[int, dict[str, str]] = {k: dict(v) for k, v in (added or {}).items()}
+        self._added: dict[int, dict[str, str]] = _usable(added or {})
         config = with_added(config, self._added)
         self.config = config
         self.on_tasks_changed: Callable[[], None] | None = None  # replicas: trade leases at once
@@ -288,6 +289,7 @@ class Daemon:
         the config file lists already is watched once (the labels given here apply only if the file gives none).
         `adopted`: added because VoiceFox pushed its end (`[push] adopt`): if the API confirms it is done, that is
         announced, not only observed."""
+        task_id = task_id_checked(task_id)  # ValueError before anything is stored: a bad id must not be kept
         new = await self._store.add_task(task_id, labels, self._wall())
         self._added[task_id] = dict(labels)
         if adopted and task_id not in self.states:
@@ -319,7 +321,7 @@ class Daemon:
         except StoreError as exc:
             _log.error("store.read_failed", error=str(exc))
             return
-        fresh = {task_id: task.labels for task_id, task in added.items()}
+        fresh = _usable({task_id: task.labels for task_id, task in added.items()})
         if fresh != self._added:
             self._added = fresh
             self._apply(with_added(self.file_config, self._added), tell=False)
@@ -898,6 +900,18 @@ def _worth_writing(previous: TaskState, state: TaskState) -> bool:
     return dataclasses.replace(
         state, health=dataclasses.replace(state.health, last_look=previous.health.last_look)
     ) != (previous)
+
+
+def _usable(added: Mapping[int, Mapping[str, str]]) -> dict[int, dict[str, str]]:
+    """The tasks added at run time that can be watched; a stored id that is no task id (written by an older version)
+    is left out with an error line, rather than stop every start."""
+    usable = {}
+    for task_id, labels in added.items():
+        try:
+            usable[task_id_checked(task_id)] = dict(labels)
+        except ValueError as exc:
+            _log.error("tasks.unusable", error=str(exc), hint="not watched; the row stays in the store, harmless")
+    return usable
 
 
 def with_added(config: Config, added: Mapping[int, Mapping[str, str]]) -> Config:

@@ -13,6 +13,7 @@ import anyio.abc
 import structlog
 
 from . import asgi
+from .config import task_id as checked_task_id
 from .daemon import Daemon
 from .errors import StoreError
 from .httpserver import Request, Response
@@ -160,9 +161,9 @@ class OpsServer:
             if request.path == "/tasks" and request.method == "POST":
                 try:
                     body = json.loads(request.body or b"{}")
-                    task_id = body["id"]
-                    if isinstance(task_id, bool) or not isinstance(task_id, int) or not 0 < task_id < 2**63:
-                        raise ValueError("id must be a positive integer")
+                    if isinstance(body["id"], str):
+                        raise ValueError("id is a number, not a string")
+                    task_id = checked_task_id(body["id"])
                     labels = check_labels(body.get("labels") or {})
                 except (ValueError, TypeError, KeyError, AttributeError) as exc:
                     reason = f'expected {{"id": TASK_ID, "labels": {{"name": "value"}}}}: {exc}'
@@ -170,16 +171,14 @@ class OpsServer:
                 added = await daemon.add_task(task_id, labels)
                 return _json(201 if added else 200, {"status": "added" if added else "updated", "id": task_id})
             if request.path.startswith("/tasks/") and request.method == "DELETE":
-                tail = request.path.removeprefix("/tasks/")
-                if not tail.isdigit():
+                try:
+                    task_id = checked_task_id(request.path.removeprefix("/tasks/"))
+                except ValueError:
                     return _json(400, {"status": "error", "reason": "DELETE /tasks/TASK_ID"})
-                outcome = await daemon.remove_task(int(tail))
+                outcome = await daemon.remove_task(task_id)
                 return _json(
                     200 if outcome == "removed" else 409 if outcome == "configured" else 404,
-                    {
-                        "status": outcome,
-                        "id": int(tail),
-                    },
+                    {"status": outcome, "id": task_id},
                 )
         except StoreError as exc:
             return _json(503, {"status": "error", "reason": f"store: {exc}"})
@@ -200,7 +199,7 @@ class OpsServer:
         try:
             body = json.loads(request.body)
             data = body.get("event_data") or {}
-            task_id = int(data["task_id"])
+            task_id = checked_task_id(data["task_id"])
             name = str(body.get("event_name", ""))
         except (ValueError, TypeError, KeyError, AttributeError):
             return _json(400, {"status": "error", "reason": "expected {event_name, event_data: {task_id, ...}}"})
