@@ -191,7 +191,7 @@ async def test_a_task_added_through_one_replica_is_watched_once_by_the_replicas_
     """The list of added tasks lives in the database: the other replica learns of an add at once (NOTIFY), one
     replica polls the task, and its events are announced once."""
     sim, url = simulator
-    for task_id in (1, 2, 3):
+    for task_id in (1, 2, 3, 4):
         sim.add_task(task_id, status="running", progress=10)
     cfg = on_postgres(tmp_path / "w.toml", url, sim.token, receiver.url, [1, 2], pg, lease="2s")
     cfg.write_text(cfg.read_text() + '\n[http]\nlisten = "127.0.0.1:0"\n')
@@ -223,6 +223,17 @@ async def test_a_task_added_through_one_replica_is_watched_once_by_the_replicas_
             return ("3", "voicefox.task.finished") in transitions(receiver)
 
         await until(announced)
+        # A task added while no replica was listening (written here without NOTIFY, and their LISTEN connections
+        # cut): each replica reads the list again when it listens again, so it is watched all the same.
+        async with await psycopg.AsyncConnection.connect(pg, autocommit=True) as conn:
+            await conn.execute(
+                "INSERT INTO voicefox_watcher.added_tasks (task_id, labels, added_at) VALUES (4, '{}', now())"
+            )
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'"
+                " AND pid <> pg_backend_pid()"
+            )
+        await until(lambda: shared({"1", "2", "3", "4"}))
         for proc in (first, second):
             proc.send_signal(signal.SIGTERM)
             with anyio.fail_after(15):
@@ -232,8 +243,8 @@ async def test_a_task_added_through_one_replica_is_watched_once_by_the_replicas_
     assert seen[("3", "voicefox.task.observed")] and seen[("3", "voicefox.task.finished")]
     assert all(len(ids) == 1 for ids in seen.values()), seen
     async with await psycopg.AsyncConnection.connect(pg) as conn:
-        cursor = await conn.execute("SELECT task_id, labels FROM voicefox_watcher.added_tasks")
-        assert await cursor.fetchall() == [(3, {"team": "sales"})]
+        cursor = await conn.execute("SELECT task_id, labels FROM voicefox_watcher.added_tasks ORDER BY task_id")
+        assert await cursor.fetchall() == [(3, {"team": "sales"}), (4, {})]
 
 
 async def test_a_schema_3_database_gains_call_health_and_keeps_its_tasks(pg: str) -> None:

@@ -264,22 +264,31 @@ class Coordinator:
 
     async def _listen(self) -> None:
         """Act on what the others say at once: new outbox rows, replicas joining or leaving, push hints. Only a
-        shortcut: without it, everything still happens within a round or the dispatcher's recheck."""
+        shortcut: without it, everything still happens within a round or the dispatcher's recheck; and the tasks
+        added or removed at run time, told only here, are read again on every (re)connect, for what was said while
+        this replica was not listening."""
         while True:
             try:
-                async for payload in self._store.listen():
+                async for payload in self._store.listen(self._listening):
                     if payload == "outbox":
                         self._dispatcher.wake()
                     elif payload == "replicas":
                         self.poke()
                     elif payload == "tasks":  # a task added or removed at run time, through another replica
-                        await self._daemon.refresh_added()
-                        self.poke()
+                        await self._tasks_changed()
                     elif payload.startswith("poll:") and payload[5:].isdigit():
                         self._daemon.hint(int(payload[5:]), forward=False)
             except StoreError as exc:
                 _log.debug("replica.listen_failed", error=str(exc))
             await self._sleep(self.period)
+
+    def _listening(self) -> None:
+        if self._tg is not None:
+            self._tg.start_soon(self._tasks_changed)
+
+    async def _tasks_changed(self) -> None:
+        await self._daemon.refresh_added()
+        self.poke()
 
     def _forward_hint(self, task_id: int) -> None:
         """A push for a task another replica polls: tell that one."""
