@@ -389,3 +389,26 @@ async def test_from_a_store_each_task_shows_its_calls_in_the_last_hour_and_a_col
     assert line(unread, en) == "Task 3: running · 5%"  # its call log not read yet: nothing said of calls
     assert calls_cell(dropped, ja) == "直近1時間の発信 312 件、応答 41 件 · 応答率 3%（低下前 40%）"
     assert status_cell(dropped, ja)[0] == "実行中 · 応答率が低下"
+
+
+async def test_from_a_store_a_campaign_that_keeps_calling_with_a_flat_percentage_is_not_called_stalled() -> None:
+    # The watcher's call health, as the store has it at each reading (fresh looks, a call 30 s ago each time): judged
+    # on the copy of the first reading only, it went stale and the progress rule said "stalled" at minute 15.
+    from datetime import UTC, datetime, timedelta
+
+    from watcher.detect import Rules
+    from watcher.follow import Reading, Tracked
+    from watcher.i18n import translator
+    from watcher.model import Event, EventType, TaskSnapshot, TaskState
+    from watcher.zone import ZoneResolver
+
+    from .callhealth import steady
+
+    t0 = datetime.now(UTC)
+    snapshot = TaskSnapshot(id=2, status="running", progress=10)
+    task, zones, told = Tracked(2), ZoneResolver(), []
+    for minutes in range(0, 40, 2):
+        now = t0 + timedelta(minutes=minutes)
+        stored = TaskState(snapshot, t0, health=steady(now))
+        told += task.take(Reading(snapshot=snapshot, stored=stored), now, Rules(), zones, translator("en"))
+    assert [n.type for n in told if isinstance(n, Event)] == [EventType.OBSERVED.value]

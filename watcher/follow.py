@@ -270,6 +270,10 @@ class Tracked:
             self.state = reading.stored
             events = detect(None, snapshot, now, rules, zone=zones.for_task(self.id))[1]
         else:
+            if reading.stored is not None and self.state is not None:
+                # The call health is the watcher's, as stored now: judged on a copy frozen at the first reading, it
+                # would go stale and hand the stall back to the progress rule (false stalls on calling campaigns).
+                self.state = dataclasses.replace(self.state, health=reading.stored.health)
             self.state, events = detect(self.state, snapshot, now, rules, zone=zones.for_task(self.id))
         news += events
         self.mark, self.eta = pace(self.mark, snapshot, now)
@@ -634,7 +638,8 @@ async def _source(config: Config, kind: str) -> AsyncIterator[Source]:
         return
     from .postgres import PostgresStore
 
-    pg = await PostgresStore.open(config.store.conninfo(), shown=config.store.shown())
+    # Never creates nor migrates a schema: a follower only reads what a running watcher keeps.
+    pg = await PostgresStore.open_checked(config.store.conninfo(), shown=config.store.shown(), existing=True)
     try:
         yield StoreSource(pg)
     finally:
