@@ -307,7 +307,14 @@ def test_the_scrubber_hides_secrets_and_anything_shaped_like_a_phone_number() ->
     scrub = Scrubber(config)
     assert scrub("401 for api-token-0123456789") == "401 for [REDACTED]"
     assert scrub("cannot reach 13800001111") == "cannot reach [REDACTED]"
-    for number in ("+81 90 1234 5678", "819012345678", "090-1234-5678", "+86 138-0000-1111"):
+    for number in (
+        "+81 90 1234 5678",
+        "819012345678",
+        "090-1234-5678",
+        "+86 138-0000-1111",
+        "+1 (415) 555-0100",
+        "(090) 1234-5678",
+    ):
         assert scrub(f"refused {number}: blocked") == "refused […]: blocked", number
     for fine in ("HTTP 503 after 12.5 s", "errcode 310000", "2026-11-23 18:00:00", "retry in 3600 s"):
         assert scrub(fine) == fine

@@ -325,3 +325,19 @@ async def test_a_store_call_waiting_on_a_lock_does_not_stall_the_event_loop(tmp_
     assert (await store.load_states())[1].snapshot.status == "pending"
     other.close()
     sqlite.close()
+
+
+def test_a_damaged_rules_column_costs_its_history_not_the_start(tmp_path: Path) -> None:
+    # As the call health column: text that is not JSON holds no rule (it fires again if it still holds).
+    import sqlite3
+
+    from watcher.detect import Rules, detect
+    from watcher.model import TaskSnapshot
+
+    store = Store.open(tmp_path / "s.db")
+    state, _ = detect(None, TaskSnapshot(id=3, status="running"), datetime(2026, 11, 23, 9, 0, tzinfo=UTC), Rules())
+    store.record(state, [], now=1.0)
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute("UPDATE tasks SET rules = '{not json' WHERE task_id = 3")
+    assert store.load_states()[3].rules == ()
+    store.close()

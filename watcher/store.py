@@ -143,7 +143,8 @@ def health_from(stored: Any) -> CallHealth | None:
 
 
 def json_or_damaged(text: str | None) -> Any:
-    """A JSON column's value; None for NULL, and a value `health_from` reads as empty for text that is not JSON."""
+    """A JSON column's value; None for NULL, and an empty object for text that is not JSON (which `rules_from` and
+    `health_from` read as empty): a damaged column costs that history, never the task's state."""
     if text is None:
         return None
     try:
@@ -327,7 +328,7 @@ class Store(_Database):
                 missing=bool(missing),
                 windows_doubted_at=datetime.fromisoformat(doubted) if doubted else None,
                 updated_while_closed_at=datetime.fromisoformat(updated) if updated else None,
-                rules=rules_from(json.loads(rules) if rules else None),
+                rules=rules_from(json_or_damaged(rules)),
                 health=health_from(json_or_damaged(health)),
             )
         return states
@@ -608,7 +609,7 @@ class Store(_Database):
                         datetime.fromisoformat(changed),
                         datetime.fromisoformat(doubted) if doubted else None,
                         datetime.fromisoformat(updated) if updated else None,
-                        json.loads(rules) if rules else None,
+                        json_or_damaged(rules) or None,
                         json_or_damaged(health),
                     )
                     for task_id, snap, since, stalled, missing, changed, doubted, updated, rules, health in self._read(

@@ -89,7 +89,7 @@ class TaskView:
         """From an event's `data.task`."""
         task_id = _int(d.get("id"))
         return cls(
-            id=task_id if task_id is not None else (int(subject) if subject.isdigit() else 0),
+            id=task_id if task_id is not None else (int(subject) if subject.isascii() and subject.isdecimal() else 0),
             name=_str(d.get("name")),
             status=_str(d.get("status")),
             progress=_int(d.get("progress")),
@@ -620,7 +620,7 @@ def build(
     if view.type == EventType.TEST and view.text:
         details.append(Fact(t.gettext("Message"), t.gettext("If you can read this, voicefox-watcher can reach you.")))
     time_text = t.time(view.time, zone)
-    who = t.say("task {id}", id=view.subject) if view.subject.isdigit() else view.subject
+    who = t.say("task {id}", id=view.subject) if view.subject.isascii() and view.subject.isdecimal() else view.subject
     link = task_url.replace("{id}", str(task.id)) if task_url and task is not None else None
     return Message(
         event_id=view.id,
@@ -797,7 +797,7 @@ def fallback(event: Any) -> Message:
         time=when if isinstance(when, datetime) else datetime.now().astimezone(),
         time_text=time_text,
         footer=f"{subject} · {type_} · {time_text}",
-        task_id=int(subject) if subject.isdigit() else None,
+        task_id=int(subject) if subject.isascii() and subject.isdecimal() else None,
         link=None,
         link_text="",
         language=DEFAULT_LANGUAGE,

@@ -53,10 +53,10 @@ WORDS = {
     "offline": N_("The watcher does not answer; this page updates again when it does."),
 }
 
-# A phone number in any usual spelling: nine or more digits, maybe with a leading + and hyphens or spaces between.
-# Nothing a delivery error needs to say is that long (status and error codes, seconds, byte counts are shorter); a
-# run that goes on as a time or a decimal ("2026-11-23 18:00") is not a number to hide.
-_PHONE = re.compile(r"(?<!\w)(?<!\d[.:])\+?\d(?:[ -]?\d){8,}(?!\w|[.:]\d)")
+# A phone number in any usual spelling: nine or more digits, maybe with a leading + and hyphens, spaces or an area
+# code in parentheses between. Nothing a delivery error needs to say is that long (status and error codes, seconds,
+# byte counts are shorter); a run that goes on as a time or a decimal ("2026-11-23 18:00") is not a number to hide.
+_PHONE = re.compile(r"(?<!\w)(?<!\d[.:])\+?\(?\d(?:[ ()-]{0,2}\d){8,}(?!\w|[.:]\d)")
 HIDDEN = "[…]"
 
 
@@ -294,7 +294,7 @@ def _calls(health: CallHealth, now: datetime, zone: tzinfo | None, t: Translator
 
 
 def _event(event: Event, facts: Facts, language: str) -> EventLine:
-    task_zone = facts.zones.get(int(event.subject)) if event.subject.isdigit() else None
+    task_zone = facts.zones.get(int(event.subject)) if event.subject.isascii() and event.subject.isdecimal() else None
     message = build(event, language=language, zone=(task_zone or facts.zone).tz or UTC)
     return EventLine(event.id, event.type, message.time_text, message.headline, _TONE[message.severity])
 
