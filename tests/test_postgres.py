@@ -262,6 +262,7 @@ async def test_a_schema_3_database_gains_call_health_and_keeps_its_tasks(pg: str
     await store.close()
     async with await psycopg.AsyncConnection.connect(pg, autocommit=True) as conn:  # back to schema 3
         await conn.execute("ALTER TABLE voicefox_watcher.tasks DROP COLUMN health")
+        await conn.execute("DROP INDEX voicefox_watcher.events_by_time")  # (schema 5's)
         await conn.execute("UPDATE voicefox_watcher.meta SET value = '3' WHERE key = 'schema_version'")
     store = await PostgresStore.open(pg, shown="pg")
     try:
@@ -274,3 +275,5 @@ async def test_a_schema_3_database_gains_call_health_and_keeps_its_tasks(pg: str
     async with await psycopg.AsyncConnection.connect(pg) as conn:
         cursor = await conn.execute("SELECT value FROM voicefox_watcher.meta WHERE key = 'schema_version'")
         assert await cursor.fetchone() == (str(SCHEMA_VERSION),)
+        cursor = await conn.execute("SELECT 1 FROM pg_indexes WHERE indexname = 'events_by_time'")
+        assert await cursor.fetchone() == (1,)  # the page's newest events, off an index

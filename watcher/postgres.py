@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .replicas import Membership
 
 SCHEMA = "voicefox_watcher"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _CREATE = f"""
 CREATE TABLE IF NOT EXISTS {SCHEMA}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.events (
     body    JSONB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_task ON {SCHEMA}.events (task_id, time);
+CREATE INDEX IF NOT EXISTS events_by_time ON {SCHEMA}.events (time DESC, id DESC);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.outbox (
     seq             BIGSERIAL PRIMARY KEY,
     event_id        TEXT NOT NULL REFERENCES {SCHEMA}.events (id),
@@ -129,6 +130,9 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     # 4: what the call log has shown of each task (watcher/health.py); NULL while it has not been read.
     3: [f"ALTER TABLE {SCHEMA}.tasks ADD COLUMN health JSONB"],
+    # 5: the newest events read straight off an index (`recent_events`, every refresh of the status page), not by
+    # sorting a week of them.
+    4: [f"CREATE INDEX IF NOT EXISTS events_by_time ON {SCHEMA}.events (time DESC, id DESC)"],
 }
 
 # Only one watcher may create or migrate the schema at a time (a rolling deploy starts several at once).
