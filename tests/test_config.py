@@ -957,3 +957,11 @@ def test_health_defaults_are_an_operations_leads() -> None:
     assert (health.calllog, health.every, health.window, health.min_calls) == (True, 120.0, 100, 50)
     assert (health.answer_rate_drop, health.answer_rate_floor) == (0.5, 0.10)
     assert from_text(MINIMAL + '[health]\ncalllog = false\nevery = "5m"\n').health.every == 300.0
+
+
+def test_no_task_is_fine_only_if_tasks_can_be_added_at_run_time() -> None:
+    base = '[api]\ntoken = "t"\n[watch]\ninterval = "30s"\n'
+    assert from_text(base + '[http]\nlisten = "127.0.0.1:9000"\n').watch.ids == []
+    assert from_text(base + '[http]\nlisten = "0.0.0.0:9000"\ntoken = "' + "k" * 24 + '"\n').watch.ids == []
+    problems = problems_of(base + '[http]\nlisten = "0.0.0.0:9000"\n')
+    assert any("[http] token" in p for p in problems), problems

@@ -23,6 +23,7 @@ from .fields import (
     check_task_url,
     check_timezone,
     check_token,
+    is_loopback,
 )
 from .fields import Section as _Section
 from .fields import parse_duration as parse_duration
@@ -72,7 +73,7 @@ def task_id(value: object) -> int:
     if isinstance(value, str) and value.isascii() and value.isdecimal():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_TASK_ID:
-        raise ValueError(f"{str(value)[:40]!r} is not a task id (a positive integer)")
+        raise ValueError(f"{str(value)[:40]!r} is not a task id: id must be a positive integer")
     return value
 
 
@@ -291,18 +292,6 @@ class HttpConfig(_Section):
         return self
 
 
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 and localhost: only this machine."""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class PushConfig(_Section):
     """`[push]`: VoiceFox's own task.end webhook as a hint to poll now, served on `[http] listen`."""
 
@@ -409,6 +398,18 @@ class Config(_Section):
     def _unique_rule_names(cls, rules: list[RuleConfig]) -> list[RuleConfig]:
         _check_unique([r.name for r in rules], "rule")
         return rules
+
+    @pydantic.model_validator(mode="after")
+    def _tasks_can_come(self) -> Config:
+        # No task in the file is fine only if some can be added at run time: `watcher tasks add` is served on a
+        # loopback listener, or with [http] token; or VoiceFox's pushes adopt them.
+        http = self.http
+        if not self.watch.ids and not (http.loopback or http.token is not None or self.push.adopt):
+            raise ValueError(
+                "watch.tasks: no task, and none can be added at run time: [http] listen is not on 127.0.0.1 and has"
+                " no [http] token, so `watcher tasks add` would be refused; set [http] token, or list tasks"
+            )
+        return self
 
     @pydantic.model_validator(mode="after")
     def _push_needs_http(self) -> Config:

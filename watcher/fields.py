@@ -230,3 +230,15 @@ def check_task_url(value: str) -> str:
             raise ValueError('must contain {id} where the task id goes, e.g. "https://console.example/tasks/{id}"')
         check_http_url(value.replace("{id}", "1"))
     return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine (127.0.0.0/8, ::1, localhost): nothing sent to it crosses a network."""
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -161,8 +161,8 @@ class OpsServer:
             if request.path == "/tasks" and request.method == "POST":
                 try:
                     body = json.loads(request.body or b"{}")
-                    if isinstance(body["id"], str):
-                        raise ValueError("id is a number, not a string")
+                    if isinstance(body["id"], str):  # (JSON gives a number; a string of digits is a client's slip)
+                        raise ValueError("id must be a positive integer, not a string")
                     task_id = checked_task_id(body["id"])
                     labels = check_labels(body.get("labels") or {})
                 except (ValueError, TypeError, KeyError, AttributeError) as exc:

@@ -4,7 +4,6 @@ text part and an HTML alternative, a Message-ID that is the event id and a per-c
 from __future__ import annotations
 
 import html
-import ipaddress
 import json
 import re
 import ssl
@@ -23,7 +22,7 @@ from pydantic import Field, SecretStr
 
 from ..client import describe_transport_error
 from ..errors import DeliveryError
-from ..fields import Duration, NotifierBase
+from ..fields import Duration, NotifierBase, is_loopback
 from ..i18n import DEFAULT_LANGUAGE, N_, translator
 from ..model import Event
 from .base import FOR_PEOPLE, Context, EventFilter, Kind, digest_of
@@ -57,16 +56,6 @@ def check_host(value: str) -> str:
 
 
 Address = Annotated[str, pydantic.AfterValidator(check_address)]
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is this machine (where an SMTP relay needs no TLS: nothing crosses a network)."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class EmailNotifierConfig(NotifierBase):
