@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from watcher import config as config_mod
 from watcher.cli_run import Components, open_components
@@ -318,6 +319,10 @@ def test_the_scrubber_hides_secrets_and_anything_shaped_like_a_phone_number() ->
         assert scrub(f"refused {number}: blocked") == "refused […]: blocked", number
     for fine in ("HTTP 503 after 12.5 s", "errcode 310000", "2026-11-23 18:00:00", "retry in 3600 s"):
         assert scrub(fine) == fine
+    # A reload replaced the token: an error stored before it may still quote the old one, and is hidden all the same.
+    rotated = config.model_copy(update={"api": config.api.model_copy(update={"token": SecretStr("new-token-98765")})})
+    after = Scrubber(rotated, also=scrub.hidden)
+    assert after("401 for api-token-0123456789; 401 for new-token-98765") == "401 for [REDACTED]; 401 for [REDACTED]"
 
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

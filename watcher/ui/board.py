@@ -180,15 +180,21 @@ class Paces:
             del self._marks[task_id]
 
 
+def _hidden(config: Config) -> list[str]:
+    from ..config import secret_values
+
+    # The numbers DingTalk mentions are phone numbers too, though not secrets.
+    mobiles = [str(m) for n in config.notifiers for m in getattr(n, "at_mobiles", None) or ()]
+    return [*secret_values(config), *mobiles]
+
+
 class Scrubber:
     """Hides every configured secret, and anything shaped like a phone number, in text bound for the page."""
 
-    def __init__(self, config: Config) -> None:
-        from ..config import secret_values
-
-        # The numbers DingTalk mentions are phone numbers too, though not secrets.
-        mobiles = [str(m) for n in config.notifiers for m in getattr(n, "at_mobiles", None) or ()]
-        self._redact = Redact([*secret_values(config), *mobiles])
+    def __init__(self, config: Config, *, also: Iterable[str] = ()) -> None:
+        # `also`: secrets of configs replaced since (a stored error may quote one from before a reload).
+        self.hidden = frozenset([*_hidden(config), *also])
+        self._redact = Redact(sorted(self.hidden))
 
     def __call__(self, text: str) -> str:
         """The text, with what must not be shown replaced."""

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import __version__
+from ..config import Config
 from ..daemon import Daemon, utcnow
 from ..errors import StoreError
 from ..httpserver import Request, Response
@@ -67,6 +68,8 @@ class StatusPage:
         self._clock = clock
         self._monotonic = monotonic
         self._paces = Paces()
+        self._scrub: Scrubber | None = None  # (see _scrubber)
+        self._scrub_for: Config | None = None
         self._env = jinja2.Environment(
             loader=jinja2.PackageLoader("watcher.ui", "templates"),
             autoescape=True,
@@ -93,7 +96,7 @@ class StatusPage:
         except StoreError as exc:
             reason = json.dumps({"status": "error", "reason": f"the store cannot be read: {exc}"})
             return Response(503, reason.encode(), (("Content-Type", "application/json"), *_DYNAMIC))
-        view = board(facts, self._paces, Scrubber(self._daemon.config), self.language)
+        view = board(facts, self._paces, self._scrubber(), self.language)
         if path == "/ui/status.json":
             doc = json.dumps(_data(view), ensure_ascii=False).encode()
             return Response(200, doc, (("Content-Type", "application/json; charset=utf-8"), *_DYNAMIC))
@@ -101,6 +104,15 @@ class StatusPage:
         html = self._env.get_template(template).render(b=view, refresh=self.refresh, version=__version__)
         headers = (("Content-Type", "text/html; charset=utf-8"), ("Content-Security-Policy", _CSP), *_DYNAMIC)
         return Response(200, html.encode(), headers)
+
+    def _scrubber(self) -> Scrubber:
+        """The scrubber of the config in use, built once per config, and hiding the secrets of every config used
+        before it too (a stored error may quote a token a reload has since replaced)."""
+        config = self._daemon.config
+        if self._scrub is None or self._scrub_for is not config:
+            self._scrub = Scrubber(config, also=self._scrub.hidden if self._scrub is not None else ())
+            self._scrub_for = config
+        return self._scrub
 
     @property
     def language(self) -> str:
