@@ -39,7 +39,7 @@ from .health import CallHealth, calls_last_hour
 from .i18n import Translator, translator
 from .model import Event, Status, TaskSnapshot, TaskState
 from .notify.message import Severity, build, status_text
-from .pace import ApiGate
+from .pace import AdaptiveRate, ApiGate
 from .retry import auth_pause, poll_failure_delay, rate_limit_pause
 from .schedule import PaceMark, pace
 from .store import Store
@@ -86,11 +86,13 @@ class Source(Protocol):
 class ApiSource:
     """The API through `VoiceFoxClient`: every task read concurrently; a 429 or a refused token pauses every read."""
 
-    def __init__(self, client: VoiceFoxClient, gate: ApiGate) -> None:
+    def __init__(
+        self, client: VoiceFoxClient, gate: ApiGate, rate: AdaptiveRate | None = None, concurrency: int = 8
+    ) -> None:
         self._client = client
         self._gate = gate
-        self._rate_limited = 0  # 429s without Retry-After in a row
-        self._refused = 0  # 401/403s in a row
+        self._rate = rate  # `[api] max_rps`, as the daemon keeps it: the same token reads for both
+        self._limit = anyio.CapacityLimiter(concurrency)  # `[watch] concurrency` reads in flight, as the daemon's
 
     async def read_all(self, task_ids: Sequence[int]) -> dict[int, Reading]:
         """One reading per task, after any pause the API asked for."""
@@ -98,7 +100,10 @@ class ApiSource:
         readings: dict[int, Reading] = {}
 
         async def one(task_id: int) -> None:
-            readings[task_id] = await self._read(task_id)
+            async with self._limit:
+                if self._rate is not None:
+                    await self._rate.acquire()
+                readings[task_id] = await self._read(task_id)
 
         async with anyio.create_task_group() as tg:
             for task_id in task_ids:
@@ -111,16 +116,19 @@ class ApiSource:
         except TaskNotFound:
             return Reading(not_found=True)
         except RateLimited as exc:
-            self._rate_limited = 0 if exc.retry_after is not None else self._rate_limited + 1
-            self._gate.pause(rate_limit_pause(exc.retry_after, self._rate_limited))
+            gate = self._gate
+            if self._rate is not None:
+                self._rate.backoff()
+            gate.rate_limited = 0 if exc.retry_after is not None else gate.rate_limited + 1
+            gate.pause(rate_limit_pause(exc.retry_after, gate.rate_limited))
             return Reading(problem=_reason(exc, task_id))
         except AuthenticationError as exc:
-            self._refused += 1
-            self._gate.pause(auth_pause(self._refused))
+            self._gate.refused += 1
+            self._gate.pause(auth_pause(self._gate.refused))
             return Reading(refused=_reason(exc, task_id))
         except ApiError as exc:
             return Reading(problem=_reason(exc, task_id))
-        self._rate_limited = self._refused = 0
+        self._gate.rate_limited = self._gate.refused = 0
         return Reading(snapshot=snapshot)
 
 
@@ -627,7 +635,8 @@ async def _source(config: Config, kind: str) -> AsyncIterator[Source]:
             verify=config.api.verify_tls,
             transport_kind=resolve_transport(config.api.transport),
         ) as client:
-            yield ApiSource(client, ApiGate(time.monotonic, anyio.sleep))
+            rate = AdaptiveRate(config.api.max_rps, time.monotonic, anyio.sleep)
+            yield ApiSource(client, ApiGate(time.monotonic, anyio.sleep), rate, config.watch.concurrency)
         return
     if not config.store.postgres:
         sqlite = SqliteReader(Path(config.store.path))
